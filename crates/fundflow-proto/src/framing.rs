@@ -85,7 +85,10 @@ impl<R: BufRead> RecordReader<R> {
                     });
             }
         }
-        Err(FramingError::BadLength { index, detail: "varint longer than 10 bytes".into() })
+        Err(FramingError::BadLength {
+            index,
+            detail: "varint longer than 10 bytes".into(),
+        })
     }
 }
 
@@ -94,7 +97,9 @@ impl<R: BufRead> Iterator for RecordReader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut buf = Vec::new();
-        self.read_into(&mut buf).map(|more| more.then_some(buf)).transpose()
+        self.read_into(&mut buf)
+            .map(|more| more.then_some(buf))
+            .transpose()
     }
 }
 
@@ -122,15 +127,19 @@ mod tests {
     fn reads_back_what_was_written() {
         let long = vec![7u8; 300];
         let bytes = write_all(&[b"a", b"", &long]);
-        let records: Vec<Vec<u8>> =
-            RecordReader::new(&bytes[..]).collect::<Result<_, _>>().unwrap();
+        let records: Vec<Vec<u8>> = RecordReader::new(&bytes[..])
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(records, vec![b"a".to_vec(), Vec::new(), long]);
     }
 
     #[test]
     fn matches_prost_length_delimited_encoding() {
         use prost::Message;
-        let envelope = crate::v1::Envelope { event_id: "x".into(), ..Default::default() };
+        let envelope = crate::v1::Envelope {
+            event_id: "x".into(),
+            ..Default::default()
+        };
         let mut ours = Vec::new();
         write_record(&mut ours, &envelope.encode_to_vec()).unwrap();
         assert_eq!(ours, envelope.encode_length_delimited_to_vec());
@@ -142,7 +151,10 @@ mod tests {
         bytes.pop();
         let results: Vec<_> = RecordReader::new(&bytes[..]).collect();
         assert!(matches!(results[0], Ok(ref r) if r == b"first"));
-        assert!(matches!(results[1], Err(FramingError::Truncated { index: 2 })));
+        assert!(matches!(
+            results[1],
+            Err(FramingError::Truncated { index: 2 })
+        ));
     }
 
     #[test]
@@ -150,6 +162,9 @@ mod tests {
         let mut bytes = Vec::new();
         prost::encoding::encode_varint(u64::MAX, &mut bytes);
         let err = RecordReader::new(&bytes[..]).next().unwrap().unwrap_err();
-        assert!(matches!(err, FramingError::BadLength { index: 1, .. }), "{err}");
+        assert!(
+            matches!(err, FramingError::BadLength { index: 1, .. }),
+            "{err}"
+        );
     }
 }

@@ -58,7 +58,9 @@ pub struct Country {
 impl Country {
     /// The M49 areas this country rolls up into, innermost first, ending with World (`001`).
     pub fn ancestors(&self) -> impl Iterator<Item = u16> + '_ {
-        [self.intermediate, self.subregion, self.region, Some(WORLD)].into_iter().flatten()
+        [self.intermediate, self.subregion, self.region, Some(WORLD)]
+            .into_iter()
+            .flatten()
     }
 }
 
@@ -90,11 +92,25 @@ pub struct Currency {
 pub const WORLD: u16 = 1;
 
 mod tables {
+    #![allow(clippy::large_const_arrays, clippy::large_stack_arrays)]
     use super::{Country, Currency, Region, RegionLevel};
     include!(concat!(env!("OUT_DIR"), "/tables.rs"));
 }
 
 pub use tables::{COUNTRIES, CURRENCIES, REGIONS};
+
+/// Looks a three-upper-case-letter code up in a direct-index table (no search, no comparison).
+fn by_letters(table: &[u16; 17576], code: &str) -> Option<u16> {
+    let bytes: &[u8; 3] = code.as_bytes().try_into().ok()?;
+    let mut index = 0usize;
+    for &b in bytes {
+        if !b.is_ascii_uppercase() {
+            return None;
+        }
+        index = index * 26 + usize::from(b - b'A');
+    }
+    table.get(index).copied().filter(|&i| i != u16::MAX)
+}
 
 /// Index of a country in [`COUNTRIES`]: a compact, copyable handle for hot paths.
 pub type CountryIndex = u16;
@@ -105,7 +121,7 @@ pub type CurrencyIndex = u16;
 
 /// Finds a country by its alpha-3 code (upper case, exactly as stored).
 pub fn country_by_alpha3(code: &str) -> Option<CountryIndex> {
-    index(COUNTRIES.binary_search_by(|c| c.alpha3.cmp(code)).ok())
+    by_letters(&tables::ALPHA3_INDEX, code)
 }
 
 /// Finds a country by its alpha-2 code (upper case), for inputs that use the two-letter form.
@@ -129,7 +145,7 @@ pub fn region_by_code(code: u16) -> Option<RegionIndex> {
 
 /// Finds a currency by its alphabetic code.
 pub fn currency_by_code(code: &str) -> Option<CurrencyIndex> {
-    index(CURRENCIES.binary_search_by(|c| c.code.cmp(code)).ok())
+    by_letters(&tables::CURRENCY_INDEX, code)
 }
 
 fn index(position: Option<usize>) -> Option<u16> {
@@ -152,8 +168,14 @@ mod tests {
     fn tanzania_rolls_up_through_eastern_africa() {
         let tza = country("TZA");
         assert_eq!((tza.alpha2, tza.numeric, tza.name), ("TZ", 834, "Tanzania"));
-        let ancestors: Vec<_> = tza.ancestors().map(|c| region_by_code(c).unwrap()).collect();
-        let keys: Vec<_> = ancestors.iter().map(|&i| REGIONS[usize::from(i)].key).collect();
+        let ancestors: Vec<_> = tza
+            .ancestors()
+            .map(|c| region_by_code(c).unwrap())
+            .collect();
+        let keys: Vec<_> = ancestors
+            .iter()
+            .map(|&i| REGIONS[usize::from(i)].key)
+            .collect();
         assert_eq!(keys, ["014", "202", "002", "001"]);
         assert_eq!(region("014").name, "Eastern Africa");
         assert_eq!(region("202").level, RegionLevel::Subregion);
@@ -162,7 +184,10 @@ mod tests {
     #[test]
     fn brazil_is_in_south_america_and_latin_america() {
         let bra = country("BRA");
-        assert_eq!((bra.intermediate, bra.subregion, bra.region), (Some(5), Some(419), Some(19)));
+        assert_eq!(
+            (bra.intermediate, bra.subregion, bra.region),
+            (Some(5), Some(419), Some(19))
+        );
         assert_eq!(region("005").name, "South America");
         assert_eq!(region("419").name, "Latin America and the Caribbean");
         assert_eq!(region("019").name, "Americas");
@@ -177,7 +202,10 @@ mod tests {
     #[test]
     fn currencies_carry_their_minor_units() {
         let minor = |c: &str| CURRENCIES[usize::from(currency_by_code(c).unwrap())].minor_unit;
-        assert_eq!((minor("USD"), minor("JPY"), minor("KWD"), minor("EUR")), (2, 0, 3, 2));
+        assert_eq!(
+            (minor("USD"), minor("JPY"), minor("KWD"), minor("EUR")),
+            (2, 0, 3, 2)
+        );
         assert_eq!(currency_by_code("XXX"), None);
         assert_eq!(currency_by_code("usd"), None);
     }

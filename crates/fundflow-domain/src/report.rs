@@ -1,0 +1,129 @@
+//! The report of a ledger's state in the shape every command prints (`replay-file`, `totals`,
+//! `audit replay`): digests, rejected records, totals and in-kind quantities, with every amount a
+//! string at its currency's minor-unit scale.
+
+use serde::Serialize;
+
+use crate::ledger::{Ledger, currency_code, sorted_totals};
+use crate::money::{USD_SCALE, format_at_scale, format_quantity};
+use crate::node::Scope;
+
+/// Everything a reviewer or auditor needs to compare two replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The last sequence number folded.
+    pub last_seq: u64,
+    /// Hex SHA-256 chain over the records folded.
+    pub log_digest: String,
+    /// Hex SHA-256 of the canonical state.
+    pub model_digest: String,
+    /// Every rejected record, in log order.
+    pub rejected: Vec<RejectedRow>,
+    /// Every nonzero total, sorted by scope, key, kind and currency.
+    pub totals: Vec<TotalRow>,
+    /// Every nonzero in-kind quantity, sorted by scope, key, item and unit.
+    pub in_kind_items: Vec<ItemRow>,
+}
+
+/// A rejected record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedRow {
+    /// Where it is in the log.
+    pub seq: u64,
+    /// The event id as given, or empty.
+    pub event_id: String,
+    /// The rejection code.
+    pub code: &'static str,
+    /// The field and the rule, in one sentence.
+    pub message: String,
+}
+
+/// One total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TotalRow {
+    /// `country`, `region`, `subregion`, `intermediate` or `global`.
+    pub scope: Scope,
+    /// Alpha-3 code of a country, three-digit M49 code of an area, `001` for global.
+    pub key: &'static str,
+    /// `pledged`, `paid`, `parallel_funding` or `in_kind`.
+    pub kind: &'static str,
+    /// ISO 4217 code.
+    pub currency: &'static str,
+    /// The total in `currency`.
+    pub amount: String,
+    /// USD equivalent of the converted part.
+    pub usd_equivalent: String,
+    /// The part of `amount` with no USD rate, in `currency`.
+    pub unconverted: String,
+}
+
+/// One in-kind quantity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemRow {
+    /// As for totals.
+    pub scope: Scope,
+    /// As for totals.
+    pub key: &'static str,
+    /// Item code or name.
+    pub item: String,
+    /// Unit.
+    pub unit: String,
+    /// Decimal string without trailing zeros.
+    pub quantity: String,
+}
+
+impl Report {
+    /// The report of `ledger`'s current state.
+    pub fn of(ledger: &Ledger) -> Report {
+        let rejected = ledger
+            .rejected()
+            .iter()
+            .map(|r| RejectedRow {
+                seq: r.seq,
+                event_id: r.event_id.clone(),
+                code: r.rejection.code.as_str(),
+                message: r.rejection.message.clone(),
+            })
+            .collect();
+        let totals = sorted_totals(ledger, None)
+            .into_iter()
+            .map(|(key, total)| {
+                let currency = currency_code(key.currency);
+                let minor = fundflow_refdata::currency_by_code(currency).map_or(0, |i| {
+                    u32::from(fundflow_refdata::CURRENCIES[usize::from(i)].minor_unit)
+                });
+                TotalRow {
+                    scope: key.node.scope(),
+                    key: key.node.key(),
+                    kind: key.kind.as_str(),
+                    currency,
+                    amount: format_at_scale(total.amount, minor),
+                    usd_equivalent: format_at_scale(total.usd_equivalent, USD_SCALE),
+                    unconverted: format_at_scale(total.unconverted, minor),
+                }
+            })
+            .collect();
+        let mut in_kind_items: Vec<ItemRow> = ledger
+            .quantities()
+            .into_iter()
+            .map(|(key, quantity)| ItemRow {
+                scope: key.node.scope(),
+                key: key.node.key(),
+                item: ledger.item_name(key.item).to_owned(),
+                unit: ledger.unit_name(key.unit).to_owned(),
+                quantity: format_quantity(quantity),
+            })
+            .collect();
+        in_kind_items.sort_unstable_by(|a, b| {
+            (a.scope, a.key, &a.item, &a.unit).cmp(&(b.scope, b.key, &b.item, &b.unit))
+        });
+        Report {
+            last_seq: ledger.last_seq(),
+            log_digest: hex::encode(ledger.log_digest()),
+            model_digest: hex::encode(ledger.model_digest()),
+            rejected,
+            totals,
+            in_kind_items,
+        }
+    }
+}
