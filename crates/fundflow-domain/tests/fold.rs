@@ -1,6 +1,10 @@
 //! The fold, given / when / then: exact totals, roll-ups, pledges, reversals, and one test of every
 //! rejection code with the input that triggers it.
 
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::large_enum_variant)]
+
 use fundflow_domain::{Ledger, Node, Outcome, RejectCode, Scope, TotalKey, TotalKind};
 use fundflow_gen::{
     envelope, flow, in_kind, parallel_funding, payment, pledge, reversal, with_rate,

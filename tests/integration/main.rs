@@ -1,0 +1,8 @@
+//! Integration tests over the real `fundflow` binary: one test binary, shared helpers, one module
+//! per area.
+
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+mod replay;
