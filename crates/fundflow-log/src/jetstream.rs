@@ -1,0 +1,487 @@
+//! The production log: a NATS JetStream stream (`FUNDFLOW` on `fundflow.v1.events.>`).
+//!
+//! - Each event of partner P is published on `fundflow.v1.events.P` with `Nats-Msg-Id: P:<id>`.
+//! - The stream is file-backed, never expires anything, and has `deny_delete` and `deny_purge`
+//!   set, so the ledger's log cannot be edited through the stream API. Every command that touches
+//!   the stream creates it when missing and refuses one whose settings contradict these.
+//! - Publishing keeps a bounded window of acks in flight. An ack that times out, or a "no
+//!   responders" during a leader election, means "unknown": the envelope is published again with
+//!   the same `Nats-Msg-Id`, with backoff, until the stream acknowledges it (stored or
+//!   duplicate). Nothing is lost and a retry never counts twice (within the duplicate window).
+//! - Reading uses an ordered consumer starting at the reader's own checkpoint + 1; no consumer
+//!   state on the server says where a reader is.
+//!
+//! Only fields a 2.10 server understands are set: async-nats's defaults for newer features
+//! (per-message TTL, atomic batches, consumer pause, ...) stay off.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use futures::{FutureExt, StreamExt};
+
+use crate::{AppendRequest, Appended, LogError, LogErrorKind, Record};
+
+/// How to reach and shape the stream.
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// `nats://host:port` (or `tls://...` to require TLS).
+    pub url: String,
+    /// A NATS credentials file, if the server requires one.
+    pub credentials: Option<PathBuf>,
+    /// The stream's name.
+    pub stream: String,
+    /// Replicas when creating the stream (1 on one node, 3 in a cluster); when `None`, an
+    /// existing stream's count is accepted and a new one gets 1.
+    pub replicas: Option<usize>,
+    /// JetStream's duplicate window when creating the stream; `None` accepts an existing one's
+    /// and gives a new one 2 minutes.
+    pub duplicate_window: Option<Duration>,
+    /// Most publishes awaiting their ack at once.
+    pub acks_in_flight_max: usize,
+    /// How long one publish waits for its ack before it counts as unknown and is sent again.
+    pub ack_timeout: Duration,
+    /// How long an append keeps retrying before it reports an error.
+    pub retry_for: Duration,
+}
+
+impl JetStreamConfig {
+    /// Defaults for `url`: stream `FUNDFLOW`, 256 acks in flight, 5 s ack timeout, retrying for
+    /// 5 minutes.
+    pub fn new(url: impl Into<String>) -> JetStreamConfig {
+        JetStreamConfig {
+            url: url.into(),
+            credentials: None,
+            stream: "FUNDFLOW".into(),
+            replicas: None,
+            duplicate_window: None,
+            acks_in_flight_max: 256,
+            ack_timeout: Duration::from_secs(5),
+            retry_for: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Connection state an operator watches.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// False between a disconnect and the next reconnect.
+    pub connected: AtomicBool,
+    /// How many times the connection was lost.
+    pub disconnects: AtomicU64,
+    /// How many publishes were sent again because their outcome was unknown.
+    pub publish_retries: AtomicU64,
+}
+
+/// A connected JetStream log. Cheap to clone.
+#[derive(Clone)]
+pub struct JetStreamLog {
+    client: async_nats::Client,
+    context: jetstream::Context,
+    config: Arc<JetStreamConfig>,
+    stats: Arc<ConnectionStats>,
+}
+
+/// The server versions fundflow supports start at 2.10: 2.9 has no `sync_interval` and known
+/// replication bugs fixed later.
+fn supported(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 10)
+}
+
+impl JetStreamLog {
+    /// Connects, checks the server version (warns below 2.10), and makes sure the stream exists
+    /// with fundflow's settings.
+    pub async fn connect(config: JetStreamConfig) -> Result<JetStreamLog, LogError> {
+        let stats = Arc::new(ConnectionStats::default());
+        let events = Arc::clone(&stats);
+        let mut options = async_nats::ConnectOptions::new()
+            .name("fundflow")
+            .require_tls(config.url.starts_with("tls://"))
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let stats = Arc::clone(&events);
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            stats.connected.store(true, Ordering::Relaxed);
+                            tracing::info!("connected to NATS");
+                        }
+                        async_nats::Event::Disconnected => {
+                            stats.connected.store(false, Ordering::Relaxed);
+                            stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!("disconnected from NATS; reconnecting");
+                        }
+                        other => tracing::info!(event = %other, "NATS connection event"),
+                    }
+                }
+            });
+        if let Some(path) = &config.credentials {
+            options = options.credentials_file(path).await.map_err(|err| {
+                LogError::with_source(
+                    LogErrorKind::Connect,
+                    format!("cannot read the credentials file {}", path.display()),
+                    err,
+                )
+            })?;
+        }
+        let client = options.connect(config.url.as_str()).await.map_err(|err| {
+            LogError::with_source(
+                LogErrorKind::Connect,
+                format!("cannot connect to {}", config.url),
+                err,
+            )
+        })?;
+        stats.connected.store(true, Ordering::Relaxed);
+        let version = client.server_info().version;
+        if !supported(&version) {
+            tracing::warn!(
+                %version,
+                "nats-server {version} is older than 2.10, which fundflow needs: acknowledged \
+                 writes may reach the disk late and replication has known bugs; upgrade the server"
+            );
+        }
+        let context = jetstream::new(client.clone());
+        let log = JetStreamLog {
+            client,
+            context,
+            config: Arc::new(config),
+            stats,
+        };
+        log.ensure_stream().await?;
+        Ok(log)
+    }
+
+    /// The server's version string, as it reported it at connect.
+    pub fn server_version(&self) -> String {
+        self.client.server_info().version
+    }
+
+    /// Connection state and counters.
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
+    /// The NATS client, for services that also serve subjects.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    fn wanted_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.config.stream.clone(),
+            description: Some("fundflow event log: append-only, never edited".into()),
+            subjects: vec![format!("{}>", crate::SUBJECT_PREFIX)],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: self.config.replicas.unwrap_or(1),
+            duplicate_window: self
+                .config
+                .duplicate_window
+                .unwrap_or(Duration::from_secs(120)),
+            deny_delete: true,
+            deny_purge: true,
+            allow_rollup: false,
+            max_age: Duration::ZERO,
+            max_messages: -1,
+            max_bytes: -1,
+            max_messages_per_subject: -1,
+            ..Default::default()
+        }
+    }
+
+    async fn ensure_stream(&self) -> Result<(), LogError> {
+        let wanted = self.wanted_config();
+        match self.context.get_stream(&wanted.name).await {
+            Ok(mut existing) => {
+                let info = existing.info().await.map_err(|err| {
+                    LogError::with_source(
+                        LogErrorKind::StreamConfig,
+                        "cannot read the stream's settings",
+                        err,
+                    )
+                })?;
+                let problems = contradictions(&info.config, &wanted, &self.config);
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(LogError::new(
+                        LogErrorKind::StreamConfig,
+                        format!(
+                            "stream {} exists with settings that contradict fundflow's: {}",
+                            wanted.name,
+                            problems.join("; ")
+                        ),
+                    ))
+                }
+            }
+            Err(err)
+                if matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                tracing::info!(stream = %wanted.name, replicas = wanted.num_replicas, "creating the stream");
+                self.context
+                    .create_stream(wanted)
+                    .await
+                    .map(drop)
+                    .map_err(|err| {
+                        LogError::with_source(
+                            LogErrorKind::StreamConfig,
+                            "cannot create the stream",
+                            err,
+                        )
+                    })
+            }
+            Err(err) => Err(LogError::with_source(
+                LogErrorKind::Connect,
+                "cannot look the stream up",
+                err,
+            )),
+        }
+    }
+
+    /// The stream's last sequence number.
+    pub async fn last_seq(&self) -> Result<u64, LogError> {
+        let stream = self
+            .context
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|err| {
+                LogError::with_source(LogErrorKind::Read, "cannot look the stream up", err)
+            })?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+
+    /// Publishes in order with a bounded window of acks in flight; see the module docs.
+    pub async fn append_batch(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Appended>, LogError> {
+        let window = self.config.acks_in_flight_max.max(1);
+        futures::stream::iter(
+            requests
+                .iter()
+                .map(|request| self.publish_until_acknowledged(request)),
+        )
+        .buffered(window)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+    }
+
+    async fn publish_until_acknowledged(
+        &self,
+        request: &AppendRequest,
+    ) -> Result<Appended, LogError> {
+        let subject = crate::subject(&request.partner_id);
+        let id = crate::message_id(&request.partner_id, &request.event_id);
+        let deadline = tokio::time::Instant::now() + self.config.retry_for;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let message = PublishMessage::build()
+                .message_id(id.as_str())
+                .payload(request.envelope.clone());
+            let attempt = async {
+                let ack = self.context.send_publish(subject.clone(), message).await?;
+                // The ack future's timeout only starts when it is first polled: poll it now, and
+                // bound it ourselves as well.
+                match tokio::time::timeout(self.config.ack_timeout, ack.into_future()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(jetstream::context::PublishError::new(
+                        jetstream::context::PublishErrorKind::TimedOut,
+                    )),
+                }
+            };
+            match attempt.await {
+                Ok(ack) if ack.duplicate => return Ok(Appended::Duplicate { seq: ack.sequence }),
+                Ok(ack) => return Ok(Appended::Stored { seq: ack.sequence }),
+                Err(err)
+                    if err.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded =>
+                {
+                    return Err(LogError::with_source(
+                        LogErrorKind::Append,
+                        format!(
+                            "event {} is larger than the server accepts",
+                            request.event_id
+                        ),
+                        err,
+                    ));
+                }
+                Err(err) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(LogError::with_source(
+                            LogErrorKind::Append,
+                            format!(
+                                "event {} was not acknowledged within {:?}",
+                                request.event_id, self.config.retry_for
+                            ),
+                            err,
+                        ));
+                    }
+                    self.stats.publish_retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(event_id = %request.event_id, error = %err, ?backoff, "publish outcome unknown; sending again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// A reader from `from_seq` on, through an ordered consumer.
+    pub async fn reader(&self, from_seq: u64) -> Result<JetStreamReader, LogError> {
+        let read_error = |what: &str, err: Box<dyn std::error::Error + Send + Sync>| {
+            LogError::new(LogErrorKind::Read, format!("{what}: {err}"))
+        };
+        let stream = self
+            .context
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|err| read_error("cannot look the stream up", err.into()))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from_seq.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| read_error("cannot create an ordered consumer", err.into()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|err| read_error("cannot read the stream", err.into()))?;
+        Ok(JetStreamReader { messages })
+    }
+}
+
+/// What about `existing` contradicts fundflow's settings, one phrase each.
+fn contradictions(
+    existing: &stream::Config,
+    wanted: &stream::Config,
+    config: &JetStreamConfig,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            problems.push(what);
+        }
+    };
+    check(
+        existing.subjects == wanted.subjects,
+        format!(
+            "subjects {:?}, not {:?}",
+            existing.subjects, wanted.subjects
+        ),
+    );
+    check(
+        existing.storage == stream::StorageType::File,
+        "storage is not file".into(),
+    );
+    check(existing.deny_delete, "deny_delete is off".into());
+    check(existing.deny_purge, "deny_purge is off".into());
+    check(!existing.allow_rollup, "allow_rollup is on".into());
+    check(
+        existing.retention == stream::RetentionPolicy::Limits,
+        "retention is not limits".into(),
+    );
+    check(
+        existing.max_age.is_zero(),
+        format!("max_age {:?} would expire events", existing.max_age),
+    );
+    check(
+        existing.max_messages < 0 && existing.max_bytes < 0,
+        "message or byte limits would drop events".into(),
+    );
+    if let Some(replicas) = config.replicas {
+        check(
+            existing.num_replicas == replicas,
+            format!("{} replicas, not {replicas}", existing.num_replicas),
+        );
+    }
+    if let Some(window) = config.duplicate_window {
+        check(
+            existing.duplicate_window == window,
+            format!(
+                "duplicate window {:?}, not {window:?}",
+                existing.duplicate_window
+            ),
+        );
+    }
+    problems
+}
+
+/// Reads the stream in order.
+pub struct JetStreamReader {
+    messages: consumer::pull::Ordered,
+}
+
+impl JetStreamReader {
+    /// Up to `max` records, waiting at most `wait` for the first.
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Record>, LogError> {
+        let mut batch = Vec::new();
+        let first = match tokio::time::timeout(wait, self.messages.next()).await {
+            Err(_) => return Ok(batch),
+            Ok(None) => {
+                return Err(LogError::new(
+                    LogErrorKind::Read,
+                    "the stream's consumer ended",
+                ));
+            }
+            Ok(Some(message)) => message,
+        };
+        batch.push(record(first)?);
+        while batch.len() < max {
+            match self.messages.next().now_or_never() {
+                Some(Some(message)) => batch.push(record(message)?),
+                _ => break,
+            }
+        }
+        Ok(batch)
+    }
+}
+
+fn record(
+    message: Result<jetstream::Message, consumer::pull::OrderedError>,
+) -> Result<Record, LogError> {
+    let message = message.map_err(|err| {
+        LogError::with_source(LogErrorKind::Read, "reading the stream failed", err)
+    })?;
+    let seq = message
+        .info()
+        .map_err(|err| {
+            LogError::new(
+                LogErrorKind::Read,
+                format!("a message without stream metadata: {err}"),
+            )
+        })?
+        .stream_sequence;
+    let partner = crate::partner_of_subject(message.subject.as_str()).to_owned();
+    Ok(Record {
+        seq,
+        partner,
+        bytes: message.payload.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_2_10_are_supported() {
+        assert!(supported("2.10.27"));
+        assert!(supported("2.11.1"));
+        assert!(!supported("2.9.10"));
+    }
+}

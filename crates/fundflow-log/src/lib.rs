@@ -1,0 +1,181 @@
+//! The event log, fundflow's source of truth: append an encoded envelope under its partner and
+//! event id and get back its sequence number (or "duplicate of seq N"); read records in sequence
+//! order from any sequence number; ask for the last sequence number.
+//!
+//! Two implementations behave the same: [`jetstream::JetStreamLog`], the production log on NATS
+//! JetStream (replicated, shared by many processes), and [`embedded::EmbeddedLog`], a local sled
+//! store for one machine with no server (quickstart, offline replays, fast tests). [`EventLog`]
+//! picks one at run time. The log stores bytes; it never decodes or judges an envelope — the fold
+//! does that, for records from either log alike.
+
+pub mod embedded;
+mod error;
+pub mod jetstream;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use error::{LogError, LogErrorKind};
+
+/// Subjects of the events stream: `fundflow.v1.events.<partner_id>`.
+pub const SUBJECT_PREFIX: &str = "fundflow.v1.events.";
+
+/// One record of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its position: 1, 2, 3, ... (JetStream's stream sequence).
+    pub seq: u64,
+    /// The partner token of the subject it was appended under; the fold checks that the
+    /// envelope names the same partner.
+    pub partner: String,
+    /// The encoded envelope, exactly as appended.
+    pub bytes: Bytes,
+}
+
+/// What to append.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// The submitting partner; becomes the subject token and scopes the dedupe id.
+    pub partner_id: String,
+    /// The envelope's event id.
+    pub event_id: String,
+    /// The encoded envelope.
+    pub envelope: Bytes,
+}
+
+/// What the log did with an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored as a new record at `seq`.
+    Stored {
+        /// The new record's sequence number.
+        seq: u64,
+    },
+    /// The same (partner, event id) was appended before, at `seq`; nothing was stored.
+    Duplicate {
+        /// The earlier record's sequence number.
+        seq: u64,
+    },
+}
+
+impl Appended {
+    /// The sequence number, new or earlier.
+    pub fn seq(self) -> u64 {
+        match self {
+            Appended::Stored { seq } | Appended::Duplicate { seq } => seq,
+        }
+    }
+}
+
+/// The dedupe id of an event: scoped by partner, so that no partner can suppress another's event
+/// by reusing its id (JetStream deduplicates `Nats-Msg-Id` across the whole stream).
+pub fn message_id(partner_id: &str, event_id: &str) -> String {
+    format!("{partner_id}:{event_id}")
+}
+
+/// The subject a partner's events are appended under.
+pub fn subject(partner_id: &str) -> String {
+    format!("{SUBJECT_PREFIX}{partner_id}")
+}
+
+/// The partner token of an events subject; empty when the subject is not
+/// `fundflow.v1.events.<one token>` (the fold then rejects the record as a partner mismatch).
+pub fn partner_of_subject(subject: &str) -> &str {
+    subject
+        .strip_prefix(SUBJECT_PREFIX)
+        .filter(|token| !token.contains('.'))
+        .unwrap_or("")
+}
+
+/// The log, embedded or on JetStream.
+#[derive(Clone)]
+pub enum EventLog {
+    /// A sled store in one process.
+    Embedded(embedded::EmbeddedLog),
+    /// A JetStream stream.
+    JetStream(jetstream::JetStreamLog),
+}
+
+impl EventLog {
+    /// Appends records in order, pipelined where the log allows; returns one result per request.
+    pub async fn append_batch(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Appended>, LogError> {
+        match self {
+            EventLog::Embedded(log) => log.append_batch(requests).await,
+            EventLog::JetStream(log) => log.append_batch(requests).await,
+        }
+    }
+
+    /// Appends one record.
+    pub async fn append(&self, request: AppendRequest) -> Result<Appended, LogError> {
+        let mut results = self.append_batch(std::slice::from_ref(&request)).await?;
+        results
+            .pop()
+            .ok_or_else(|| LogError::new(LogErrorKind::Append, "no result for the append"))
+    }
+
+    /// The last sequence number (0 for an empty log).
+    pub async fn last_seq(&self) -> Result<u64, LogError> {
+        match self {
+            EventLog::Embedded(log) => log.last_seq(),
+            EventLog::JetStream(log) => log.last_seq().await,
+        }
+    }
+
+    /// A reader that yields records from `from_seq` on, in order, and then waits for new ones.
+    pub async fn reader(&self, from_seq: u64) -> Result<LogReader, LogError> {
+        match self {
+            EventLog::Embedded(log) => Ok(LogReader::Embedded(log.reader(from_seq))),
+            EventLog::JetStream(log) => Ok(LogReader::JetStream(log.reader(from_seq).await?)),
+        }
+    }
+
+    /// A short name for logs and metrics: `embedded` or `jetstream`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventLog::Embedded(_) => "embedded",
+            EventLog::JetStream(_) => "jetstream",
+        }
+    }
+}
+
+/// Reads a log in sequence order.
+pub enum LogReader {
+    /// Reading an embedded log.
+    Embedded(embedded::EmbeddedReader),
+    /// Reading a JetStream stream through an ordered consumer.
+    JetStream(jetstream::JetStreamReader),
+}
+
+impl LogReader {
+    /// Up to `max` next records, waiting at most `wait` for the first; an empty batch means none
+    /// arrived in time.
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Record>, LogError> {
+        match self {
+            LogReader::Embedded(reader) => reader.next_batch(max, wait).await,
+            LogReader::JetStream(reader) => reader.next_batch(max, wait).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_and_ids_are_scoped_by_partner() {
+        assert_eq!(subject("icshp"), "fundflow.v1.events.icshp");
+        assert_eq!(partner_of_subject("fundflow.v1.events.icshp"), "icshp");
+        assert_eq!(partner_of_subject("fundflow.v1.events.a.b"), "");
+        assert_eq!(partner_of_subject("other.icshp"), "");
+        assert_eq!(message_id("icshp", "e1"), "icshp:e1");
+        assert_ne!(message_id("icshp", "e1"), message_id("cabc", "e1"));
+    }
+}
