@@ -41,6 +41,26 @@ pub fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
             serde_json::to_writer_pretty(&mut out, report).context("cannot write the report")?;
             writeln!(out)?;
         }
+        Format::Csv => {
+            writeln!(
+                out,
+                "scope,key,kind,currency,amount,usd_equivalent,unconverted"
+            )?;
+            for row in &report.totals {
+                // Every field is a code or a decimal: no quoting is ever needed.
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{}",
+                    row.scope.as_str(),
+                    row.key,
+                    row.kind,
+                    row.currency,
+                    row.amount,
+                    row.usd_equivalent,
+                    row.unconverted
+                )?;
+            }
+        }
         Format::Table => {
             writeln!(out, "last_seq      {}", report.last_seq)?;
             writeln!(out, "log_digest    {}", report.log_digest)?;

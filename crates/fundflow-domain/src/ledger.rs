@@ -25,6 +25,7 @@ use std::collections::hash_map::Entry;
 
 use crate::event::{self, Event, EventBody, Flow};
 use crate::limits;
+use crate::model::{DirectQuantity, ModelState, PledgeRow};
 use crate::node::{Node, Scope};
 use crate::reject::{RejectCode, Rejection};
 
@@ -133,7 +134,7 @@ impl Total {
         self.amount <= max && self.usd_equivalent <= max
     }
 
-    fn saturating_add(self, other: &Total) -> Total {
+    pub(crate) fn saturating_add(self, other: &Total) -> Total {
         Total {
             amount: self.amount.saturating_add(other.amount),
             usd_equivalent: self.usd_equivalent.saturating_add(other.usd_equivalent),
@@ -368,6 +369,8 @@ pub struct Ledger {
     rejected: Vec<RejectedEvent>,
     /// Reused buffer for the content fingerprint's encoding.
     scratch: Vec<u8>,
+    /// What changed since the read model last took the changes; `None` when nobody asks.
+    dirty: Option<Dirty>,
 }
 
 impl Ledger {
@@ -691,7 +694,14 @@ impl Ledger {
         });
         let name = self.pledge_ids.intern(pledge_id);
         self.pledge_index.insert((partner, name), index);
+        self.mark_pledge(index);
         index
+    }
+
+    fn mark_pledge(&mut self, index: u32) {
+        if let Some(dirty) = self.dirty.as_mut() {
+            dirty.pledges.insert(index);
+        }
     }
 
     fn pledge_key(&self, partner: u32, pledge_id: &str) -> Option<(u32, u32)> {
@@ -701,6 +711,7 @@ impl Ledger {
     /// Adds (or, for a reversal, removes) a payment's parts to its pledge. The amounts were
     /// checked against the pledge before, so this cannot fail.
     fn pay_pledge(&mut self, index: u32, parts: &[Part], sign: Sign) {
+        self.mark_pledge(index);
         let Some(pledge) = self.pledges.get_mut(index as usize) else {
             return;
         };
@@ -778,6 +789,7 @@ impl Ledger {
         }
         match effect.pledge {
             Some(PledgeLink::Recorded(index)) => {
+                self.mark_pledge(index);
                 let pledge = &mut self.pledges[index as usize];
                 pledge.active = false;
                 let key = (pledge.partner, pledge.pledge_id.clone());
@@ -814,6 +826,16 @@ impl Ledger {
             };
             (key, Total::of(part.value, part.usd))
         });
+        if let Some(dirty) = self.dirty.as_mut() {
+            dirty.totals.extend(steps.clone().map(|(key, _)| key));
+            dirty
+                .quantities
+                .extend(effect.items.iter().map(|i| QuantityKey {
+                    node: i.node,
+                    item: i.item,
+                    unit: i.unit,
+                }));
+        }
         for (done, (key, delta)) in steps.clone().enumerate() {
             if !change_total(&mut self.direct_totals, key, delta, sign, max) {
                 for (key, delta) in steps.take(done) {
@@ -870,17 +892,12 @@ impl Ledger {
     /// and to every M49 area above it. The cost is bounded by the reference data (countries ×
     /// kinds × currencies), never by the number of events.
     pub fn totals(&self) -> FxHashMap<TotalKey, Total> {
-        let mut rolled: FxHashMap<TotalKey, Total> = FxHashMap::default();
-        for (key, total) in &self.direct_totals {
-            for node in key.node.rollup() {
-                let entry = rolled.entry(TotalKey { node, ..*key }).or_default();
-                // Every direct total is at most `limits::total_max()` and an area has fewer than
-                // `limits::ROLLUP_NODES_MAX` nodes under it, so the sum stays far inside the
-                // range; saturation can never happen.
-                *entry = entry.saturating_add(total);
-            }
-        }
-        rolled
+        crate::model::roll_up(
+            self.direct_totals.iter().map(|(k, t)| (*k, *t)),
+            |k, node| TotalKey { node, ..k },
+            |k| k.node,
+            |a, b| a.saturating_add(&b),
+        )
     }
 
     /// One total at any level, if nonzero.
@@ -899,14 +916,12 @@ impl Ledger {
 
     /// Every nonzero in-kind quantity at every level, rolled up as [`Ledger::totals`] is.
     pub fn quantities(&self) -> FxHashMap<QuantityKey, Decimal> {
-        let mut rolled: FxHashMap<QuantityKey, Decimal> = FxHashMap::default();
-        for (key, quantity) in &self.direct_quantities {
-            for node in key.node.rollup() {
-                let entry = rolled.entry(QuantityKey { node, ..*key }).or_default();
-                *entry = entry.saturating_add(*quantity);
-            }
-        }
-        rolled
+        crate::model::roll_up(
+            self.direct_quantities.iter().map(|(k, q)| (*k, *q)),
+            |k, node| QuantityKey { node, ..k },
+            |k| k.node,
+            Decimal::saturating_add,
+        )
     }
 
     /// The name of an interned item id.
@@ -972,104 +987,158 @@ impl Ledger {
         &self.rejected
     }
 
-    /// The model digest: SHA-256 of [`Ledger::write_canonical`].
+    /// The model digest: SHA-256 of the canonical form of [`Ledger::model_state`].
     pub fn model_digest(&self) -> Digest32 {
-        let mut hasher = HashWriter(Sha256::new());
-        // Writing into a hasher cannot fail.
-        let _ = self.write_canonical(&mut hasher);
-        hasher.0.finalize().into()
+        self.model_state().model_digest()
     }
 
-    /// Writes the state in its canonical form: sorted, one fact per line, amounts at their
-    /// currency's scale, names by their public codes (never internal indices), so the same log
-    /// gives the same bytes on every machine. Strings that partners chose are written with their
-    /// byte length first (`5:masks`), so no content can forge a line break.
-    pub fn write_canonical(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        writeln!(out, "fundflow-model-v1")?;
-        writeln!(out, "last_seq {}", self.last_seq)?;
-        writeln!(
-            out,
-            "outcomes {} {} {}",
-            self.applied_count,
-            self.rejected_count,
-            hex::encode(self.rejected_digest)
-        )?;
-        let rolled = self.totals();
-        let mut totals: Vec<_> = rolled
-            .iter()
-            .map(|(k, t)| {
-                (
-                    (
-                        k.node.scope(),
-                        k.node.key(),
-                        k.kind,
-                        currency_code(k.currency),
-                    ),
-                    t,
-                )
+    /// Where the fold stands: what a read model stores with its totals, so that a restart can
+    /// check it against a refold of the log.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            last_seq: self.last_seq,
+            log_digest: self.log_digest,
+            applied: self.applied_count,
+            rejected: self.rejected_count,
+            rejected_digest: self.rejected_digest,
+        }
+    }
+
+    /// The reportable state, detached from the fold's indexes (copies everything).
+    pub fn model_state(&self) -> ModelState {
+        ModelState {
+            checkpoint: self.checkpoint(),
+            direct_totals: self.direct_totals.iter().map(|(k, t)| (*k, *t)).collect(),
+            direct_quantities: self
+                .direct_quantities
+                .iter()
+                .map(|(k, q)| DirectQuantity {
+                    node: k.node,
+                    item: self.item_name(k.item).to_owned(),
+                    unit: self.unit_name(k.unit).to_owned(),
+                    quantity: *q,
+                })
+                .collect(),
+            pledges: self
+                .pledges
+                .iter()
+                .filter(|p| p.active)
+                .map(|p| self.pledge_row(p))
+                .collect(),
+            rejected_events: self.rejected.clone(),
+        }
+    }
+
+    fn pledge_row(&self, p: &PledgeState) -> PledgeRow {
+        PledgeRow {
+            partner_id: self.partners.name(p.partner).to_owned(),
+            pledge_id: p.pledge_id.to_string(),
+            currency: p.currency,
+            lines: p.lines.clone(),
+        }
+    }
+
+    /// Starts recording which totals, quantities, pledges and rejections change, for
+    /// [`Ledger::take_changes`]. A read model calls it once, then takes the changes per batch.
+    pub fn track_changes(&mut self) {
+        self.dirty = Some(Dirty {
+            rejected_from: self.rejected.len(),
+            ..Dirty::default()
+        });
+    }
+
+    /// What changed since the last call (or since [`Ledger::track_changes`]); empty when not
+    /// tracking.
+    pub fn take_changes(&mut self) -> Changes {
+        let Some(dirty) = self.dirty.as_mut() else {
+            return Changes::default();
+        };
+        let dirty = std::mem::replace(
+            dirty,
+            Dirty {
+                rejected_from: self.rejected.len(),
+                ..Dirty::default()
+            },
+        );
+        let totals = dirty
+            .totals
+            .into_iter()
+            .map(|key| (key, self.direct_totals.get(&key).copied()))
+            .collect();
+        let quantities = dirty
+            .quantities
+            .into_iter()
+            .map(|key| {
+                let quantity = self.direct_quantities.get(&key).copied();
+                let row = DirectQuantity {
+                    node: key.node,
+                    item: self.item_name(key.item).to_owned(),
+                    unit: self.unit_name(key.unit).to_owned(),
+                    quantity: quantity.unwrap_or_default(),
+                };
+                (row, quantity.is_some())
             })
             .collect();
-        totals.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for ((scope, key, kind, currency), t) in totals {
-            let minor = minor_unit(currency);
-            writeln!(
-                out,
-                "total {} {key} {} {currency} {} {} {}",
-                scope.as_str(),
-                kind.as_str(),
-                crate::money::format_at_scale(t.amount, minor),
-                crate::money::format_at_scale(t.usd_equivalent, crate::money::USD_SCALE),
-                crate::money::format_at_scale(t.unconverted, minor),
-            )?;
-        }
-        let rolled = self.quantities();
-        let mut quantities: Vec<_> = rolled
-            .iter()
-            .map(|(k, q)| {
-                (
-                    (
-                        k.node.scope(),
-                        k.node.key(),
-                        self.item_name(k.item),
-                        self.unit_name(k.unit),
-                    ),
-                    q,
-                )
-            })
-            .collect();
-        quantities.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for ((scope, key, item, unit), q) in quantities {
-            writeln!(
-                out,
-                "item {} {key} {}:{item} {}:{unit} {}",
-                scope.as_str(),
-                item.len(),
-                unit.len(),
-                crate::money::format_quantity(*q)
-            )?;
-        }
-        let mut pledges: Vec<_> = self.pledges().collect();
-        pledges
-            .sort_unstable_by(|a, b| (a.partner_id, a.pledge_id).cmp(&(b.partner_id, b.pledge_id)));
-        for p in pledges {
-            let minor = minor_unit(p.currency);
-            let mut lines: Vec<_> = p.lines.iter().map(|l| (l.node.key(), l)).collect();
-            lines.sort_unstable_by_key(|(key, _)| *key);
-            for (key, line) in lines {
-                writeln!(
-                    out,
-                    "pledge {} {}:{} {} {key} {} {}",
-                    p.partner_id,
-                    p.pledge_id.len(),
-                    p.pledge_id,
-                    p.currency,
-                    crate::money::format_at_scale(line.pledged, minor),
-                    crate::money::format_at_scale(line.paid, minor),
-                )?;
+        // A pledge id reversed and pledged again in one batch has two entries: the active one
+        // wins, whatever the order.
+        let mut pledges: FxHashMap<(String, String), Option<PledgeRow>> = FxHashMap::default();
+        for index in dirty.pledges {
+            let Some(p) = self.pledges.get(index as usize) else {
+                continue;
+            };
+            let row = self.pledge_row(p);
+            let key = (row.partner_id.clone(), row.pledge_id.clone());
+            match (p.active, pledges.get(&key)) {
+                (true, _) => drop(pledges.insert(key, Some(row))),
+                (false, Some(Some(_))) => {}
+                (false, _) => drop(pledges.insert(key, None)),
             }
         }
-        Ok(())
+        let mut pledges: Vec<_> = pledges.into_iter().collect();
+        pledges.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Changes {
+            totals,
+            quantities,
+            pledges,
+            rejected: self.rejected[dirty.rejected_from.min(self.rejected.len())..].to_vec(),
+        }
     }
+}
+
+/// Where a fold stands after its last record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last sequence number applied.
+    pub last_seq: u64,
+    /// The log digest after it.
+    pub log_digest: Digest32,
+    /// How many records were applied.
+    pub applied: u64,
+    /// How many records were rejected.
+    pub rejected: u64,
+    /// The SHA-256 chain over (seq, code) of the rejections.
+    pub rejected_digest: Digest32,
+}
+
+/// What changed in a batch, for a read model to write.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Direct totals; `None` where a total went back to zero.
+    pub totals: Vec<(TotalKey, Option<Total>)>,
+    /// Direct quantities; `false` where one went back to zero (and should be removed).
+    pub quantities: Vec<(DirectQuantity, bool)>,
+    /// Pledges by (partner, pledge id); `None` where a pledge was reversed.
+    pub pledges: Vec<((String, String), Option<PledgeRow>)>,
+    /// Records rejected in the batch.
+    pub rejected: Vec<RejectedEvent>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Dirty {
+    totals: rustc_hash::FxHashSet<TotalKey>,
+    quantities: rustc_hash::FxHashSet<QuantityKey>,
+    pledges: rustc_hash::FxHashSet<u32>,
+    rejected_from: usize,
 }
 
 /// Whether a seen event counts.
@@ -1191,11 +1260,6 @@ pub fn currency_code(currency: CurrencyIndex) -> &'static str {
     CURRENCIES.get(usize::from(currency)).map_or("", |c| c.code)
 }
 
-fn minor_unit(currency: &str) -> u32 {
-    fundflow_refdata::currency_by_code(currency)
-        .map_or(0, |i| u32::from(CURRENCIES[usize::from(i)].minor_unit))
-}
-
 /// One link of the log digest chain: SHA-256(previous ‖ seq as u64 big-endian ‖ byte length as
 /// u64 big-endian ‖ bytes). The first link's `previous` is 32 zero bytes.
 pub fn chain_log(previous: &Digest32, seq: u64, bytes: &[u8]) -> Digest32 {
@@ -1215,9 +1279,14 @@ fn chain_outcome(previous: &Digest32, seq: u64, code: u8) -> Digest32 {
     hasher.finalize().into()
 }
 
-/// 0 for applied, else 1 + the code's position in [`RejectCode::ALL`] (codes are only appended,
-/// so the numbers are stable).
-fn outcome_code(code: RejectCode) -> u8 {
+/// The outcome as one byte, as read models pack it: 0 for applied, else [`outcome_code`].
+pub fn outcome_byte(outcome: &Outcome) -> u8 {
+    outcome.code().map_or(0, outcome_code)
+}
+
+/// 1 + the code's position in [`RejectCode::ALL`] (codes are only appended, so the numbers are
+/// stable); 0 is reserved for "applied".
+pub fn outcome_code(code: RejectCode) -> u8 {
     RejectCode::ALL
         .iter()
         .position(|c| *c == code)
@@ -1225,23 +1294,10 @@ fn outcome_code(code: RejectCode) -> u8 {
         .unwrap_or(u8::MAX)
 }
 
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The rows of the totals at `scope` (all scopes when `None`), sorted by scope, key, kind and
 /// currency: the order reports and the API use.
-pub fn sorted_totals(ledger: &Ledger, scope: Option<Scope>) -> Vec<(TotalKey, Total)> {
-    let mut rows: Vec<_> = ledger
+pub fn sorted_totals(state: &ModelState, scope: Option<Scope>) -> Vec<(TotalKey, Total)> {
+    let mut rows: Vec<_> = state
         .totals()
         .into_iter()
         .filter(|(k, _)| scope.is_none_or(|s| k.node.scope() == s))

@@ -12,6 +12,7 @@
 pub mod event;
 pub mod ledger;
 pub mod limits;
+pub mod model;
 pub mod money;
 pub mod node;
 pub mod reject;
@@ -19,9 +20,10 @@ pub mod report;
 
 pub use event::{Event, EventBody};
 pub use ledger::{
-    Digest32, EventStatus, Ledger, Outcome, PledgeLine, PledgeView, Source, Total, TotalKey,
-    TotalKind,
+    Changes, Checkpoint, Digest32, EventStatus, Ledger, Outcome, PledgeLine, PledgeView, Source,
+    Total, TotalKey, TotalKind,
 };
+pub use model::{DirectQuantity, ModelState, PledgeRow};
 pub use node::{Node, Scope};
 pub use reject::{RejectCode, Rejection};
 pub use report::Report;

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::ledger::{Ledger, currency_code, sorted_totals};
+use crate::model::ModelState;
 use crate::money::{USD_SCALE, format_at_scale, format_quantity};
 use crate::node::Scope;
 
@@ -75,8 +76,13 @@ pub struct ItemRow {
 impl Report {
     /// The report of `ledger`'s current state.
     pub fn of(ledger: &Ledger) -> Report {
-        let rejected = ledger
-            .rejected()
+        Report::of_state(&ledger.model_state())
+    }
+
+    /// The report of a state, from a replay or a read model alike.
+    pub fn of_state(state: &ModelState) -> Report {
+        let rejected = state
+            .rejected_events
             .iter()
             .map(|r| RejectedRow {
                 seq: r.seq,
@@ -85,7 +91,7 @@ impl Report {
                 message: r.rejection.message.clone(),
             })
             .collect();
-        let totals = sorted_totals(ledger, None)
+        let totals = sorted_totals(state, None)
             .into_iter()
             .map(|(key, total)| {
                 let currency = currency_code(key.currency);
@@ -103,14 +109,14 @@ impl Report {
                 }
             })
             .collect();
-        let mut in_kind_items: Vec<ItemRow> = ledger
+        let mut in_kind_items: Vec<ItemRow> = state
             .quantities()
             .into_iter()
-            .map(|(key, quantity)| ItemRow {
-                scope: key.node.scope(),
-                key: key.node.key(),
-                item: ledger.item_name(key.item).to_owned(),
-                unit: ledger.unit_name(key.unit).to_owned(),
+            .map(|((node, item, unit), quantity)| ItemRow {
+                scope: node.scope(),
+                key: node.key(),
+                item: item.to_owned(),
+                unit: unit.to_owned(),
                 quantity: format_quantity(quantity),
             })
             .collect();
@@ -118,9 +124,9 @@ impl Report {
             (a.scope, a.key, &a.item, &a.unit).cmp(&(b.scope, b.key, &b.item, &b.unit))
         });
         Report {
-            last_seq: ledger.last_seq(),
-            log_digest: hex::encode(ledger.log_digest()),
-            model_digest: hex::encode(ledger.model_digest()),
+            last_seq: state.checkpoint.last_seq,
+            log_digest: hex::encode(state.checkpoint.log_digest),
+            model_digest: hex::encode(state.model_digest()),
             rejected,
             totals,
             in_kind_items,

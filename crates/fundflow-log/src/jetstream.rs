@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use futures::{FutureExt, StreamExt};
+use std::future::IntoFuture;
 
 use crate::{AppendRequest, Appended, LogError, LogErrorKind, Record};
 
@@ -259,37 +260,84 @@ impl JetStreamLog {
     }
 
     /// Publishes in order with a bounded window of acks in flight; see the module docs.
+    ///
+    /// The sends are awaited one after another, so the stream stores the records in request
+    /// order; only the acks overlap. A record whose ack fails is sent again on its own (same
+    /// `Nats-Msg-Id`): if records after it were stored meanwhile, it lands after them. The log's
+    /// order is the order of acknowledgement, and a writer that needs one event before another
+    /// (a payment after its pledge) waits for the first ack, as the gateway does.
     pub async fn append_batch(
         &self,
         requests: &[AppendRequest],
     ) -> Result<Vec<Appended>, LogError> {
         let window = self.config.acks_in_flight_max.max(1);
-        futures::stream::iter(
-            requests
-                .iter()
-                .map(|request| self.publish_until_acknowledged(request)),
-        )
-        .buffered(window)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
+        let mut results = Vec::with_capacity(requests.len());
+        let mut in_flight = std::collections::VecDeque::with_capacity(window);
+        for request in requests {
+            if in_flight.len() >= window
+                && let Some((request, ack)) = in_flight.pop_front()
+            {
+                results.push(self.settle(request, ack).await?);
+            }
+            let ack = self.send(request).await;
+            in_flight.push_back((request, ack));
+        }
+        while let Some((request, ack)) = in_flight.pop_front() {
+            results.push(self.settle(request, ack).await?);
+        }
+        Ok(results)
+    }
+
+    async fn send(
+        &self,
+        request: &AppendRequest,
+    ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        let id = crate::message_id(&request.partner_id, &request.event_id);
+        let message = PublishMessage::build()
+            .message_id(id.as_str())
+            .payload(request.envelope.clone());
+        self.context
+            .send_publish(crate::subject(&request.partner_id), message)
+            .await
+    }
+
+    /// Waits for a sent record's ack; when the outcome is unknown, sends it again until known.
+    async fn settle(
+        &self,
+        request: &AppendRequest,
+        sent: Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
+    ) -> Result<Appended, LogError> {
+        let first = match sent {
+            Ok(ack) => match tokio::time::timeout(self.config.ack_timeout, ack.into_future()).await
+            {
+                Ok(Ok(ack)) => Ok(ack),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(jetstream::context::PublishError::new(
+                    jetstream::context::PublishErrorKind::TimedOut,
+                )),
+            },
+            Err(err) => Err(err),
+        };
+        match first {
+            Ok(ack) if ack.duplicate => Ok(Appended::Duplicate { seq: ack.sequence }),
+            Ok(ack) => Ok(Appended::Stored { seq: ack.sequence }),
+            Err(err) => {
+                self.stats.publish_retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(event_id = %request.event_id, error = %err, "publish outcome unknown; sending again");
+                self.publish_until_acknowledged(request).await
+            }
+        }
     }
 
     async fn publish_until_acknowledged(
         &self,
         request: &AppendRequest,
     ) -> Result<Appended, LogError> {
-        let subject = crate::subject(&request.partner_id);
-        let id = crate::message_id(&request.partner_id, &request.event_id);
         let deadline = tokio::time::Instant::now() + self.config.retry_for;
         let mut backoff = Duration::from_millis(50);
         loop {
-            let message = PublishMessage::build()
-                .message_id(id.as_str())
-                .payload(request.envelope.clone());
             let attempt = async {
-                let ack = self.context.send_publish(subject.clone(), message).await?;
+                let ack = self.send(request).await?;
                 // The ack future's timeout only starts when it is first polled: poll it now, and
                 // bound it ourselves as well.
                 match tokio::time::timeout(self.config.ack_timeout, ack.into_future()).await {

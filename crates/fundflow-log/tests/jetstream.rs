@@ -10,18 +10,37 @@ use fundflow_log::{AppendRequest, Appended, EventLog, LogErrorKind, Record};
 use fundflow_testkit::NatsServer;
 
 fn request(partner: &str, event: &str, bytes: &'static [u8]) -> AppendRequest {
-    AppendRequest { partner_id: partner.into(), event_id: event.into(), envelope: Bytes::from_static(bytes) }
+    AppendRequest {
+        partner_id: partner.into(),
+        event_id: event.into(),
+        envelope: Bytes::from_static(bytes),
+    }
 }
 
 #[tokio::test]
 async fn appends_deduplicate_per_partner_and_read_back_in_order() {
     let server = NatsServer::start();
-    let log = EventLog::JetStream(JetStreamLog::connect(JetStreamConfig::new(server.url())).await.unwrap());
+    let log = EventLog::JetStream(
+        JetStreamLog::connect(JetStreamConfig::new(server.url()))
+            .await
+            .unwrap(),
+    );
     let results = log
-        .append_batch(&[request("a", "e1", b"one"), request("b", "e1", b"two"), request("a", "e1", b"again")])
+        .append_batch(&[
+            request("a", "e1", b"one"),
+            request("b", "e1", b"two"),
+            request("a", "e1", b"again"),
+        ])
         .await
         .unwrap();
-    assert_eq!(results, [Appended::Stored { seq: 1 }, Appended::Stored { seq: 2 }, Appended::Duplicate { seq: 1 }]);
+    assert_eq!(
+        results,
+        [
+            Appended::Stored { seq: 1 },
+            Appended::Stored { seq: 2 },
+            Appended::Duplicate { seq: 1 }
+        ]
+    );
     assert_eq!(log.last_seq().await.unwrap(), 2);
 
     let mut reader = log.reader(1).await.unwrap();
@@ -32,8 +51,16 @@ async fn appends_deduplicate_per_partner_and_read_back_in_order() {
     assert_eq!(
         records,
         [
-            Record { seq: 1, partner: "a".into(), bytes: Bytes::from_static(b"one") },
-            Record { seq: 2, partner: "b".into(), bytes: Bytes::from_static(b"two") },
+            Record {
+                seq: 1,
+                partner: "a".into(),
+                bytes: Bytes::from_static(b"one")
+            },
+            Record {
+                seq: 2,
+                partner: "b".into(),
+                bytes: Bytes::from_static(b"two")
+            },
         ]
     );
 }
@@ -41,12 +68,20 @@ async fn appends_deduplicate_per_partner_and_read_back_in_order() {
 #[tokio::test]
 async fn the_stream_cannot_be_purged_or_have_messages_deleted() {
     let server = NatsServer::start();
-    let log = JetStreamLog::connect(JetStreamConfig::new(server.url())).await.unwrap();
-    EventLog::JetStream(log.clone()).append(request("a", "e1", b"one")).await.unwrap();
+    let log = JetStreamLog::connect(JetStreamConfig::new(server.url()))
+        .await
+        .unwrap();
+    EventLog::JetStream(log.clone())
+        .append(request("a", "e1", b"one"))
+        .await
+        .unwrap();
     let context = async_nats::jetstream::new(log.client().clone());
     let stream = context.get_stream("FUNDFLOW").await.unwrap();
     assert!(stream.cached_info().config.deny_delete && stream.cached_info().config.deny_purge);
-    assert!(stream.delete_message(1).await.is_err(), "deleting a message must be refused");
+    assert!(
+        stream.delete_message(1).await.is_err(),
+        "deleting a message must be refused"
+    );
     assert!(stream.purge().await.is_err(), "purging must be refused");
     assert_eq!(EventLog::JetStream(log).last_seq().await.unwrap(), 1);
 }
@@ -70,13 +105,18 @@ async fn a_stream_with_contradicting_settings_is_refused() {
     };
     assert_eq!(err.kind(), LogErrorKind::StreamConfig);
     let message = err.to_string();
-    assert!(message.contains("deny_delete is off") && message.contains("would expire events"), "{message}");
+    assert!(
+        message.contains("deny_delete is off") && message.contains("would expire events"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn a_server_that_is_down_is_a_connect_error() {
     let port = fundflow_testkit::free_port();
-    let Err(err) = JetStreamLog::connect(JetStreamConfig::new(format!("nats://127.0.0.1:{port}"))).await else {
+    let Err(err) =
+        JetStreamLog::connect(JetStreamConfig::new(format!("nats://127.0.0.1:{port}"))).await
+    else {
         panic!("nothing listens there");
     };
     assert_eq!(err.kind(), LogErrorKind::Connect);

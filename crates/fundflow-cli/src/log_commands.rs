@@ -1,0 +1,167 @@
+//! Commands over the event log and the read model: `publish-file`, `project`, `rebuild`,
+//! `totals`.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fundflow_domain::Report;
+use fundflow_log::jetstream::{JetStreamConfig, JetStreamLog};
+use fundflow_log::{AppendRequest, Appended, EventLog, embedded::EmbeddedLog};
+use fundflow_projector::{Projector, ProjectorConfig, ReadModel, RunUntil};
+use fundflow_proto::{Message, RecordReader, v1};
+
+use crate::{Format, LogArgs};
+
+/// Records published per call of `append_batch` (which keeps its own window of acks in flight).
+const PUBLISH_CHUNK: usize = 10_000;
+
+/// Opens the log the arguments name.
+pub async fn open_log(args: &LogArgs) -> anyhow::Result<EventLog> {
+    if args.embedded {
+        let dir = args.data_dir.join("log");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        return Ok(EventLog::Embedded(EmbeddedLog::open(&dir)?));
+    }
+    let mut config = JetStreamConfig::new(&args.nats_url);
+    config.credentials.clone_from(&args.nats_creds);
+    config.stream.clone_from(&args.stream);
+    config.replicas = args.replicas;
+    config.duplicate_window = args.duplicate_window_secs.map(Duration::from_secs);
+    let log = JetStreamLog::connect(config).await?;
+    tracing::info!(server_version = %log.server_version(), "connected");
+    Ok(EventLog::JetStream(log))
+}
+
+/// `fundflow publish-file`.
+pub async fn publish_file(path: &Path, args: &LogArgs) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = RecordReader::new(BufReader::with_capacity(1 << 20, file));
+    let log = open_log(args).await?;
+    let started = Instant::now();
+    let (mut stored, mut duplicates, mut skipped) = (0u64, 0u64, 0u64);
+    let mut chunk = Vec::with_capacity(PUBLISH_CHUNK);
+    let mut record = Vec::new();
+    loop {
+        let more = reader
+            .read_into(&mut record)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if more {
+            // The log routes by partner and deduplicates by event id: both come from the envelope.
+            match v1::Envelope::decode(record.as_slice()) {
+                Ok(envelope)
+                    if fundflow_domain::event::is_valid_partner_id(&envelope.partner_id) =>
+                {
+                    chunk.push(AppendRequest {
+                        partner_id: envelope.partner_id,
+                        event_id: envelope.event_id,
+                        envelope: bytes::Bytes::copy_from_slice(&record),
+                    });
+                }
+                _ => skipped += 1,
+            }
+        }
+        if chunk.len() >= PUBLISH_CHUNK || (!more && !chunk.is_empty()) {
+            for result in log
+                .append_batch(&chunk)
+                .await
+                .context("publishing failed")?
+            {
+                match result {
+                    Appended::Stored { .. } => stored += 1,
+                    Appended::Duplicate { .. } => duplicates += 1,
+                }
+            }
+            chunk.clear();
+        }
+        if !more {
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "stored {stored}, duplicates {duplicates}, skipped {skipped} (not an envelope with a valid partner_id) in {seconds:.1} s"
+    );
+    Ok(())
+}
+
+/// `fundflow project`.
+pub async fn project(args: &LogArgs, once: bool) -> anyhow::Result<()> {
+    let log = open_log(args).await?;
+    let model_dir = args.data_dir.join("model");
+    let projector = Projector::open(&model_dir, &log, ProjectorConfig::default())
+        .await
+        .with_context(|| format!("cannot open the read model in {}", model_dir.display()))?;
+    let started = Instant::now();
+    let from = projector.ledger().last_seq();
+    let until = if once {
+        RunUntil::Seq(log.last_seq().await?)
+    } else {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping after the batch in hand");
+            let _ = stop_tx.send(true);
+        });
+        RunUntil::Stopped(stop_rx)
+    };
+    let projector = projector.run(log, until).await?;
+    let metrics = projector.metrics();
+    let to = metrics.checkpoint_seq.load(Ordering::Relaxed);
+    let (applied, rejected) = projector.ledger().counts();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "folded seq {}..={to} in {seconds:.1} s; the read model holds {applied} applied and {rejected} rejected events",
+        from + 1
+    );
+    Ok(())
+}
+
+/// `fundflow rebuild`.
+pub async fn rebuild(args: &LogArgs) -> anyhow::Result<()> {
+    let model_dir = args.data_dir.join("model");
+    Projector::clear(&model_dir)
+        .with_context(|| format!("cannot clear {}", model_dir.display()))?;
+    project(args, true).await
+}
+
+/// `fundflow totals`.
+pub fn totals(data_dir: &Path, format: Format) -> anyhow::Result<()> {
+    let model_dir = data_dir.join("model");
+    if !model_dir.exists() {
+        anyhow::bail!(
+            "there is no read model in {} (run fundflow project first)",
+            model_dir.display()
+        );
+    }
+    let model = ReadModel::open(&model_dir).with_context(|| {
+        format!(
+            "cannot open {} (is a projector running on it?)",
+            model_dir.display()
+        )
+    })?;
+    let state = model.state()?;
+    crate::replay::print_report(&Report::of_state(&state), format)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
