@@ -34,7 +34,7 @@ pub async fn open_log(args: &LogArgs) -> anyhow::Result<EventLog> {
     config.duplicate_window = args.duplicate_window_secs.map(Duration::from_secs);
     let log = JetStreamLog::connect(config).await?;
     tracing::info!(server_version = %log.server_version(), "connected");
-    Ok(EventLog::JetStream(log))
+    Ok(EventLog::JetStream(Box::new(log)))
 }
 
 /// `fundflow publish-file`.

@@ -272,18 +272,33 @@ impl JetStreamLog {
     ) -> Result<Vec<Appended>, LogError> {
         let window = self.config.acks_in_flight_max.max(1);
         let mut results = Vec::with_capacity(requests.len());
-        let mut in_flight = std::collections::VecDeque::with_capacity(window);
+        // Acks are awaited together, each with a deadline fixed when it was sent (tokio's
+        // timeout starts at creation), so a connection lost with a full window costs one ack
+        // timeout, not one per record.
+        let mut in_flight = futures::stream::FuturesOrdered::new();
         for request in requests {
             if in_flight.len() >= window
-                && let Some((request, ack)) = in_flight.pop_front()
+                && let Some((request, acked)) = in_flight.next().await
             {
-                results.push(self.settle(request, ack).await?);
+                results.push(self.settle(request, acked).await?);
             }
-            let ack = self.send(request).await;
-            in_flight.push_back((request, ack));
+            let sent = self.send(request).await;
+            let timeout = self.config.ack_timeout;
+            in_flight.push_back(async move {
+                let acked = match sent {
+                    Ok(ack) => match tokio::time::timeout(timeout, ack.into_future()).await {
+                        Ok(result) => result,
+                        Err(_) => Err(jetstream::context::PublishError::new(
+                            jetstream::context::PublishErrorKind::TimedOut,
+                        )),
+                    },
+                    Err(err) => Err(err),
+                };
+                (request, acked)
+            });
         }
-        while let Some((request, ack)) = in_flight.pop_front() {
-            results.push(self.settle(request, ack).await?);
+        while let Some((request, acked)) = in_flight.next().await {
+            results.push(self.settle(request, acked).await?);
         }
         Ok(results)
     }
@@ -301,24 +316,14 @@ impl JetStreamLog {
             .await
     }
 
-    /// Waits for a sent record's ack; when the outcome is unknown, sends it again until known.
+    /// Turns an ack into a result; when the outcome is unknown, sends the record again until it
+    /// is known.
     async fn settle(
         &self,
         request: &AppendRequest,
-        sent: Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>,
+        acked: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
     ) -> Result<Appended, LogError> {
-        let first = match sent {
-            Ok(ack) => match tokio::time::timeout(self.config.ack_timeout, ack.into_future()).await
-            {
-                Ok(Ok(ack)) => Ok(ack),
-                Ok(Err(err)) => Err(err),
-                Err(_) => Err(jetstream::context::PublishError::new(
-                    jetstream::context::PublishErrorKind::TimedOut,
-                )),
-            },
-            Err(err) => Err(err),
-        };
-        match first {
+        match acked {
             Ok(ack) if ack.duplicate => Ok(Appended::Duplicate { seq: ack.sequence }),
             Ok(ack) => Ok(Appended::Stored { seq: ack.sequence }),
             Err(err) => {

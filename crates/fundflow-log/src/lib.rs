@@ -93,8 +93,8 @@ pub fn partner_of_subject(subject: &str) -> &str {
 pub enum EventLog {
     /// A sled store in one process.
     Embedded(embedded::EmbeddedLog),
-    /// A JetStream stream.
-    JetStream(jetstream::JetStreamLog),
+    /// A JetStream stream (boxed: the client is large, the embedded handle one pointer).
+    JetStream(Box<jetstream::JetStreamLog>),
 }
 
 impl EventLog {
@@ -129,7 +129,9 @@ impl EventLog {
     pub async fn reader(&self, from_seq: u64) -> Result<LogReader, LogError> {
         match self {
             EventLog::Embedded(log) => Ok(LogReader::Embedded(log.reader(from_seq))),
-            EventLog::JetStream(log) => Ok(LogReader::JetStream(log.reader(from_seq).await?)),
+            EventLog::JetStream(log) => {
+                Ok(LogReader::JetStream(Box::new(log.reader(from_seq).await?)))
+            }
         }
     }
 
@@ -142,12 +144,24 @@ impl EventLog {
     }
 }
 
+impl From<jetstream::JetStreamLog> for EventLog {
+    fn from(log: jetstream::JetStreamLog) -> EventLog {
+        EventLog::JetStream(Box::new(log))
+    }
+}
+
+impl From<embedded::EmbeddedLog> for EventLog {
+    fn from(log: embedded::EmbeddedLog) -> EventLog {
+        EventLog::Embedded(log)
+    }
+}
+
 /// Reads a log in sequence order.
 pub enum LogReader {
     /// Reading an embedded log.
     Embedded(embedded::EmbeddedReader),
-    /// Reading a JetStream stream through an ordered consumer.
-    JetStream(jetstream::JetStreamReader),
+    /// Reading a JetStream stream through an ordered consumer (boxed: it is large).
+    JetStream(Box<jetstream::JetStreamReader>),
 }
 
 impl LogReader {
