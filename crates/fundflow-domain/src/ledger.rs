@@ -888,6 +888,16 @@ impl Ledger {
         self.direct_totals.iter()
     }
 
+    /// What was given directly to each recipient in kind, with item and unit names.
+    pub fn direct_quantities(&self) -> impl Iterator<Item = DirectQuantity> + '_ {
+        self.direct_quantities.iter().map(|(k, q)| DirectQuantity {
+            node: k.node,
+            item: self.item_name(k.item).to_owned(),
+            unit: self.unit_name(k.unit).to_owned(),
+            quantity: *q,
+        })
+    }
+
     /// Every nonzero total at every level: each recipient's direct totals added to the recipient
     /// and to every M49 area above it. The cost is bounded by the reference data (countries ×
     /// kinds × currencies), never by the number of events.
@@ -1009,16 +1019,7 @@ impl Ledger {
         ModelState {
             checkpoint: self.checkpoint(),
             direct_totals: self.direct_totals.iter().map(|(k, t)| (*k, *t)).collect(),
-            direct_quantities: self
-                .direct_quantities
-                .iter()
-                .map(|(k, q)| DirectQuantity {
-                    node: k.node,
-                    item: self.item_name(k.item).to_owned(),
-                    unit: self.unit_name(k.unit).to_owned(),
-                    quantity: *q,
-                })
-                .collect(),
+            direct_quantities: self.direct_quantities().collect(),
             pledges: self
                 .pledges
                 .iter()

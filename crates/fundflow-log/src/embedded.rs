@@ -40,13 +40,18 @@ struct Inner {
 impl EmbeddedLog {
     /// Opens (or creates) the log in `dir`. sled locks the directory: one process at a time.
     pub fn open(dir: &Path) -> Result<EmbeddedLog, LogError> {
-        let db = sled::Config::new().path(dir).open().map_err(|err| {
-            LogError::with_source(
-                LogErrorKind::Storage,
-                format!("cannot open the embedded log in {}", dir.display()),
-                err,
-            )
-        })?;
+        // Appends flush explicitly before they are acknowledged; no background flusher needed.
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|err| {
+                LogError::with_source(
+                    LogErrorKind::Storage,
+                    format!("cannot open the embedded log in {}", dir.display()),
+                    err,
+                )
+            })?;
         let records = db.open_tree("records")?;
         let ids = db.open_tree("ids")?;
         Ok(EmbeddedLog {

@@ -523,7 +523,8 @@ fn record(
     Ok(Record {
         seq,
         partner,
-        bytes: message.payload.clone(),
+        // A copy, so that a queued record does not keep the connection's read buffer alive.
+        bytes: bytes::Bytes::copy_from_slice(&message.payload),
     })
 }
 

@@ -225,7 +225,9 @@ impl Projector {
         {
             return Ok(self);
         }
-        let (batches_tx, batches_rx) = mpsc::channel::<Vec<Record>>(4);
+        // Room for the reader to run ahead while a batch is written: what queues up is folded
+        // and written together next time.
+        let (batches_tx, batches_rx) = mpsc::channel::<Vec<Record>>(64);
         let stop = match &until {
             RunUntil::Stopped(stop) => Some(stop.clone()),
             RunUntil::Seq(_) => None,
@@ -257,7 +259,16 @@ impl Projector {
         let mut outcomes = Vec::with_capacity(self.config.batch_max);
         // The reader closes the channel when asked to stop, after what it has sent: the batches
         // in hand are folded and written first.
-        while let Some(batch) = batches.blocking_recv() {
+        while let Some(mut batch) = batches.blocking_recv() {
+            // The reader hands over what the log had at hand, often a few hundred records; what
+            // has queued up meanwhile joins them, so that one sled write and flush covers up to
+            // `batch_max` records.
+            while batch.len() < self.config.batch_max {
+                match batches.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
             let span = tracing::debug_span!(
                 "batch",
                 first_seq = batch.first().map(|r| r.seq),
@@ -292,7 +303,7 @@ impl Projector {
             }
             let changes = self.ledger.take_changes();
             let checkpoint = self.ledger.checkpoint();
-            self.model.write_batch(&changes, &outcomes, &checkpoint)?;
+            self.model.write_batch(&self.ledger, &changes, &outcomes)?;
             self.metrics
                 .checkpoint_seq
                 .store(checkpoint.last_seq, Ordering::Relaxed);

@@ -7,24 +7,29 @@
 //! | prefix | key after it | value |
 //! | --- | --- | --- |
 //! | `c` | — | the checkpoint: format version, last seq, log digest, counts, rejection digest |
-//! | `t` | node u16, kind u8, currency u16 (big-endian) | amount, USD equivalent, unconverted (3 × 16-byte decimals) |
-//! | `q` | node u16, item length u16, item, unit | quantity (16-byte decimal) |
-//! | `p` | partner, 0x00, pledge id | currency u16, then per line node u16, pledged, paid |
+//! | `t` | — | every direct total: per total node u16, kind u8, currency u16, then amount, USD equivalent, unconverted (3 × 16-byte decimals) |
+//! | `q` | — | every direct in-kind quantity: per quantity node u16, item, unit, quantity |
+//! | `p` | first seq u64 of a batch | the pledges the batch changed, packed: per pledge its partner and id, then its lines (currency u16, per line node u16, pledged, paid) or a tombstone when reversed |
 //! | `r` | seq u64 | a rejection: code, event id, partner, message (length-prefixed) |
 //! | `o` | first seq u64 of a batch | the batch's outcomes packed: per record seq u64 and code u8 |
 //!
 //! Why this shape: sled takes roughly 60,000 random and 120,000 sequential inserts a second, far
-//! below the log's rate. So per fold batch only the totals, quantities and pledges that the batch
-//! changed are written (a few hundred keys however large the batch), rejections are rare, and the
-//! outcomes of all the batch's records go into ONE value under a sequential key. The event-id
+//! below the log's rate. So a fold batch writes a handful of values, never one per event:
+//! direct totals and quantities, whose number is bounded by the reference data (countries ×
+//! kinds × currencies; recipients × goods), are rewritten whole as one value each when the batch
+//! changed any (a batch of thousands of events changes most of them anyway); rejections are rare;
+//! and the
+//! outcomes of all the batch's records, and the pledges it changed (one per pledge or payment, an
+//! unbounded key space), go into one value each under a sequential key; reading the pledges back
+//! replays those values in order, the last word on each pledge winning. The event-id
 //! index is not on disk at all: the projector keeps it in memory, rebuilt at start by refolding
 //! the log (see `Projector::open`).
 
 use std::path::Path;
 
 use fundflow_domain::{
-    Changes, Checkpoint, DirectQuantity, ModelState, Node, PledgeLine, PledgeRow, RejectCode,
-    Rejection, Total, TotalKey, TotalKind, ledger::RejectedEvent,
+    Changes, Checkpoint, DirectQuantity, Ledger, ModelState, Node, PledgeLine, PledgeRow,
+    RejectCode, Rejection, Total, TotalKey, TotalKind, ledger::RejectedEvent,
 };
 use rust_decimal::Decimal;
 
@@ -34,8 +39,8 @@ use crate::ProjectorError;
 const FORMAT_VERSION: u8 = 1;
 
 const CHECKPOINT: &[u8] = b"c";
-const TOTAL: u8 = b't';
-const QUANTITY: u8 = b'q';
+const TOTALS: &[u8] = b"t";
+const QUANTITIES: &[u8] = b"q";
 const PLEDGE: u8 = b'p';
 const REJECTION: u8 = b'r';
 const OUTCOMES: u8 = b'o';
@@ -83,31 +88,41 @@ impl ReadModel {
     /// previous checkpoint or this one.
     pub fn write_batch(
         &self,
+        ledger: &Ledger,
         changes: &Changes,
         outcomes: &[(u64, u8)],
-        checkpoint: &Checkpoint,
     ) -> Result<(), ProjectorError> {
+        let checkpoint = ledger.checkpoint();
         let mut batch = sled::Batch::default();
-        for (key, total) in &changes.totals {
-            match total {
-                Some(total) => batch.insert(total_key(key), encode_total(total)),
-                None => batch.remove(total_key(key)),
+        if !changes.totals.is_empty() {
+            let mut value = Vec::new();
+            for (key, total) in ledger.direct_totals() {
+                value.extend_from_slice(&total_key(key));
+                value.extend_from_slice(&encode_total(total));
             }
+            batch.insert(TOTALS, value);
         }
-        for (quantity, present) in &changes.quantities {
-            let key = quantity_key(quantity);
-            if *present {
-                batch.insert(key, quantity.quantity.serialize().to_vec());
-            } else {
-                batch.remove(key);
+        if !changes.quantities.is_empty() {
+            let mut value = Vec::new();
+            for quantity in ledger.direct_quantities() {
+                value.extend_from_slice(&quantity.node.index().to_be_bytes());
+                push_text(&mut value, &quantity.item);
+                push_text(&mut value, &quantity.unit);
+                value.extend_from_slice(&quantity.quantity.serialize());
             }
+            batch.insert(QUANTITIES, value);
         }
-        for ((partner, pledge_id), row) in &changes.pledges {
-            let key = pledge_key(partner, pledge_id);
-            match row {
-                Some(row) => batch.insert(key, encode_pledge(row)),
-                None => batch.remove(key),
+        if let (false, Some(&(first, _))) = (changes.pledges.is_empty(), outcomes.first()) {
+            let mut packed = Vec::new();
+            for ((partner, pledge_id), row) in &changes.pledges {
+                push_text(&mut packed, partner);
+                push_text(&mut packed, pledge_id);
+                match row {
+                    Some(row) => push_bytes(&mut packed, &encode_pledge(row)),
+                    None => push_bytes(&mut packed, &[]),
+                }
             }
+            batch.insert(prefixed(PLEDGE, &first.to_be_bytes()), packed);
         }
         for rejected in &changes.rejected {
             batch.insert(
@@ -123,7 +138,7 @@ impl ReadModel {
             }
             batch.insert(prefixed(OUTCOMES, &first.to_be_bytes()), packed);
         }
-        batch.insert(CHECKPOINT, encode_checkpoint(checkpoint));
+        batch.insert(CHECKPOINT, encode_checkpoint(&checkpoint));
         self.tree
             .apply_batch(batch)
             .map_err(|e| ProjectorError::storage("cannot write a batch to the read model", e))?;
@@ -133,7 +148,7 @@ impl ReadModel {
         // Read the checkpoint back: a model that cannot return what it just stored must stop
         // the projector before it moves on.
         match self.checkpoint()? {
-            Some(stored) if stored == *checkpoint => Ok(()),
+            Some(stored) if stored == checkpoint => Ok(()),
             _ => Err(ProjectorError::corrupt(
                 "the checkpoint read back differs from the one written",
             )),
@@ -154,25 +169,50 @@ impl ReadModel {
             checkpoint,
             ..ModelState::default()
         };
-        for entry in read(TOTAL) {
-            let (key, value) = entry?;
-            state.direct_totals.push((
-                decode_total_key(&key[1..]).ok_or_else(|| bad("total key"))?,
-                decode_total(&value).ok_or_else(|| bad("total"))?,
-            ));
+        let get = |key: &[u8]| {
+            self.tree
+                .get(key)
+                .map_err(|e| ProjectorError::storage("cannot read the read model", e))
+        };
+        if let Some(value) = get(TOTALS)? {
+            for entry in value.chunks(53) {
+                let key = decode_total_key(entry.get(..5).ok_or_else(|| bad("total"))?);
+                let total = decode_total(entry.get(5..).ok_or_else(|| bad("total"))?);
+                state.direct_totals.push((
+                    key.ok_or_else(|| bad("total key"))?,
+                    total.ok_or_else(|| bad("total"))?,
+                ));
+            }
         }
-        for entry in read(QUANTITY) {
-            let (key, value) = entry?;
-            state
-                .direct_quantities
-                .push(decode_quantity(&key[1..], &value).ok_or_else(|| bad("quantity"))?);
+        if let Some(value) = get(QUANTITIES)? {
+            let mut rest: &[u8] = &value;
+            while !rest.is_empty() {
+                let quantity = take_quantity(&mut rest).ok_or_else(|| bad("quantity"))?;
+                state.direct_quantities.push(quantity);
+            }
         }
+        let mut pledges = std::collections::BTreeMap::new();
         for entry in read(PLEDGE) {
-            let (key, value) = entry?;
-            state
-                .pledges
-                .push(decode_pledge(&key[1..], &value).ok_or_else(|| bad("pledge"))?);
+            let (_, value) = entry?;
+            let mut rest: &[u8] = &value;
+            while !rest.is_empty() {
+                let partner = take_text(&mut rest)
+                    .ok_or_else(|| bad("pledge"))?
+                    .to_owned();
+                let pledge_id = take_text(&mut rest)
+                    .ok_or_else(|| bad("pledge"))?
+                    .to_owned();
+                let lines = take_bytes(&mut rest).ok_or_else(|| bad("pledge"))?;
+                let row = if lines.is_empty() {
+                    None
+                } else {
+                    let row = decode_pledge(partner.clone(), pledge_id.clone(), lines);
+                    Some(row.ok_or_else(|| bad("pledge"))?)
+                };
+                pledges.insert((partner, pledge_id), row);
+            }
         }
+        state.pledges.extend(pledges.into_values().flatten());
         for entry in read(REJECTION) {
             let (key, value) = entry?;
             let seq = key
@@ -236,7 +276,7 @@ fn kind_byte(kind: TotalKind) -> u8 {
 }
 
 fn total_key(key: &TotalKey) -> Vec<u8> {
-    let mut bytes = vec![TOTAL];
+    let mut bytes = Vec::with_capacity(5);
     bytes.extend_from_slice(&key.node.index().to_be_bytes());
     bytes.push(kind_byte(key.kind));
     bytes.extend_from_slice(&key.currency.to_be_bytes());
@@ -279,44 +319,19 @@ fn decode_total(bytes: &[u8]) -> Option<Total> {
     })
 }
 
-fn quantity_key(q: &DirectQuantity) -> Vec<u8> {
-    let mut key = vec![QUANTITY];
-    key.extend_from_slice(&q.node.index().to_be_bytes());
-    // Item names are limited far below 64 KiB by the domain's validation.
-    key.extend_from_slice(
-        &u16::try_from(q.item.len())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes(),
-    );
-    key.extend_from_slice(q.item.as_bytes());
-    key.extend_from_slice(q.unit.as_bytes());
-    key
-}
-
-fn decode_quantity(key: &[u8], value: &[u8]) -> Option<DirectQuantity> {
-    let node = Node::from_index(u16::from_be_bytes(key.get(0..2)?.try_into().ok()?))?;
-    let item_len = usize::from(u16::from_be_bytes(key.get(2..4)?.try_into().ok()?));
-    let item = std::str::from_utf8(key.get(4..4 + item_len)?)
-        .ok()?
-        .to_owned();
-    let unit = std::str::from_utf8(key.get(4 + item_len..)?)
-        .ok()?
-        .to_owned();
+fn take_quantity(rest: &mut &[u8]) -> Option<DirectQuantity> {
+    let node = Node::from_index(u16::from_be_bytes(rest.get(0..2)?.try_into().ok()?))?;
+    *rest = &rest[2..];
+    let item = take_text(rest)?.to_owned();
+    let unit = take_text(rest)?.to_owned();
+    let quantity = decimal_at(rest, 0)?;
+    *rest = &rest[16..];
     Some(DirectQuantity {
         node,
         item,
         unit,
-        quantity: decimal_at(value, 0)?,
+        quantity,
     })
-}
-
-fn pledge_key(partner: &str, pledge_id: &str) -> Vec<u8> {
-    // Partner ids never contain 0x00 (their syntax is [a-z0-9-]), so it separates the two.
-    let mut key = vec![PLEDGE];
-    key.extend_from_slice(partner.as_bytes());
-    key.push(0);
-    key.extend_from_slice(pledge_id.as_bytes());
-    key
 }
 
 fn encode_pledge(row: &PledgeRow) -> Vec<u8> {
@@ -329,10 +344,7 @@ fn encode_pledge(row: &PledgeRow) -> Vec<u8> {
     value
 }
 
-fn decode_pledge(key: &[u8], value: &[u8]) -> Option<PledgeRow> {
-    let split = key.iter().position(|b| *b == 0)?;
-    let partner_id = std::str::from_utf8(&key[..split]).ok()?.to_owned();
-    let pledge_id = std::str::from_utf8(&key[split + 1..]).ok()?.to_owned();
+fn decode_pledge(partner_id: String, pledge_id: String, value: &[u8]) -> Option<PledgeRow> {
     let currency = u16::from_be_bytes(value.get(0..2)?.try_into().ok()?);
     let lines = value[2..]
         .chunks(34)
@@ -353,16 +365,25 @@ fn decode_pledge(key: &[u8], value: &[u8]) -> Option<PledgeRow> {
     })
 }
 
+fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Values here are far below 4 GiB: pledges have at most `limits::ALLOCATIONS_MAX` lines.
+    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::try_from(u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?)).ok()?;
+    let taken = bytes.get(4..4 + len)?;
+    *bytes = &bytes[4 + len..];
+    Some(taken)
+}
+
 fn push_text(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_be_bytes());
-    out.extend_from_slice(text.as_bytes());
+    push_bytes(out, text.as_bytes());
 }
 
 fn take_text<'a>(bytes: &mut &'a [u8]) -> Option<&'a str> {
-    let len = usize::try_from(u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?)).ok()?;
-    let text = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?;
-    *bytes = &bytes[4 + len..];
-    Some(text)
+    std::str::from_utf8(take_bytes(bytes)?).ok()
 }
 
 fn encode_rejection(r: &RejectedEvent) -> Vec<u8> {

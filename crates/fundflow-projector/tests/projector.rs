@@ -1,0 +1,150 @@
+//! The projector over the embedded log: the read model equals the fold, survives reopening, and
+//! refuses a log that is not the one it was built from.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use fundflow_domain::{Ledger, Report};
+use fundflow_gen::{GenConfig, LogGenerator};
+use fundflow_log::embedded::EmbeddedLog;
+use fundflow_log::{AppendRequest, EventLog};
+use fundflow_projector::{Projector, ProjectorConfig, ProjectorError, ReadModel, RunUntil};
+use fundflow_proto::{Message, v1};
+
+async fn filled_log(dir: &std::path::Path, seed: u64, events: u64) -> EventLog {
+    let log = EventLog::from(EmbeddedLog::open(dir).unwrap());
+    let requests: Vec<_> = LogGenerator::new(
+        seed,
+        GenConfig {
+            events,
+            ..GenConfig::default()
+        },
+    )
+    .filter_map(|record| {
+        let e = v1::Envelope::decode(record.as_slice()).ok()?;
+        fundflow_domain::event::is_valid_partner_id(&e.partner_id).then(|| AppendRequest {
+            partner_id: e.partner_id,
+            event_id: e.event_id,
+            envelope: Bytes::from(record),
+        })
+    })
+    .collect();
+    log.append_batch(&requests).await.unwrap();
+    log
+}
+
+/// A fold of the whole log in memory, the way an auditor would.
+async fn replay(log: &EventLog) -> Ledger {
+    let mut ledger = Ledger::new();
+    let mut reader = log.reader(1).await.unwrap();
+    let last = log.last_seq().await.unwrap();
+    while ledger.last_seq() < last {
+        for r in reader
+            .next_batch(1000, std::time::Duration::from_secs(1))
+            .await
+            .unwrap()
+        {
+            ledger.apply_from(
+                r.seq,
+                &r.bytes,
+                fundflow_domain::Source {
+                    subject_partner: Some(&r.partner),
+                },
+            );
+        }
+    }
+    ledger
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_read_model_holds_exactly_the_fold_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled_log(&dir.path().join("log"), 5, 20_000).await;
+    let last = log.last_seq().await.unwrap();
+    let config = ProjectorConfig {
+        batch_max: 1000,
+        ..ProjectorConfig::default()
+    };
+    let projector = Projector::open(&dir.path().join("model"), &log, config.clone())
+        .await
+        .unwrap();
+    let projector = projector
+        .run(log.clone(), RunUntil::Seq(last))
+        .await
+        .unwrap();
+    assert!(
+        projector
+            .metrics()
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 19
+    );
+    drop(projector);
+
+    let expected = replay(&log).await;
+    let model = ReadModel::open(&dir.path().join("model")).unwrap();
+    let state = model.state().unwrap();
+    assert_eq!(state.checkpoint, expected.checkpoint());
+    assert_eq!(state.model_digest(), expected.model_digest());
+    assert_eq!(Report::of_state(&state), Report::of(&expected));
+    let outcomes = model.outcomes().unwrap();
+    assert_eq!(outcomes.len() as u64, last);
+    assert!(
+        outcomes.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "one outcome per seq, in order"
+    );
+    let rejected = outcomes.iter().filter(|(_, code)| *code != 0).count();
+    assert_eq!(rejected as u64, expected.counts().1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reopening_verifies_the_model_and_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled_log(&dir.path().join("log"), 6, 5_000).await;
+    let model_dir = dir.path().join("model");
+    let config = ProjectorConfig {
+        batch_max: 500,
+        ..ProjectorConfig::default()
+    };
+    let projector = Projector::open(&model_dir, &log, config.clone())
+        .await
+        .unwrap();
+    let projector = projector
+        .run(log.clone(), RunUntil::Seq(2_000))
+        .await
+        .unwrap();
+    let stopped_at = projector.ledger().last_seq();
+    assert!((2_000..2_500).contains(&stopped_at), "{stopped_at}");
+    drop(projector);
+
+    let projector = Projector::open(&model_dir, &log, config).await.unwrap();
+    assert_eq!(projector.ledger().last_seq(), stopped_at);
+    let last = log.last_seq().await.unwrap();
+    let projector = projector
+        .run(log.clone(), RunUntil::Seq(last))
+        .await
+        .unwrap();
+    assert_eq!(
+        projector.ledger().model_digest(),
+        replay(&log).await.model_digest()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_built_from_another_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_a = filled_log(&dir.path().join("a"), 7, 2_000).await;
+    let log_b = filled_log(&dir.path().join("b"), 8, 2_000).await;
+    let model_dir = dir.path().join("model");
+    let last = log_a.last_seq().await.unwrap();
+    let projector = Projector::open(&model_dir, &log_a, ProjectorConfig::default())
+        .await
+        .unwrap();
+    drop(projector.run(log_a, RunUntil::Seq(last)).await.unwrap());
+
+    let Err(err) = Projector::open(&model_dir, &log_b, ProjectorConfig::default()).await else {
+        panic!("another log must be refused");
+    };
+    assert!(matches!(err, ProjectorError::Mismatch(_)), "{err}");
+    assert!(err.to_string().contains("rebuild"), "{err}");
+}
