@@ -7,3 +7,4 @@
 mod helpers;
 mod nats;
 mod replay;
+mod tidy;

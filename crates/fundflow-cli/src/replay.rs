@@ -14,8 +14,10 @@ use crate::Format;
 /// Folds `path` from scratch and prints the report.
 pub fn replay_file(path: &Path, format: Format) -> anyhow::Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // Envelopes are a few hundred bytes: the file's size sizes the fold's event index.
+    let length = file.metadata().map_or(0, |m| m.len());
     let mut reader = RecordReader::new(BufReader::with_capacity(1 << 20, file));
-    let mut ledger = Ledger::new();
+    let mut ledger = Ledger::with_capacity(usize::try_from(length / 256).unwrap_or(0));
     let mut record = Vec::new();
     let mut seq = 0u64;
     let span = tracing::info_span!("replay_file", path = %path.display());

@@ -379,6 +379,17 @@ impl Ledger {
         Ledger::default()
     }
 
+    /// An empty ledger with room for about `events` events, for callers that know the log's
+    /// length (a replay, a projector at start): the event index and the effects never rehash or
+    /// move while it fills. A hint only: more events just grow the maps as usual.
+    pub fn with_capacity(events: usize) -> Ledger {
+        let events = events.min(limits::CAPACITY_HINT_MAX);
+        let mut ledger = Ledger::default();
+        ledger.events.reserve(events);
+        ledger.effects.reserve(events);
+        ledger
+    }
+
     /// Applies the record at `seq`. See [`Ledger::apply_from`].
     pub fn apply(&mut self, seq: u64, bytes: &[u8]) -> Outcome {
         self.apply_from(seq, bytes, Source::default())

@@ -18,6 +18,10 @@ pub const UNIT_LEN_MAX: usize = 32;
 /// Longest free text (`description`, `reason`), in bytes.
 pub const TEXT_LEN_MAX: usize = 4096;
 
+/// The most events [`crate::Ledger::with_capacity`] reserves room for up front (about 10 GB of
+/// index at most); a larger hint is cut to it, since a hint must not be able to exhaust memory.
+pub const CAPACITY_HINT_MAX: usize = 100_000_000;
+
 /// Most nodes (countries and areas) that can roll up into one area: the whole reference data.
 pub const ROLLUP_NODES_MAX: usize = 300;
 

@@ -146,7 +146,9 @@ impl Projector {
     ) -> Result<Projector, ProjectorError> {
         let model = ReadModel::open(dir)?;
         let checkpoint = model.checkpoint()?;
-        let mut ledger = Ledger::new();
+        // The log's length at start sizes the event index, so it does not rehash while it fills.
+        let hint = usize::try_from(log.last_seq().await?).unwrap_or(usize::MAX);
+        let mut ledger = Ledger::with_capacity(hint);
         if let Some(checkpoint) = checkpoint {
             let span = tracing::info_span!("refold", until_seq = checkpoint.last_seq);
             let _guard = span.enter();
