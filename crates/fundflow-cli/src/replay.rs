@@ -5,6 +5,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::Path;
 
 use anyhow::Context;
+use fundflow_domain::report::TotalRow;
 use fundflow_domain::{Ledger, Report};
 use fundflow_gen::{GenConfig, LogGenerator};
 use fundflow_proto::RecordReader;
@@ -34,33 +35,53 @@ pub fn replay_file(path: &Path, format: Format) -> anyhow::Result<()> {
     print_report(&Report::of(&ledger), format)
 }
 
+/// The columns of a totals row, in the order every format prints them.
+const COLUMNS: [&str; 7] = [
+    "scope",
+    "key",
+    "kind",
+    "currency",
+    "amount",
+    "usd_equivalent",
+    "unconverted",
+];
+
+fn fields(row: &TotalRow) -> [&str; 7] {
+    [
+        row.scope.as_str(),
+        row.key,
+        row.kind,
+        row.currency,
+        &row.amount,
+        &row.usd_equivalent,
+        &row.unconverted,
+    ]
+}
+
 /// Prints a report to standard output.
 pub fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    match write_report(
+        &mut BufWriter::new(std::io::stdout().lock()),
+        report,
+        format,
+    ) {
+        // A reader that stopped early (`| head`) is not an error of ours.
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("cannot write the report"),
+    }
+}
+
+fn write_report(out: &mut impl Write, report: &Report, format: Format) -> std::io::Result<()> {
     match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, report).context("cannot write the report")?;
+            serde_json::to_writer_pretty(&mut *out, report)?;
             writeln!(out)?;
         }
         Format::Csv => {
-            writeln!(
-                out,
-                "scope,key,kind,currency,amount,usd_equivalent,unconverted"
-            )?;
+            writeln!(out, "{}", COLUMNS.join(","))?;
             for row in &report.totals {
                 // Every field is a code or a decimal: no quoting is ever needed.
-                writeln!(
-                    out,
-                    "{},{},{},{},{},{},{}",
-                    row.scope.as_str(),
-                    row.key,
-                    row.kind,
-                    row.currency,
-                    row.amount,
-                    row.usd_equivalent,
-                    row.unconverted
-                )?;
+                writeln!(out, "{}", fields(row).join(","))?;
             }
         }
         Format::Table => {
@@ -69,27 +90,16 @@ pub fn print_report(report: &Report, format: Format) -> anyhow::Result<()> {
             writeln!(out, "model_digest  {}", report.model_digest)?;
             writeln!(out, "rejected      {}", report.rejected.len())?;
             writeln!(out)?;
-            writeln!(
-                out,
-                "{:<13} {:<4} {:<17} {:<3} {:>22} {:>20} {:>22}",
-                "scope", "key", "kind", "cur", "amount", "usd_equivalent", "unconverted"
-            )?;
-            for row in &report.totals {
+            for row in std::iter::once(COLUMNS).chain(report.totals.iter().map(fields)) {
+                let [scope, key, kind, currency, amount, usd, unconverted] = row;
                 writeln!(
                     out,
-                    "{:<13} {:<4} {:<17} {:<3} {:>22} {:>20} {:>22}",
-                    row.scope.as_str(),
-                    row.key,
-                    row.kind,
-                    row.currency,
-                    row.amount,
-                    row.usd_equivalent,
-                    row.unconverted
+                    "{scope:<13} {key:<4} {kind:<17} {currency:<8} {amount:>22} {usd:>20} {unconverted:>22}"
                 )?;
             }
         }
     }
-    out.flush().context("cannot write the report")
+    out.flush()
 }
 
 /// Writes a generated log of `events` records from `seed` to `path`.

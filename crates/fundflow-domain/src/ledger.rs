@@ -848,9 +848,9 @@ impl Ledger {
                 }));
         }
         for (done, (key, delta)) in steps.clone().enumerate() {
-            if !change_total(&mut self.direct_totals, key, delta, sign, max) {
+            if !change_amount(&mut self.direct_totals, key, delta, sign, max) {
                 for (key, delta) in steps.take(done) {
-                    change_total(&mut self.direct_totals, key, delta, undo, max);
+                    change_amount(&mut self.direct_totals, key, delta, undo, max);
                 }
                 return Err(overflow());
             }
@@ -866,12 +866,12 @@ impl Ledger {
             )
         });
         for (done, (key, quantity)) in item_steps.clone().enumerate() {
-            if !change_quantity(&mut self.direct_quantities, key, quantity, sign, max) {
+            if !change_amount(&mut self.direct_quantities, key, quantity, sign, max) {
                 for (key, quantity) in item_steps.take(done) {
-                    change_quantity(&mut self.direct_quantities, key, quantity, undo, max);
+                    change_amount(&mut self.direct_quantities, key, quantity, undo, max);
                 }
                 for (key, delta) in steps {
-                    change_total(&mut self.direct_totals, key, delta, undo, max);
+                    change_amount(&mut self.direct_totals, key, delta, undo, max);
                 }
                 return Err(overflow());
             }
@@ -1165,49 +1165,59 @@ pub enum EventStatus {
     Reversed,
 }
 
-fn change_total(
-    totals: &mut FxHashMap<TotalKey, Total>,
-    key: TotalKey,
-    delta: Total,
-    sign: Sign,
-    max: Decimal,
-) -> bool {
-    let entry = totals.entry(key);
-    let current = match &entry {
-        Entry::Occupied(entry) => *entry.get(),
-        Entry::Vacant(_) => Total::default(),
-    };
-    match current.checked(delta, sign).filter(|next| next.within(max)) {
-        None => false,
-        Some(next) => {
-            match entry {
-                Entry::Occupied(entry) if next.is_zero() => drop(entry.remove()),
-                Entry::Occupied(mut entry) => *entry.get_mut() = next,
-                Entry::Vacant(_) if next.is_zero() => {}
-                Entry::Vacant(entry) => drop(entry.insert(next)),
-            }
-            true
-        }
+/// What a direct total or quantity needs to be changed all-or-nothing.
+trait Amount: Copy + Default {
+    fn checked(self, delta: Self, sign: Sign) -> Option<Self>;
+    fn within(&self, max: Decimal) -> bool;
+    fn is_zero(&self) -> bool;
+}
+
+impl Amount for Total {
+    fn checked(self, delta: Total, sign: Sign) -> Option<Total> {
+        Total::checked(self, delta, sign)
+    }
+
+    fn within(&self, max: Decimal) -> bool {
+        Total::within(self, max)
+    }
+
+    fn is_zero(&self) -> bool {
+        Total::is_zero(self)
     }
 }
 
-fn change_quantity(
-    quantities: &mut FxHashMap<QuantityKey, Decimal>,
-    key: QuantityKey,
-    delta: Decimal,
+impl Amount for Decimal {
+    fn checked(self, delta: Decimal, sign: Sign) -> Option<Decimal> {
+        match sign {
+            Sign::Add => self.checked_add(delta),
+            Sign::Subtract => self.checked_sub(delta),
+        }
+    }
+
+    fn within(&self, max: Decimal) -> bool {
+        *self <= max
+    }
+
+    fn is_zero(&self) -> bool {
+        Decimal::is_zero(self)
+    }
+}
+
+/// Adds or subtracts `delta` at `key`, keeping no zero entries; `false` (and no change) when the
+/// result would overflow or pass `max`.
+fn change_amount<K: Eq + std::hash::Hash, V: Amount>(
+    map: &mut FxHashMap<K, V>,
+    key: K,
+    delta: V,
     sign: Sign,
     max: Decimal,
 ) -> bool {
-    let entry = quantities.entry(key);
+    let entry = map.entry(key);
     let current = match &entry {
         Entry::Occupied(entry) => *entry.get(),
-        Entry::Vacant(_) => Decimal::ZERO,
+        Entry::Vacant(_) => V::default(),
     };
-    let next = match sign {
-        Sign::Add => current.checked_add(delta),
-        Sign::Subtract => current.checked_sub(delta),
-    };
-    match next.filter(|next| *next <= max) {
+    match current.checked(delta, sign).filter(|next| next.within(max)) {
         None => false,
         Some(next) => {
             match entry {
