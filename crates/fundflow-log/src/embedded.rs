@@ -195,6 +195,28 @@ impl EmbeddedReader {
     }
 }
 
+/// Opens a sled database, waiting up to [`SLED_LOCK_WAIT`] for its directory lock: sled's
+/// background I/O can hold the lock a moment after the last handle of the same process dropped,
+/// so a prompt reopen in one process must not fail. Another process holding it still fails, with
+/// sled's "could not acquire lock" error, after the wait.
+pub fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(err))
+                if err.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How long [`open_sled`] waits for a database's directory lock.
+pub const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 fn seq_of_key(key: &[u8]) -> u64 {
     key.try_into().map_or(0, u64::from_be_bytes)
 }

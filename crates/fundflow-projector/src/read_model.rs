@@ -55,7 +55,16 @@ impl ReadModel {
     /// Opens or creates the read model in `dir`. sled locks the directory: a second process
     /// gets a clear error instead of a corrupt model.
     pub fn open(dir: &Path) -> Result<ReadModel, ProjectorError> {
-        let db = sled::Config::new().path(dir).open().map_err(|err| {
+        let config = sled::Config::new()
+            .path(dir)
+            // sled caches 1 GiB by default; the model's working set (the checkpoint, the
+            // snapshots of totals, the latest batches) is small, and the projector's memory
+            // belongs to the fold's index.
+            .cache_capacity(64 * 1024 * 1024)
+            // Every batch is flushed explicitly before the projector moves on; a background
+            // flusher would add nothing.
+            .flush_every_ms(None);
+        let db = fundflow_log::embedded::open_sled(&config).map_err(|err| {
             ProjectorError::storage(
                 format!("cannot open the read model in {}", dir.display()),
                 err,
