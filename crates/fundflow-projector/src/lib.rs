@@ -9,7 +9,7 @@
 //! refolding the log from sequence 1 up to the read model's checkpoint, and then checked: the
 //! refold's checkpoint (log digest, counts, rejection chain) and its model digest must equal the
 //! read model's, or the projector refuses to run (the log or the model was changed behind its
-//! back; `fundflow rebuild` makes a new model). About 375 MB per million events.
+//! back; `fundflow rebuild` makes a new model). About 440 MB per million events (README, Benchmarks).
 //!
 //! Reading and folding overlap: a reader task fetches the next batch while the fold thread
 //! applies and writes the previous one. A read error (NATS gone, leader election) is logged and
