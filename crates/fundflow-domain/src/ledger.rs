@@ -1340,3 +1340,81 @@ pub fn sorted_totals(state: &ModelState, scope: Option<Scope>) -> Vec<(TotalKey,
     });
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> v1::Envelope {
+        v1::Envelope {
+            event_id: "9b2e4c1a-0000-4000-8000-000000000001".into(),
+            partner_id: "icshp".into(),
+            recorded_at: "2020-12-31T12:00:00Z".into(),
+            occurred_on: "2020-12-15".into(),
+            schema_version: 1,
+            body: Some(v1::envelope::Body::EventReversed(v1::EventReversed {
+                reverses_event_id: "9b2e4c1a-0000-4000-8000-000000000002".into(),
+                reason: "entered twice".into(),
+            })),
+        }
+    }
+
+    #[test]
+    fn the_raw_fingerprint_equals_the_re_encoded_one() {
+        let bytes = envelope().encode_to_vec();
+        let mut ledger = Ledger::new();
+        let mut decoded = v1::Envelope::decode(bytes.as_slice()).unwrap();
+        let raw = fingerprint_canonical(&bytes).unwrap();
+        // Bytes that are not plainly canonical take the re-encoding path: same answer.
+        let mut reordered = Vec::new();
+        let mut fields: Vec<&[u8]> = Vec::new();
+        let mut rest = bytes.as_slice();
+        while !rest.is_empty() {
+            let start = rest;
+            let key = prost::encoding::decode_varint(&mut rest).unwrap();
+            let len = if key & 7 == 2 {
+                usize::try_from(prost::encoding::decode_varint(&mut rest).unwrap()).unwrap()
+            } else {
+                prost::encoding::decode_varint(&mut rest).unwrap();
+                0
+            };
+            rest = &rest[len..];
+            fields.push(&start[..start.len() - rest.len()]);
+        }
+        for field in fields.iter().rev() {
+            reordered.extend_from_slice(field);
+        }
+        assert_eq!(fingerprint_canonical(&reordered), None);
+        assert_eq!(ledger.fingerprint(&mut decoded, &reordered), raw);
+        assert_eq!(
+            decoded,
+            envelope(),
+            "the envelope is restored after fingerprinting"
+        );
+    }
+
+    #[test]
+    fn a_resend_in_another_field_order_is_still_a_duplicate() {
+        let original = envelope();
+        let mut reversed = Vec::new();
+        // Same content, fields written from the last to the first, and a new timestamp.
+        let mut resend = original.clone();
+        resend.recorded_at = "2021-01-01T00:00:00Z".into();
+        let body = v1::Envelope {
+            body: resend.body.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let head = v1::Envelope {
+            body: None,
+            ..resend
+        }
+        .encode_to_vec();
+        reversed.extend_from_slice(&body);
+        reversed.extend_from_slice(&head);
+        let mut ledger = Ledger::new();
+        ledger.apply(1, &original.encode_to_vec());
+        let outcome = ledger.apply(2, &reversed);
+        assert_eq!(outcome.code(), Some(RejectCode::Duplicate), "{outcome:?}");
+    }
+}
