@@ -129,8 +129,19 @@ pub async fn rebuild(args: &LogArgs) -> anyhow::Result<()> {
     project(args, true).await
 }
 
+/// Which totals rows to print.
+#[derive(Debug, Default, Clone)]
+pub struct TotalsFilter {
+    /// Only this scope.
+    pub scope: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this currency.
+    pub currency: Option<String>,
+}
+
 /// `fundflow totals`.
-pub fn totals(data_dir: &Path, format: Format) -> anyhow::Result<()> {
+pub fn totals(data_dir: &Path, format: Format, filter: &TotalsFilter) -> anyhow::Result<()> {
     let model_dir = data_dir.join("model");
     if !model_dir.exists() {
         anyhow::bail!(
@@ -145,10 +156,26 @@ pub fn totals(data_dir: &Path, format: Format) -> anyhow::Result<()> {
         )
     })?;
     let state = model.state()?;
-    crate::replay::print_report(&Report::of_state(&state), format)
+    let mut report = Report::of_state(&state);
+    if let Some(scope) = &filter.scope {
+        anyhow::ensure!(
+            fundflow_domain::Scope::parse(scope).is_some(),
+            "scope {scope:?} is not one of country, region, subregion, intermediate, global"
+        );
+    }
+    report.totals.retain(|row| {
+        filter
+            .scope
+            .as_deref()
+            .is_none_or(|s| row.scope.as_str() == s)
+            && filter.kind.as_deref().is_none_or(|k| row.kind == k)
+            && filter.currency.as_deref().is_none_or(|c| row.currency == c)
+    });
+    crate::replay::print_report(&report, format)
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

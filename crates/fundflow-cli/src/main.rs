@@ -1,8 +1,11 @@
 //! `fundflow`: one binary for every command. This file parses arguments and reports errors in one
 //! sentence; each command lives in its own module.
 
+mod client;
 mod log_commands;
+mod quickstart;
 mod replay;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,10 +23,65 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How logs are written to standard error (level from RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Try fundflow on this machine: embedded log, the sample dataset through the gateway,
+    /// totals printed, and the server running on 127.0.0.1:8080 until Ctrl-C.
+    Quickstart {
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        http: serve::HttpArgs,
+        /// Exit after printing the totals instead of serving.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// Run the HTTP API, the gateway and the projector in one process.
+    Serve {
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        http: serve::HttpArgs,
+    },
+    /// Run a stateless submit gateway (HTTP and NATS) on the JetStream log.
+    Gateway {
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        http: serve::HttpArgs,
+    },
+    /// Submit a file of events (NDJSON, or CSV when it ends in .csv) to a server.
+    Submit {
+        /// The file.
+        file: PathBuf,
+        /// The server.
+        #[arg(long, env = "FUNDFLOW_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The partner's bearer token.
+        #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Wait for the fold's verdict on each event.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Bearer tokens for the access config.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Fold a file of length-delimited envelopes and print its totals and digests.
     ReplayFile {
         /// The file: envelopes as prost length-delimited records, seq 1, 2, 3, ... in file order.
@@ -50,20 +108,24 @@ enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
-    /// Fold the log into the read model in DATA_DIR and keep it current.
+    /// Fold the log into the read model in DATA_DIR and keep it current; with --config, also
+    /// serve the query API.
     Project {
         #[command(flatten)]
         log: LogArgs,
         /// Fold up to the log's last sequence at start, then exit.
         #[arg(long)]
         once: bool,
+        #[command(flatten)]
+        http: serve::HttpArgs,
     },
     /// Drop the read model in DATA_DIR and fold the log again from sequence 1.
     Rebuild {
         #[command(flatten)]
         log: LogArgs,
     },
-    /// Print the totals of the read model in DATA_DIR (which no process may hold open).
+    /// Print totals: from a server with --url, else from the read model in DATA_DIR (which no
+    /// process may hold open).
     Totals {
         /// The data directory of `fundflow project`.
         #[arg(long, env = "FUNDFLOW_DATA_DIR", default_value = "fundflow-data")]
@@ -71,6 +133,37 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// A server to ask instead of the local read model.
+        #[arg(long, env = "FUNDFLOW_URL")]
+        url: Option<String>,
+        /// A reviewer's or auditor's token, with --url.
+        #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Only this scope: country, region, subregion, intermediate or global.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Only this kind: pledged, paid, parallel_funding or in_kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this currency.
+        #[arg(long)]
+        currency: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token and the config lines that grant it a role.
+    New {
+        /// partner, reviewer or auditor.
+        #[arg(long, default_value = "partner")]
+        role: String,
+        /// The principal's name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// For a partner: its partner id.
+        #[arg(long)]
+        id: Option<String>,
     },
 }
 
@@ -118,24 +211,80 @@ pub enum Format {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // Servers say what they do at info; one-shot commands only warn.
+    let default_level = match cli.command {
+        Command::Serve { .. } | Command::Gateway { .. } | Command::Project { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
     let result = match cli.command {
         Command::ReplayFile { file, format } => replay::replay_file(&file, format),
         Command::GenLog { events, seed, file } => replay::gen_log(&file, events, seed),
-        Command::Totals { data_dir, format } => log_commands::totals(&data_dir, format),
+        Command::Totals {
+            data_dir,
+            format,
+            url,
+            token,
+            scope,
+            kind,
+            currency,
+        } => {
+            let filter = log_commands::TotalsFilter {
+                scope,
+                kind,
+                currency,
+            };
+            match url {
+                None => log_commands::totals(&data_dir, format, &filter),
+                Some(url) => runtime().and_then(|rt| {
+                    rt.block_on(totals_from_server(
+                        &url,
+                        token.as_deref().unwrap_or(""),
+                        &filter,
+                        format,
+                    ))
+                }),
+            }
+        }
         Command::PublishFile { file, log } => {
             runtime().and_then(|rt| rt.block_on(log_commands::publish_file(&file, &log)))
         }
-        Command::Project { log, once } => {
-            runtime().and_then(|rt| rt.block_on(log_commands::project(&log, once)))
+        Command::Project { log, once, http } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                if once || http.config.is_none() {
+                    log_commands::project(&log, once).await
+                } else {
+                    serve::run(serve::Mode::Project, &log, &http).await
+                }
+            })
+        }),
+        Command::Serve { log, http } => {
+            runtime().and_then(|rt| rt.block_on(serve::run(serve::Mode::Serve, &log, &http)))
         }
+        Command::Gateway { log, http } => {
+            runtime().and_then(|rt| rt.block_on(serve::run(serve::Mode::Gateway, &log, &http)))
+        }
+        Command::Quickstart { log, http, exit } => {
+            runtime().and_then(|rt| rt.block_on(quickstart::run(&log, &http, exit)))
+        }
+        Command::Submit {
+            file,
+            url,
+            token,
+            wait,
+        } => runtime().and_then(|rt| rt.block_on(client::submit(&file, &url, &token, wait))),
+        Command::Token {
+            command: TokenCommand::New { role, name, id },
+        } => token_new(&role, &name, id.as_deref()),
         Command::Rebuild { log } => {
             runtime().and_then(|rt| rt.block_on(log_commands::rebuild(&log)))
         }
@@ -154,4 +303,97 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|err| anyhow::anyhow!("cannot start the async runtime: {err}"))
+}
+
+fn token_new(role: &str, name: &str, id: Option<&str>) -> anyhow::Result<()> {
+    let (token, hash) = fundflow_server::access::new_token()
+        .map_err(|err| anyhow::anyhow!("cannot draw a random token: {err}"))?;
+    let name = if name.is_empty() { "(name)" } else { name };
+    let entry = match (role, id) {
+        ("partner", Some(id)) => {
+            format!("[[partners]]\nid = \"{id}\"\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"")
+        }
+        ("partner", None) => anyhow::bail!("a partner token needs --id <partner_id>"),
+        ("reviewer" | "auditor", _) => {
+            format!("[[{role}s]]\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"")
+        }
+        (other, _) => anyhow::bail!("role {other:?} is not partner, reviewer or auditor"),
+    };
+    println!("token (give it to its holder, keep it nowhere else):\n  {token}\n");
+    println!("config lines (paste into the --config file):\n{entry}");
+    Ok(())
+}
+
+async fn totals_from_server(
+    url: &str,
+    token: &str,
+    filter: &log_commands::TotalsFilter,
+    format: Format,
+) -> anyhow::Result<()> {
+    let client = client::Client::new(url, token)?;
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("scope", &filter.scope),
+        ("kind", &filter.kind),
+        ("currency", &filter.currency),
+    ] {
+        if let Some(value) = value {
+            query.push(format!("{key}={value}"));
+        }
+    }
+    let reply = client
+        .get_json(&format!("/v1/totals?{}", query.join("&")))
+        .await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&reply)?),
+        Format::Csv => {
+            println!("scope,key,kind,currency,amount,usd_equivalent,unconverted");
+            for row in reply["rows"].as_array().into_iter().flatten() {
+                let cell = |k: &str| row[k].as_str().unwrap_or("").to_owned();
+                println!(
+                    "{},{},{},{},{},{},{}",
+                    cell("scope"),
+                    cell("key"),
+                    cell("kind"),
+                    cell("currency"),
+                    cell("amount"),
+                    cell("usd_equivalent"),
+                    cell("unconverted")
+                );
+            }
+        }
+        Format::Table => {
+            println!(
+                "as of seq {}, model digest {}",
+                reply["as_of_seq"],
+                reply["model_digest"].as_str().unwrap_or("(busy)")
+            );
+            print_total_rows(&reply["rows"]);
+        }
+    }
+    Ok(())
+}
+
+/// Prints totals rows (as the API gives them) as a table for people.
+pub fn print_total_rows(rows: &serde_json::Value) {
+    println!(
+        "  {:<4} {:<34} {:<17} {:<4} {:>20} {:>20}",
+        "key", "name", "kind", "cur", "amount", "usd_equivalent"
+    );
+    for row in rows.as_array().into_iter().flatten() {
+        let cell = |k: &str| row[k].as_str().unwrap_or("").to_owned();
+        let mut name = cell("name");
+        if name.chars().count() > 34 {
+            name = name.chars().take(33).collect::<String>() + "…";
+        }
+        println!(
+            "  {:<4} {:<34} {:<17} {:<4} {:>20} {:>20}",
+            cell("key"),
+            name,
+            cell("kind"),
+            cell("currency"),
+            cell("amount"),
+            cell("usd_equivalent")
+        );
+    }
 }

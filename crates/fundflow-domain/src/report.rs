@@ -46,6 +46,8 @@ pub struct TotalRow {
     pub scope: Scope,
     /// Alpha-3 code of a country, three-digit M49 code of an area, `001` for global.
     pub key: &'static str,
+    /// The country's or area's name.
+    pub name: &'static str,
     /// `pledged`, `paid`, `parallel_funding` or `in_kind`.
     pub kind: &'static str,
     /// ISO 4217 code.
@@ -65,6 +67,8 @@ pub struct ItemRow {
     pub scope: Scope,
     /// As for totals.
     pub key: &'static str,
+    /// As for totals.
+    pub name: &'static str,
     /// Item code or name.
     pub item: String,
     /// Unit.
@@ -91,45 +95,58 @@ impl Report {
                 message: r.rejection.message.clone(),
             })
             .collect();
-        let totals = sorted_totals(state, None)
-            .into_iter()
-            .map(|(key, total)| {
-                let currency = currency_code(key.currency);
-                let minor = fundflow_refdata::currency_by_code(currency).map_or(0, |i| {
-                    u32::from(fundflow_refdata::CURRENCIES[usize::from(i)].minor_unit)
-                });
-                TotalRow {
-                    scope: key.node.scope(),
-                    key: key.node.key(),
-                    kind: key.kind.as_str(),
-                    currency,
-                    amount: format_at_scale(total.amount, minor),
-                    usd_equivalent: format_at_scale(total.usd_equivalent, USD_SCALE),
-                    unconverted: format_at_scale(total.unconverted, minor),
-                }
-            })
-            .collect();
-        let mut in_kind_items: Vec<ItemRow> = state
-            .quantities()
-            .into_iter()
-            .map(|((node, item, unit), quantity)| ItemRow {
-                scope: node.scope(),
-                key: node.key(),
-                item: item.to_owned(),
-                unit: unit.to_owned(),
-                quantity: format_quantity(quantity),
-            })
-            .collect();
-        in_kind_items.sort_unstable_by(|a, b| {
-            (a.scope, a.key, &a.item, &a.unit).cmp(&(b.scope, b.key, &b.item, &b.unit))
-        });
         Report {
             last_seq: state.checkpoint.last_seq,
             log_digest: hex::encode(state.checkpoint.log_digest),
             model_digest: hex::encode(state.model_digest()),
             rejected,
-            totals,
-            in_kind_items,
+            totals: total_rows(state, None),
+            in_kind_items: item_rows(state, None),
         }
     }
+}
+
+/// The nonzero totals of `state` (of one scope, or all), sorted by scope, key, kind and currency.
+pub fn total_rows(state: &ModelState, scope: Option<Scope>) -> Vec<TotalRow> {
+    sorted_totals(state, scope)
+        .into_iter()
+        .map(|(key, total)| {
+            let currency = currency_code(key.currency);
+            let minor = fundflow_refdata::currency_by_code(currency).map_or(0, |i| {
+                u32::from(fundflow_refdata::CURRENCIES[usize::from(i)].minor_unit)
+            });
+            TotalRow {
+                scope: key.node.scope(),
+                key: key.node.key(),
+                name: key.node.name(),
+                kind: key.kind.as_str(),
+                currency,
+                amount: format_at_scale(total.amount, minor),
+                usd_equivalent: format_at_scale(total.usd_equivalent, USD_SCALE),
+                unconverted: format_at_scale(total.unconverted, minor),
+            }
+        })
+        .collect()
+}
+
+/// The nonzero in-kind quantities of `state` (of one scope, or all), sorted by scope, key, item
+/// and unit.
+pub fn item_rows(state: &ModelState, scope: Option<Scope>) -> Vec<ItemRow> {
+    let mut in_kind_items: Vec<ItemRow> = state
+        .quantities()
+        .into_iter()
+        .filter(|((node, _, _), _)| scope.is_none_or(|s| node.scope() == s))
+        .map(|((node, item, unit), quantity)| ItemRow {
+            scope: node.scope(),
+            key: node.key(),
+            name: node.name(),
+            item: item.to_owned(),
+            unit: unit.to_owned(),
+            quantity: format_quantity(quantity),
+        })
+        .collect();
+    in_kind_items.sort_unstable_by(|a, b| {
+        (a.scope, a.key, &a.item, &a.unit).cmp(&(b.scope, b.key, &b.item, &b.unit))
+    });
+    in_kind_items
 }

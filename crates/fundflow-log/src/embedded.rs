@@ -4,8 +4,8 @@
 //! Layout (one sled database, two trees):
 //! - `records`: seq as u64 big-endian → partner length (1 byte) ‖ partner ‖ envelope bytes.
 //!   Big-endian keys make sled's order the log's order.
-//! - `ids`: message id (`partner:event_id`) → seq as u64 big-endian. Unlike JetStream's window,
-//!   deduplication here never expires.
+//! - `ids`: message id (`partner:event token`) → seq as u64 big-endian: each (partner, event id)
+//!   is stored once, as on JetStream.
 //!
 //! An append batch is one sled transaction over both trees followed by a flush, so a crash keeps
 //! either the whole batch or none of it, and an acknowledged append is on disk.
@@ -89,6 +89,28 @@ impl EmbeddedLog {
             })??;
         self.inner.appended.notify_waiters();
         Ok(results)
+    }
+
+    /// The record at `seq`, if there is one.
+    pub fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
+        let Some(value) = self.inner.records.get(seq.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let (partner, bytes) = split_value(&value).ok_or_else(|| corrupt(seq))?;
+        Ok(Some(Record {
+            seq,
+            partner,
+            bytes,
+        }))
+    }
+
+    /// The record of (partner, event id), if the log holds one.
+    pub fn find(&self, partner_id: &str, event_id: &str) -> Result<Option<Record>, LogError> {
+        let id = crate::message_id(partner_id, event_id);
+        match self.inner.ids.get(id.as_bytes())? {
+            Some(seq) => self.get(seq_of_key(&seq)),
+            None => Ok(None),
+        }
     }
 
     /// A reader from `from_seq` on.
@@ -178,12 +200,7 @@ impl EmbeddedReader {
         {
             let (key, value) = entry?;
             let seq = seq_of_key(&key);
-            let (partner, bytes) = split_value(&value).ok_or_else(|| {
-                LogError::new(
-                    LogErrorKind::Storage,
-                    format!("record {seq} of the embedded log is corrupt"),
-                )
-            })?;
+            let (partner, bytes) = split_value(&value).ok_or_else(|| corrupt(seq))?;
             batch.push(Record {
                 seq,
                 partner,
@@ -216,6 +233,13 @@ pub fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
 
 /// How long [`open_sled`] waits for a database's directory lock.
 pub const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+fn corrupt(seq: u64) -> LogError {
+    LogError::new(
+        LogErrorKind::Storage,
+        format!("record {seq} of the embedded log is corrupt"),
+    )
+}
 
 fn seq_of_key(key: &[u8]) -> u64 {
     key.try_into().map_or(0, u64::from_be_bytes)

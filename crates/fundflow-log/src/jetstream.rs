@@ -1,6 +1,12 @@
 //! The production log: a NATS JetStream stream (`FUNDFLOW` on `fundflow.v1.events.>`).
 //!
-//! - Each event of partner P is published on `fundflow.v1.events.P` with `Nats-Msg-Id: P:<id>`.
+//! - Each event E of partner P is published on its own subject, `fundflow.v1.events.P.E`, with
+//!   `Nats-Msg-Id: P:E` and `Nats-Expected-Last-Subject-Sequence: 0`. The header makes the
+//!   server refuse a second record for (P, E) at any distance in time, atomically, so the log
+//!   holds each event id once, exactly like the embedded log, and the gateway can tell a resend
+//!   from a conflict by reading the one record back. The message id still makes an unacknowledged
+//!   publish safe to repeat (a repeat inside the duplicate window is acknowledged as a duplicate
+//!   before the subject check).
 //! - The stream is file-backed, never expires anything, and has `deny_delete` and `deny_purge`
 //!   set, so the ledger's log cannot be edited through the stream API. Every command that touches
 //!   the stream creates it when missing and refuses one whose settings contradict these.
@@ -310,9 +316,13 @@ impl JetStreamLog {
         let id = crate::message_id(&request.partner_id, &request.event_id);
         let message = PublishMessage::build()
             .message_id(id.as_str())
+            .expected_last_subject_sequence(0)
             .payload(request.envelope.clone());
         self.context
-            .send_publish(crate::subject(&request.partner_id), message)
+            .send_publish(
+                crate::subject(&request.partner_id, &request.event_id),
+                message,
+            )
             .await
     }
 
@@ -326,6 +336,9 @@ impl JetStreamLog {
         match acked {
             Ok(ack) if ack.duplicate => Ok(Appended::Duplicate { seq: ack.sequence }),
             Ok(ack) => Ok(Appended::Stored { seq: ack.sequence }),
+            Err(err) if err.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                self.already_stored(request).await
+            }
             Err(err) => {
                 self.stats.publish_retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(event_id = %request.event_id, error = %err, "publish outcome unknown; sending again");
@@ -356,6 +369,11 @@ impl JetStreamLog {
                 Ok(ack) if ack.duplicate => return Ok(Appended::Duplicate { seq: ack.sequence }),
                 Ok(ack) => return Ok(Appended::Stored { seq: ack.sequence }),
                 Err(err)
+                    if err.kind() == jetstream::context::PublishErrorKind::WrongLastSequence =>
+                {
+                    return self.already_stored(request).await;
+                }
+                Err(err)
                     if err.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded =>
                 {
                     return Err(LogError::with_source(
@@ -385,6 +403,67 @@ impl JetStreamLog {
                 }
             }
         }
+    }
+
+    /// The server refused the append because the event's subject holds a record: that record is
+    /// the duplicate.
+    async fn already_stored(&self, request: &AppendRequest) -> Result<Appended, LogError> {
+        match self.find(&request.partner_id, &request.event_id).await? {
+            Some(record) => Ok(Appended::Duplicate { seq: record.seq }),
+            None => Err(LogError::new(
+                LogErrorKind::Append,
+                format!(
+                    "the stream refused event {} as already stored but does not hold it",
+                    request.event_id
+                ),
+            )),
+        }
+    }
+
+    /// The record of (partner, event id), if the stream holds one.
+    pub async fn find(&self, partner_id: &str, event_id: &str) -> Result<Option<Record>, LogError> {
+        let stream = self.stream().await?;
+        let subject = crate::subject(partner_id, event_id);
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => Ok(Some(Record {
+                seq: message.sequence,
+                partner: partner_id.to_owned(),
+                bytes: message.payload,
+            })),
+            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(LogError::with_source(
+                LogErrorKind::Read,
+                format!("cannot look event {event_id} up"),
+                err,
+            )),
+        }
+    }
+
+    /// The record at `seq`, if there is one.
+    pub async fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
+        let stream = self.stream().await?;
+        match stream.get_raw_message(seq).await {
+            Ok(message) => Ok(Some(Record {
+                seq,
+                partner: crate::partner_of_subject(message.subject.as_str()).to_owned(),
+                bytes: message.payload,
+            })),
+            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(LogError::with_source(
+                LogErrorKind::Read,
+                format!("cannot read record {seq}"),
+                err,
+            )),
+        }
+    }
+
+    async fn stream(&self) -> Result<stream::Stream<stream::Info>, LogError> {
+        self.context
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|err| {
+                LogError::with_source(LogErrorKind::Read, "cannot look the stream up", err)
+            })
     }
 
     /// A reader from `from_seq` on, through an ordered consumer.

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 pub use error::{LogError, LogErrorKind};
 
-/// Subjects of the events stream: `fundflow.v1.events.<partner_id>`.
+/// Subjects of the events stream: `fundflow.v1.events.<partner_id>.<event token>`.
 pub const SUBJECT_PREFIX: &str = "fundflow.v1.events.";
 
 /// One record of the log.
@@ -52,7 +52,8 @@ pub enum Appended {
         /// The new record's sequence number.
         seq: u64,
     },
-    /// The same (partner, event id) was appended before, at `seq`; nothing was stored.
+    /// The same (partner, event id) was appended before, at `seq`, whatever its content: nothing
+    /// was stored. The caller compares contents when it needs to tell a resend from a conflict.
     Duplicate {
         /// The earlier record's sequence number.
         seq: u64,
@@ -68,24 +69,41 @@ impl Appended {
     }
 }
 
+/// The event id as a subject token and dedupe key: a UUID in its canonical lowercase form, so
+/// that spellings of one UUID are one key (as they are for the fold); any other id, which the
+/// fold will reject anyway, as `x` and a hash of it, so that it is a valid, unique NATS token.
+pub fn event_token(event_id: &str) -> String {
+    match uuid::Uuid::try_parse(event_id) {
+        Ok(uuid) if event_id.len() == 36 => uuid.hyphenated().to_string(),
+        _ => format!("x{:032x}", xxhash_rust::xxh3::xxh3_128(event_id.as_bytes())),
+    }
+}
+
 /// The dedupe id of an event: scoped by partner, so that no partner can suppress another's event
 /// by reusing its id (JetStream deduplicates `Nats-Msg-Id` across the whole stream).
 pub fn message_id(partner_id: &str, event_id: &str) -> String {
-    format!("{partner_id}:{event_id}")
+    format!("{partner_id}:{}", event_token(event_id))
 }
 
-/// The subject a partner's events are appended under.
-pub fn subject(partner_id: &str) -> String {
-    format!("{SUBJECT_PREFIX}{partner_id}")
+/// The subject an event is appended under: one subject per (partner, event id), which is what lets
+/// the JetStream log refuse a second record for an id at any distance in time (see
+/// [`jetstream`]).
+pub fn subject(partner_id: &str, event_id: &str) -> String {
+    format!("{SUBJECT_PREFIX}{partner_id}.{}", event_token(event_id))
 }
 
 /// The partner token of an events subject; empty when the subject is not
-/// `fundflow.v1.events.<one token>` (the fold then rejects the record as a partner mismatch).
+/// `fundflow.v1.events.<partner>[.<event>]` (the fold then rejects the record as a partner
+/// mismatch).
 pub fn partner_of_subject(subject: &str) -> &str {
-    subject
-        .strip_prefix(SUBJECT_PREFIX)
-        .filter(|token| !token.contains('.'))
-        .unwrap_or("")
+    let Some(rest) = subject.strip_prefix(SUBJECT_PREFIX) else {
+        return "";
+    };
+    let mut tokens = rest.split('.');
+    match (tokens.next(), tokens.next(), tokens.next()) {
+        (Some(partner), _, None) => partner,
+        _ => "",
+    }
 }
 
 /// The log, embedded or on JetStream.
@@ -122,6 +140,22 @@ impl EventLog {
         match self {
             EventLog::Embedded(log) => log.last_seq(),
             EventLog::JetStream(log) => log.last_seq().await,
+        }
+    }
+
+    /// The record at `seq`, if there is one.
+    pub async fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
+        match self {
+            EventLog::Embedded(log) => log.get(seq),
+            EventLog::JetStream(log) => log.get(seq).await,
+        }
+    }
+
+    /// The record of (partner, event id), if the log holds one: each is stored at most once.
+    pub async fn find(&self, partner_id: &str, event_id: &str) -> Result<Option<Record>, LogError> {
+        match self {
+            EventLog::Embedded(log) => log.find(partner_id, event_id),
+            EventLog::JetStream(log) => log.find(partner_id, event_id).await,
         }
     }
 
@@ -185,11 +219,24 @@ mod tests {
 
     #[test]
     fn subjects_and_ids_are_scoped_by_partner() {
-        assert_eq!(subject("icshp"), "fundflow.v1.events.icshp");
+        let id = "6F9619FF-8B86-D011-B42D-00C04FC964FF";
+        assert_eq!(
+            subject("icshp", id),
+            "fundflow.v1.events.icshp.6f9619ff-8b86-d011-b42d-00c04fc964ff"
+        );
+        assert_eq!(subject("icshp", id), subject("icshp", &id.to_lowercase()));
+        assert_eq!(partner_of_subject(&subject("icshp", id)), "icshp");
         assert_eq!(partner_of_subject("fundflow.v1.events.icshp"), "icshp");
-        assert_eq!(partner_of_subject("fundflow.v1.events.a.b"), "");
+        assert_eq!(partner_of_subject("fundflow.v1.events.a.b.c"), "");
         assert_eq!(partner_of_subject("other.icshp"), "");
-        assert_eq!(message_id("icshp", "e1"), "icshp:e1");
-        assert_ne!(message_id("icshp", "e1"), message_id("cabc", "e1"));
+        assert_eq!(
+            message_id("icshp", id),
+            "icshp:6f9619ff-8b86-d011-b42d-00c04fc964ff"
+        );
+        assert_ne!(message_id("icshp", id), message_id("cabc", id));
+        // Ids that are not UUIDs still make valid, distinct tokens.
+        let odd = event_token("not a uuid.*>");
+        assert!(odd.starts_with('x') && odd.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(odd, event_token("not a uuid"));
     }
 }

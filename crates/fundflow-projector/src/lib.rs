@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fundflow_domain::ledger::outcome_byte;
-use fundflow_domain::{Ledger, Outcome, RejectCode, Source};
+use fundflow_domain::{Ledger, Outcome, RejectCode, Rejection, Source};
 use fundflow_log::{EventLog, LogError, Record};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 pub use read_model::ReadModel;
 
@@ -75,6 +75,21 @@ pub struct ProjectorConfig {
     pub batch_max: usize,
     /// How long the reader waits for records before it reports an empty batch.
     pub read_wait: Duration,
+    /// Where to announce each durable batch (gateways waiting for outcomes listen).
+    pub notices: Option<broadcast::Sender<Arc<FoldNotice>>>,
+}
+
+/// What one durable batch folded: the records from `first_seq` to `last_seq` are in the read
+/// model, each applied except those in `rejected`. Sent after the batch is flushed, so whoever
+/// acts on it can read the model and find the batch there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldNotice {
+    /// The first record of the batch.
+    pub first_seq: u64,
+    /// The last record of the batch, now the checkpoint.
+    pub last_seq: u64,
+    /// The batch's rejected records and why.
+    pub rejected: Vec<(u64, Rejection)>,
 }
 
 impl Default for ProjectorConfig {
@@ -82,6 +97,7 @@ impl Default for ProjectorConfig {
         ProjectorConfig {
             batch_max: 4096,
             read_wait: Duration::from_millis(200),
+            notices: None,
         }
     }
 }
@@ -311,6 +327,19 @@ impl Projector {
                 .store(checkpoint.last_seq, Ordering::Relaxed);
             self.metrics.batches.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(seq = checkpoint.last_seq, "checkpointed");
+            if let (Some(notices), Some(&(first_seq, _))) = (&self.config.notices, outcomes.first())
+            {
+                // Nobody listening is not an error.
+                let _ = notices.send(Arc::new(FoldNotice {
+                    first_seq,
+                    last_seq: checkpoint.last_seq,
+                    rejected: changes
+                        .rejected
+                        .iter()
+                        .map(|r| (r.seq, r.rejection.clone()))
+                        .collect(),
+                }));
+            }
             if let RunUntil::Seq(seq) = *until
                 && checkpoint.last_seq >= seq
             {

@@ -9,7 +9,7 @@
 //! | `c` | — | the checkpoint: format version, last seq, log digest, counts, rejection digest |
 //! | `t` | — | every direct total: per total node u16, kind u8, currency u16, then amount, USD equivalent, unconverted (3 × 16-byte decimals) |
 //! | `q` | — | every direct in-kind quantity: per quantity node u16, item, unit, quantity |
-//! | `p` | first seq u64 of a batch | the pledges the batch changed, packed: per pledge its partner and id, then its lines (currency u16, per line node u16, pledged, paid) or a tombstone when reversed |
+//! | `p` | partner, 0, pledge id | a pledge: currency u16, then per line node u16, pledged, paid (removed when the pledge is reversed) |
 //! | `r` | seq u64 | a rejection: code, event id, partner, message (length-prefixed) |
 //! | `o` | first seq u64 of a batch | the batch's outcomes packed: per record seq u64 and code u8 |
 //!
@@ -18,12 +18,11 @@
 //! direct totals and quantities, whose number is bounded by the reference data (countries ×
 //! kinds × currencies; recipients × goods), are rewritten whole as one value each when the batch
 //! changed any (a batch of thousands of events changes most of them anyway); rejections are rare;
-//! and the
-//! outcomes of all the batch's records, and the pledges it changed (one per pledge or payment, an
-//! unbounded key space), go into one value each under a sequential key; reading the pledges back
-//! replays those values in order, the last word on each pledge winning. The event-id
-//! index is not on disk at all: the projector keeps it in memory, rebuilt at start by refolding
-//! the log (see `Projector::open`).
+//! the outcomes of all the batch's records go into one value under a sequential key (a lookup by
+//! seq is one range step back from it); and each pledge the batch changed is one value under its
+//! own key, so that the pledge query is one point read. The event-id index is not on disk at
+//! all: the log answers "which seq holds (partner, event id)", and the projector keeps its own
+//! index in memory, rebuilt at start by refolding the log (see `Projector::open`).
 
 use std::path::Path;
 
@@ -36,7 +35,7 @@ use rust_decimal::Decimal;
 use crate::ProjectorError;
 
 /// Bumped when the layout changes; a read model of another version is rebuilt, not read.
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
 
 const CHECKPOINT: &[u8] = b"c";
 const TOTALS: &[u8] = b"t";
@@ -45,7 +44,9 @@ const PLEDGE: u8 = b'p';
 const REJECTION: u8 = b'r';
 const OUTCOMES: u8 = b'o';
 
-/// A read model in a sled database of its own.
+/// A read model in a sled database of its own. Clones share the database: the projector writes
+/// through one, queries read through others.
+#[derive(Clone)]
 pub struct ReadModel {
     db: sled::Db,
     tree: sled::Tree,
@@ -121,17 +122,12 @@ impl ReadModel {
             }
             batch.insert(QUANTITIES, value);
         }
-        if let (false, Some(&(first, _))) = (changes.pledges.is_empty(), outcomes.first()) {
-            let mut packed = Vec::new();
-            for ((partner, pledge_id), row) in &changes.pledges {
-                push_text(&mut packed, partner);
-                push_text(&mut packed, pledge_id);
-                match row {
-                    Some(row) => push_bytes(&mut packed, &encode_pledge(row)),
-                    None => push_bytes(&mut packed, &[]),
-                }
+        for ((partner, pledge_id), row) in &changes.pledges {
+            let key = pledge_key(partner, pledge_id);
+            match row {
+                Some(row) => batch.insert(key, encode_pledge(row)),
+                None => batch.remove(key),
             }
-            batch.insert(prefixed(PLEDGE, &first.to_be_bytes()), packed);
         }
         for rejected in &changes.rejected {
             batch.insert(
@@ -184,44 +180,17 @@ impl ReadModel {
                 .map_err(|e| ProjectorError::storage("cannot read the read model", e))
         };
         if let Some(value) = get(TOTALS)? {
-            for entry in value.chunks(53) {
-                let key = decode_total_key(entry.get(..5).ok_or_else(|| bad("total"))?);
-                let total = decode_total(entry.get(5..).ok_or_else(|| bad("total"))?);
-                state.direct_totals.push((
-                    key.ok_or_else(|| bad("total key"))?,
-                    total.ok_or_else(|| bad("total"))?,
-                ));
-            }
+            state.direct_totals = decode_totals(&value)?;
         }
         if let Some(value) = get(QUANTITIES)? {
-            let mut rest: &[u8] = &value;
-            while !rest.is_empty() {
-                let quantity = take_quantity(&mut rest).ok_or_else(|| bad("quantity"))?;
-                state.direct_quantities.push(quantity);
-            }
+            state.direct_quantities = decode_quantities(&value)?;
         }
-        let mut pledges = std::collections::BTreeMap::new();
         for entry in read(PLEDGE) {
-            let (_, value) = entry?;
-            let mut rest: &[u8] = &value;
-            while !rest.is_empty() {
-                let partner = take_text(&mut rest)
-                    .ok_or_else(|| bad("pledge"))?
-                    .to_owned();
-                let pledge_id = take_text(&mut rest)
-                    .ok_or_else(|| bad("pledge"))?
-                    .to_owned();
-                let lines = take_bytes(&mut rest).ok_or_else(|| bad("pledge"))?;
-                let row = if lines.is_empty() {
-                    None
-                } else {
-                    let row = decode_pledge(partner.clone(), pledge_id.clone(), lines);
-                    Some(row.ok_or_else(|| bad("pledge"))?)
-                };
-                pledges.insert((partner, pledge_id), row);
-            }
+            let (key, value) = entry?;
+            let row = split_pledge_key(&key)
+                .and_then(|(partner, pledge_id)| decode_pledge(partner, pledge_id, &value));
+            state.pledges.push(row.ok_or_else(|| bad("pledge"))?);
         }
-        state.pledges.extend(pledges.into_values().flatten());
         for entry in read(REJECTION) {
             let (key, value) = entry?;
             let seq = key
@@ -234,6 +203,94 @@ impl ReadModel {
                 .push(decode_rejection(seq, &value).ok_or_else(|| bad("rejection"))?);
         }
         Ok(state)
+    }
+
+    /// The checkpoint and the direct totals, read together (one consistent snapshot, whatever
+    /// the projector writes meanwhile): what the totals query needs, in reads bounded by the
+    /// reference data.
+    pub fn totals_snapshot(&self) -> Result<ModelState, ProjectorError> {
+        let read = self
+            .tree
+            .transaction(|tx| Ok((tx.get(CHECKPOINT)?, tx.get(TOTALS)?, tx.get(QUANTITIES)?)));
+        let (checkpoint, totals, quantities) =
+            read.map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => {
+                    ProjectorError::storage("cannot read the read model", e)
+                }
+                sled::transaction::TransactionError::Abort(()) => {
+                    ProjectorError::corrupt("the totals read was aborted")
+                }
+            })?;
+        let mut state = ModelState::default();
+        if let Some(value) = checkpoint {
+            state.checkpoint = decode_checkpoint(&value).ok_or_else(|| {
+                ProjectorError::corrupt("the checkpoint is unreadable; rebuild the read model")
+            })?;
+        }
+        if let Some(value) = totals {
+            state.direct_totals = decode_totals(&value)?;
+        }
+        if let Some(value) = quantities {
+            state.direct_quantities = decode_quantities(&value)?;
+        }
+        Ok(state)
+    }
+
+    /// One pledge of one partner, as of the checkpoint; `None` when there is none (or it was
+    /// reversed).
+    pub fn pledge(
+        &self,
+        partner_id: &str,
+        pledge_id: &str,
+    ) -> Result<Option<PledgeRow>, ProjectorError> {
+        let value = self
+            .tree
+            .get(pledge_key(partner_id, pledge_id))
+            .map_err(|e| ProjectorError::storage("cannot read a pledge", e))?;
+        value
+            .map(|value| {
+                decode_pledge(partner_id.to_owned(), pledge_id.to_owned(), &value).ok_or_else(
+                    || ProjectorError::corrupt("an unreadable pledge in the read model"),
+                )
+            })
+            .transpose()
+    }
+
+    /// The outcome of the record at `seq` once folded: `Some(Ok(()))` applied,
+    /// `Some(Err(rejection))` rejected, `None` not folded yet.
+    pub fn outcome(&self, seq: u64) -> Result<Option<Result<(), Rejection>>, ProjectorError> {
+        let storage = |e| ProjectorError::storage("cannot read an outcome", e);
+        let key = prefixed(OUTCOMES, &seq.to_be_bytes());
+        let Some(entry) = self
+            .tree
+            .range([OUTCOMES].as_slice()..=key.as_slice())
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (_, value) = entry.map_err(storage)?;
+        let Some(code) = value
+            .chunks_exact(9)
+            .find(|record| record[..8] == seq.to_be_bytes())
+            .map(|record| record[8])
+        else {
+            return Ok(None);
+        };
+        if code == 0 {
+            return Ok(Some(Ok(())));
+        }
+        let value = self
+            .tree
+            .get(prefixed(REJECTION, &seq.to_be_bytes()))
+            .map_err(storage)?
+            .ok_or_else(|| {
+                ProjectorError::corrupt(format!(
+                    "record {seq} is rejected but its rejection is missing"
+                ))
+            })?;
+        let rejected = decode_rejection(seq, &value)
+            .ok_or_else(|| ProjectorError::corrupt("an unreadable rejection in the read model"))?;
+        Ok(Some(Err(rejected.rejection)))
     }
 
     /// The outcome code of every record, in log order (0 = applied, else 1 + the code's position
@@ -266,6 +323,49 @@ impl ReadModel {
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+}
+
+fn decode_totals(value: &[u8]) -> Result<Vec<(TotalKey, Total)>, ProjectorError> {
+    let bad = || ProjectorError::corrupt("an unreadable total in the read model");
+    value
+        .chunks(53)
+        .map(|entry| {
+            let key = decode_total_key(entry.get(..5).ok_or_else(bad)?).ok_or_else(bad)?;
+            let total = decode_total(entry.get(5..).ok_or_else(bad)?).ok_or_else(bad)?;
+            Ok((key, total))
+        })
+        .collect()
+}
+
+fn decode_quantities(value: &[u8]) -> Result<Vec<DirectQuantity>, ProjectorError> {
+    let mut rest = value;
+    let mut quantities = Vec::new();
+    while !rest.is_empty() {
+        quantities.push(
+            take_quantity(&mut rest).ok_or_else(|| {
+                ProjectorError::corrupt("an unreadable quantity in the read model")
+            })?,
+        );
+    }
+    Ok(quantities)
+}
+
+fn pledge_key(partner_id: &str, pledge_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + partner_id.len() + pledge_id.len());
+    key.push(PLEDGE);
+    key.extend_from_slice(partner_id.as_bytes());
+    // Partner ids never hold a NUL, so the first one ends the partner.
+    key.push(0);
+    key.extend_from_slice(pledge_id.as_bytes());
+    key
+}
+
+fn split_pledge_key(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&[PLEDGE])?;
+    let nul = rest.iter().position(|b| *b == 0)?;
+    let partner = std::str::from_utf8(&rest[..nul]).ok()?;
+    let pledge = std::str::from_utf8(&rest[nul + 1..]).ok()?;
+    Some((partner.to_owned(), pledge.to_owned()))
 }
 
 fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {

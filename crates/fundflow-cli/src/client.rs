@@ -1,0 +1,233 @@
+//! The commands for people that talk to a running server: `submit` and `totals --url`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// Events per request when submitting a file: well below the server's default of 10,000 lines
+/// and 1 MiB, so a file of any size goes through in steady steps.
+pub const SUBMIT_CHUNK: usize = 500;
+
+/// A connection to a fundflow server.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// Counts over a whole file.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Per status.
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// The first few refusals, to show.
+    pub refusals: Vec<String>,
+}
+
+impl Client {
+    /// A client of the server at `base` (`http://host:port`).
+    pub fn new(base: &str, token: &str) -> anyhow::Result<Client> {
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .build()
+                .context("cannot set up the HTTP client")?,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    /// POSTs one request of events and returns the server's per-event results.
+    pub async fn post_events(
+        &self,
+        content_type: &str,
+        body: Vec<u8>,
+        wait: bool,
+    ) -> anyhow::Result<Vec<Value>> {
+        let url = format!(
+            "{}/v1/events{}",
+            self.base,
+            if wait { "?wait=true" } else { "" }
+        );
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("{url} answered {status} without a JSON body"))?;
+        if let Some(results) = body.get("results").and_then(Value::as_array) {
+            return Ok(results.clone());
+        }
+        if status.is_client_error() && body.get("status").is_some_and(Value::is_number) {
+            // A problem about the request as a whole (401, 403, 413, 415 ...).
+            anyhow::bail!(
+                "the server refused the request ({status}): {}",
+                body["detail"].as_str().unwrap_or("")
+            );
+        }
+        if status.is_server_error() {
+            anyhow::bail!(
+                "the server could not take the request ({status}): {}",
+                body["detail"].as_str().unwrap_or("")
+            );
+        }
+        Ok(vec![body])
+    }
+
+    /// GETs a JSON document.
+    pub async fn get_json(&self, path_and_query: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path_and_query}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("{url} answered {status} without a JSON body"))?;
+        if !status.is_success() {
+            anyhow::bail!(
+                "{url} answered {status}: {}",
+                body["detail"].as_str().unwrap_or("")
+            );
+        }
+        Ok(body)
+    }
+}
+
+/// One request's body and how many events it holds.
+pub type Chunk = (usize, Vec<u8>);
+
+/// Splits a file into requests: NDJSON by lines, CSV by whole events (rows of one `ref` stay
+/// together) with the header repeated.
+pub fn chunks(path: &Path, text: &str) -> anyhow::Result<(&'static str, Vec<Chunk>)> {
+    let is_csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if !is_csv {
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let chunks = lines
+            .chunks(SUBMIT_CHUNK)
+            .map(|c| (c.len(), (c.join("\n") + "\n").into_bytes()))
+            .collect();
+        return Ok(("application/x-ndjson", chunks));
+    }
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .with_context(|| format!("{} has no CSV header row", path.display()))?
+        .clone();
+    let ref_column = headers
+        .iter()
+        .position(|h| h.trim() == "ref")
+        .with_context(|| format!("{} has no ref column", path.display()))?;
+    let mut groups: Vec<(String, Vec<csv::StringRecord>)> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for row in reader.records() {
+        let row = row.with_context(|| format!("{} is not valid CSV", path.display()))?;
+        let reference = row.get(ref_column).unwrap_or("").trim().to_owned();
+        let slot = *index.entry(reference.clone()).or_insert_with(|| {
+            groups.push((reference, Vec::new()));
+            groups.len() - 1
+        });
+        groups[slot].1.push(row);
+    }
+    let mut chunks = Vec::new();
+    let mut current: Vec<&csv::StringRecord> = Vec::new();
+    let mut events = 0;
+    let flush = |rows: &mut Vec<&csv::StringRecord>,
+                 events: &mut usize,
+                 out: &mut Vec<Chunk>|
+     -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record(&headers)?;
+        for row in rows.iter() {
+            writer.write_record(*row)?;
+        }
+        out.push((*events, writer.into_inner().context("cannot write CSV")?));
+        rows.clear();
+        *events = 0;
+        Ok(())
+    };
+    for (_, rows) in &groups {
+        if current.len() + rows.len() > SUBMIT_CHUNK {
+            flush(&mut current, &mut events, &mut chunks)?;
+        }
+        current.extend(rows.iter());
+        events += 1;
+    }
+    flush(&mut current, &mut events, &mut chunks)?;
+    Ok(("text/csv", chunks))
+}
+
+/// `fundflow submit FILE`.
+pub async fn submit(path: &Path, url: &str, token: &str, wait: bool) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (content_type, chunks) = chunks(path, &text)?;
+    let client = Client::new(url, token)?;
+    let events: usize = chunks.iter().map(|(n, _)| n).sum();
+    let bar = indicatif::ProgressBar::new(u64::try_from(events).unwrap_or(u64::MAX));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} events, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut totals = Totals::default();
+    for (count, body) in chunks {
+        let results = client.post_events(content_type, body, wait).await?;
+        for result in &results {
+            let status = result["status"].as_str().unwrap_or("unknown").to_owned();
+            if matches!(status.as_str(), "refused" | "conflict" | "rejected")
+                && totals.refusals.len() < 20
+            {
+                let line = result["line"]
+                    .as_u64()
+                    .map_or(String::new(), |l| format!("line {l}: "));
+                let detail = result["problem"]["detail"]
+                    .as_str()
+                    .or(result["message"].as_str())
+                    .unwrap_or("");
+                totals.refusals.push(format!("{line}{status}: {detail}"));
+            }
+            *totals.by_status.entry(status).or_default() += 1;
+        }
+        bar.inc(u64::try_from(count).unwrap_or(0));
+    }
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    let summary: Vec<String> = totals
+        .by_status
+        .iter()
+        .map(|(status, n)| format!("{status} {n}"))
+        .collect();
+    writeln!(out, "{}: {}", path.display(), summary.join(", "))?;
+    for refusal in &totals.refusals {
+        writeln!(out, "  {refusal}")?;
+    }
+    let refused = ["refused", "conflict"]
+        .iter()
+        .map(|s| totals.by_status.get(*s).copied().unwrap_or(0))
+        .sum::<u64>();
+    if refused > 0 {
+        anyhow::bail!("{refused} events were refused (see above); the others went through");
+    }
+    Ok(())
+}

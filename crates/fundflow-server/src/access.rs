@@ -1,0 +1,289 @@
+//! Who may do what: principals from the `--config` TOML file, each with a role and the SHA-256 of
+//! its bearer token (never the token itself), and the check of a presented token.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A principal's role, from least to most trusted reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A partner institution: submits its own events and reads its own outcomes.
+    Partner,
+    /// A finance reviewer: reads totals, pledges and every outcome.
+    Reviewer,
+    /// An auditor: what a reviewer reads, plus checkpoints and the log.
+    Auditor,
+}
+
+impl Role {
+    /// The role's name in the config file and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Partner => "partner",
+            Role::Reviewer => "reviewer",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// What it may do.
+    pub role: Role,
+    /// Its display name.
+    pub name: String,
+    /// For a partner, the partner id its events are recorded under.
+    pub partner_id: Option<String>,
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("{path} is not a valid fundflow config: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A principal's entry breaks a rule.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Which entry and which rule.
+        message: String,
+    },
+}
+
+/// The config file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessFile {
+    /// Partner institutions.
+    #[serde(default)]
+    pub partners: Vec<PartnerEntry>,
+    /// Finance reviewers.
+    #[serde(default)]
+    pub reviewers: Vec<ReaderEntry>,
+    /// Auditors.
+    #[serde(default)]
+    pub auditors: Vec<ReaderEntry>,
+}
+
+/// `[[partners]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerEntry {
+    /// The partner id, `[a-z0-9][a-z0-9-]{0,63}`.
+    pub id: String,
+    /// The institution's name.
+    pub name: String,
+    /// Hex SHA-256 of the bearer token.
+    pub token_sha256: String,
+}
+
+/// `[[reviewers]]` and `[[auditors]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderEntry {
+    /// The person's or team's name.
+    pub name: String,
+    /// Hex SHA-256 of the bearer token.
+    pub token_sha256: String,
+}
+
+/// The principals a server knows, by token hash.
+#[derive(Debug, Clone, Default)]
+pub struct AccessControl {
+    principals: Vec<([u8; 32], Principal)>,
+}
+
+impl AccessControl {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<AccessControl, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        AccessControl::parse(&text).map_err(|err| match err {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: shown,
+                message,
+            },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid {
+                path: shown,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks a config text.
+    pub fn parse(text: &str) -> Result<AccessControl, ConfigError> {
+        let file: AccessFile = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: String::new(),
+            message: err.message().to_owned(),
+        })?;
+        AccessControl::from_file(file)
+    }
+
+    /// Checks the entries of a parsed file.
+    pub fn from_file(file: AccessFile) -> Result<AccessControl, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: String::new(),
+            message,
+        };
+        let mut principals = Vec::new();
+        let entries = file
+            .partners
+            .into_iter()
+            .map(|p| (Role::Partner, p.name, Some(p.id), p.token_sha256))
+            .chain(
+                file.reviewers
+                    .into_iter()
+                    .map(|r| (Role::Reviewer, r.name, None, r.token_sha256)),
+            )
+            .chain(
+                file.auditors
+                    .into_iter()
+                    .map(|a| (Role::Auditor, a.name, None, a.token_sha256)),
+            );
+        for (role, name, partner_id, token_sha256) in entries {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(token_sha256.trim(), &mut hash).map_err(|_| {
+                invalid(format!(
+                    "{} {name:?}: token_sha256 must be 64 hex digits (the SHA-256 of the token, as `fundflow token new` prints it)",
+                    role.as_str()
+                ))
+            })?;
+            if let Some(id) = &partner_id
+                && !fundflow_domain::event::is_valid_partner_id(id)
+            {
+                return Err(invalid(format!(
+                    "partner {name:?}: id {id:?} does not match [a-z0-9][a-z0-9-]{{0,63}}"
+                )));
+            }
+            if principals.iter().any(|(h, _)| *h == hash) {
+                return Err(invalid(format!(
+                    "{} {name:?}: its token hash is already given to another principal",
+                    role.as_str()
+                )));
+            }
+            principals.push((
+                hash,
+                Principal {
+                    role,
+                    name,
+                    partner_id,
+                },
+            ));
+        }
+        Ok(AccessControl { principals })
+    }
+
+    /// The principal whose token this is. Every known hash is compared, in constant time, so
+    /// that the time taken says nothing about how close a guess came.
+    pub fn authenticate(&self, token: &str) -> Option<&Principal> {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (hash, principal) in &self.principals {
+            if bool::from(hash.ct_eq(&presented)) {
+                found = Some(principal);
+            }
+        }
+        found
+    }
+
+    /// How many principals there are.
+    pub fn len(&self) -> usize {
+        self.principals.len()
+    }
+
+    /// Whether no principal is configured (every request is then refused).
+    pub fn is_empty(&self) -> bool {
+        self.principals.is_empty()
+    }
+
+    /// The partner principals' ids.
+    pub fn partner_ids(&self) -> impl Iterator<Item = &str> {
+        self.principals
+            .iter()
+            .filter_map(|(_, p)| p.partner_id.as_deref())
+    }
+}
+
+/// A fresh random bearer token and the hex SHA-256 to put in the config.
+pub fn new_token() -> Result<(String, String), getrandom::Error> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)?;
+    let token = format!("fft_{}", hex::encode(secret));
+    let hash = token_sha256(&token);
+    Ok((token, hash))
+}
+
+/// The hex SHA-256 of a token, as the config stores it.
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_authenticates_its_principal_and_nothing_else() {
+        let (token, hash) = new_token().unwrap();
+        let (other, other_hash) = new_token().unwrap();
+        let config = format!(
+            "[[partners]]\nid = \"icshp\"\nname = \"ICSHP\"\ntoken_sha256 = \"{hash}\"\n\
+             [[auditors]]\nname = \"Audit\"\ntoken_sha256 = \"{other_hash}\"\n"
+        );
+        let access = AccessControl::parse(&config).unwrap();
+        let partner = access.authenticate(&token).unwrap();
+        assert_eq!(partner.role, Role::Partner);
+        assert_eq!(partner.partner_id.as_deref(), Some("icshp"));
+        assert_eq!(access.authenticate(&other).unwrap().role, Role::Auditor);
+        assert!(access.authenticate("fft_wrong").is_none());
+        assert!(
+            access.authenticate(&hash).is_none(),
+            "the hash is not a token"
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_refused_with_the_rule() {
+        let bad_hash = "[[reviewers]]\nname = \"R\"\ntoken_sha256 = \"abc\"\n";
+        let err = AccessControl::parse(bad_hash).unwrap_err().to_string();
+        assert!(err.contains("64 hex digits"), "{err}");
+        let bad_id = format!(
+            "[[partners]]\nid = \"Not Valid\"\nname = \"P\"\ntoken_sha256 = \"{}\"\n",
+            "0".repeat(64)
+        );
+        let err = AccessControl::parse(&bad_id).unwrap_err().to_string();
+        assert!(err.contains("does not match"), "{err}");
+        let unknown = "[[partners]]\nid = \"a\"\nname = \"P\"\ntoken = \"x\"\n";
+        let err = AccessControl::parse(unknown).unwrap_err().to_string();
+        assert!(err.contains("token"), "{err}");
+        let same = format!(
+            "[[reviewers]]\nname = \"A\"\ntoken_sha256 = \"{0}\"\n[[auditors]]\nname = \"B\"\ntoken_sha256 = \"{0}\"\n",
+            "1".repeat(64)
+        );
+        let err = AccessControl::parse(&same).unwrap_err().to_string();
+        assert!(err.contains("already given"), "{err}");
+    }
+}

@@ -1,0 +1,444 @@
+//! The HTTP API (axum): routes, authentication, limits, content types and metrics. Handlers
+//! only translate; the gateway and the queries do the work.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fundflow_projector::Metrics as ProjectorMetrics;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::access::{AccessControl, Principal, Role};
+use crate::csv_import;
+use crate::gateway::{Gateway, Input, Status, SubmitResult, Summary};
+use crate::json;
+use crate::problem::Problem;
+use crate::query::{Queries, TotalsFilter, totals_csv};
+
+/// The OpenAPI 3 document of this API, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body.
+    pub body_bytes_max: usize,
+    /// Most events (NDJSON lines, CSV rows) in one request.
+    pub lines_max: usize,
+    /// Longest a request may take to arrive and be answered (the append, once started, always
+    /// completes).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes_max: 1024 * 1024,
+            lines_max: 10_000,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything the routes need. What a process does not run is `None`, and its routes are not
+/// served (a `gateway` has no queries, a `project` no submissions).
+#[derive(Clone)]
+pub struct App {
+    /// Who may do what.
+    pub access: Arc<AccessControl>,
+    /// Submissions.
+    pub gateway: Option<Gateway>,
+    /// Reads.
+    pub queries: Option<Queries>,
+    /// The projector's counters, for `/metrics` and `/readyz`.
+    pub projector: Option<Arc<ProjectorMetrics>>,
+    /// The log's last sequence at start: ready once the checkpoint reaches it.
+    pub ready_at_seq: u64,
+    /// Set once ready (it stays set).
+    pub ready: Arc<AtomicBool>,
+    /// Renders the metrics registry.
+    pub metrics: PrometheusHandle,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// The router of `app`.
+pub fn router(app: App) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/openapi.json", get(openapi));
+    if app.gateway.is_some() {
+        router = router.route("/v1/events", post(submit));
+    }
+    if app.queries.is_some() {
+        router = router
+            .route("/v1/totals", get(totals))
+            .route("/v1/in-kind", get(in_kind))
+            .route("/v1/pledges/{pledge_id}", get(pledge))
+            .route("/v1/events/{event_id}", get(event))
+            .route("/v1/checkpoint", get(checkpoint));
+    }
+    router
+        .fallback(|| async { Problem::not_found("no such route; see /v1/openapi.json") })
+        .layer(middleware::from_fn(track))
+        .with_state(app)
+}
+
+/// Counts and times every request by route and status; one span per request.
+async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let span = tracing::info_span!("request", %method, %route);
+    let started = Instant::now();
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed();
+    span.in_scope(|| tracing::debug!(%status, ?elapsed, "answered"));
+    metrics::counter!("fundflow_http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
+    metrics::histogram!("fundflow_http_request_duration_seconds", "route" => route)
+        .record(elapsed.as_secs_f64());
+    response
+}
+
+fn authenticate<'a>(app: &'a App, headers: &HeaderMap) -> Result<&'a Principal, Problem> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            Problem::unauthorized("an Authorization: Bearer <token> header is required")
+        })?;
+    app.access
+        .authenticate(token)
+        .ok_or_else(|| Problem::unauthorized("the token is not known"))
+}
+
+fn require(principal: &Principal, roles: &[Role], what: &str) -> Result<(), Problem> {
+    if roles.contains(&principal.role) {
+        Ok(())
+    } else {
+        Err(Problem::forbidden(format!(
+            "a {} may not {what}",
+            principal.role.as_str()
+        )))
+    }
+}
+
+/// The partner whose data a read is about: a partner reads only its own; reviewers and auditors
+/// name one with `?partner=`.
+fn partner_scope(principal: &Principal, asked: Option<&str>) -> Result<String, Problem> {
+    match (&principal.partner_id, asked) {
+        (Some(own), None) => Ok(own.clone()),
+        (Some(own), Some(asked)) if asked == own => Ok(own.clone()),
+        (Some(_), Some(_)) => Err(Problem::forbidden(
+            "a partner may read only its own events and pledges",
+        )),
+        (None, Some(asked)) => Ok(asked.to_owned()),
+        (None, None) => Err(Problem::bad_query(
+            "missing_partner",
+            "name the partner with ?partner=<partner_id>",
+        )),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let ready = app.ready.load(Ordering::Relaxed)
+        || match &app.projector {
+            None => true,
+            Some(m) => m.checkpoint_seq.load(Ordering::Relaxed) >= app.ready_at_seq,
+        };
+    if ready {
+        app.ready.store(true, Ordering::Relaxed);
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        let at = app
+            .projector
+            .as_ref()
+            .map_or(0, |m| m.checkpoint_seq.load(Ordering::Relaxed));
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "catching_up", "checkpoint_seq": at, "ready_at_seq": app.ready_at_seq})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_text(State(app): State<App>) -> Response {
+    if let Some(m) = &app.projector {
+        let checkpoint = m.checkpoint_seq.load(Ordering::Relaxed);
+        let seen = m.log_seq_seen.load(Ordering::Relaxed);
+        metrics::counter!("fundflow_events_applied_total")
+            .absolute(m.applied.load(Ordering::Relaxed));
+        for (code, count) in fundflow_domain::RejectCode::ALL
+            .iter()
+            .zip(&m.rejected_by_code)
+        {
+            let count = count.load(Ordering::Relaxed);
+            if count > 0 {
+                metrics::counter!("fundflow_events_rejected_total", "code" => code.as_str())
+                    .absolute(count);
+            }
+        }
+        metrics::gauge!("fundflow_projector_checkpoint_seq").set(checkpoint as f64);
+        metrics::gauge!("fundflow_projector_lag_events")
+            .set(seen.saturating_sub(checkpoint) as f64);
+        metrics::counter!("fundflow_projector_batches_total")
+            .absolute(m.batches.load(Ordering::Relaxed));
+        metrics::counter!("fundflow_projector_read_errors_total")
+            .absolute(m.read_errors.load(Ordering::Relaxed));
+        metrics::gauge!("fundflow_projector_reading").set(if m.reading.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitParams {
+    wait: Option<bool>,
+}
+
+async fn submit(
+    State(app): State<App>,
+    params: Result<Query<SubmitParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let timeout = app.limits.request_timeout;
+    match tokio::time::timeout(timeout, submit_inner(&app, params, &headers, body)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(problem)) => problem.into_response(),
+        Err(_) => Problem::timeout(format!(
+            "the request took longer than {timeout:?}; events whose append had begun are in the log, and sending the request again is safe"
+        ))
+        .into_response(),
+    }
+}
+
+enum Shape {
+    One,
+    Lines,
+    Csv,
+}
+
+async fn submit_inner(
+    app: &App,
+    params: Result<Query<SubmitParams>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let principal = authenticate(app, headers)?;
+    require(principal, &[Role::Partner], "submit events")?;
+    let partner_id = principal.partner_id.clone().unwrap_or_default();
+    let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let gateway = app
+        .gateway
+        .as_ref()
+        .ok_or_else(|| Problem::not_found("this process takes no submissions"))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let shape = match essence.as_str() {
+        "application/json" => Shape::One,
+        "application/x-ndjson" | "application/jsonl" => Shape::Lines,
+        "text/csv" => Shape::Csv,
+        other => {
+            return Err(Problem::unsupported_media_type(format!(
+                "content type {other:?} is not application/json, application/x-ndjson or text/csv"
+            )));
+        }
+    };
+    let limit = app.limits.body_bytes_max;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Problem::too_large(format!(
+            "the body is larger than {limit} bytes (or was cut off); send fewer events per request"
+        ))
+    })?;
+    let lines_max = app.limits.lines_max;
+    let (inputs, lines): (Vec<Input>, Vec<usize>) = match shape {
+        Shape::One => (vec![Input::Object(json::parse_event(&bytes))], vec![1]),
+        Shape::Lines => {
+            let mut inputs = Vec::new();
+            let mut lines = Vec::new();
+            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if inputs.len() == lines_max {
+                    return Err(Problem::too_large(format!(
+                        "more than {lines_max} events in one request; split it"
+                    )));
+                }
+                inputs.push(Input::Object(json::parse_event(line)));
+                lines.push(i + 1);
+            }
+            (inputs, lines)
+        }
+        Shape::Csv => csv_import::read_events(&bytes, lines_max)?
+            .into_iter()
+            .map(|(line, event)| (Input::Object(event), line))
+            .unzip(),
+    };
+    let wait = params.wait.unwrap_or(false);
+    let mut results = gateway.submit(&partner_id, inputs, wait).await?;
+    if let Shape::One = shape {
+        let Some(result) = results.pop() else {
+            return Err(Problem::unavailable("no result for the event"));
+        };
+        return Ok(single_response(result));
+    }
+    for (result, line) in results.iter_mut().zip(lines) {
+        result.line = Some(line);
+    }
+    let summary = Summary::of(&results);
+    Ok(axum::Json(json!({"results": results, "summary": summary})).into_response())
+}
+
+fn single_response(result: SubmitResult) -> Response {
+    let status = match result.status {
+        Status::Accepted => StatusCode::ACCEPTED,
+        Status::Duplicate => StatusCode::OK,
+        Status::Applied => StatusCode::CREATED,
+        Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+        Status::Refused | Status::Conflict => {
+            if let Some(problem) = result.problem {
+                return problem.into_response();
+            }
+            StatusCode::BAD_REQUEST
+        }
+    };
+    (status, axum::Json(result)).into_response()
+}
+
+fn queries(app: &App) -> Result<&Queries, Problem> {
+    app.queries
+        .as_ref()
+        .ok_or_else(|| Problem::not_found("this process serves no queries"))
+}
+
+async fn totals(
+    State(app): State<App>,
+    headers: HeaderMap,
+    filter: Result<Query<TotalsFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let principal = authenticate(&app, &headers)?;
+    require(principal, &[Role::Reviewer, Role::Auditor], "read totals")?;
+    let Query(filter) = filter.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let reply = queries(&app)?.totals(&filter).await?;
+    match filter.format.as_deref() {
+        None | Some("json") => Ok(axum::Json(reply).into_response()),
+        Some("csv") => Ok((
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"))],
+            totals_csv(&reply.rows),
+        )
+            .into_response()),
+        Some(other) => Err(Problem::bad_query(
+            "invalid_format",
+            format!("format {other:?} is not json or csv"),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeParams {
+    scope: Option<String>,
+}
+
+async fn in_kind(
+    State(app): State<App>,
+    headers: HeaderMap,
+    params: Result<Query<ScopeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let principal = authenticate(&app, &headers)?;
+    require(principal, &[Role::Reviewer, Role::Auditor], "read totals")?;
+    let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let reply = queries(&app)?.in_kind(params.scope.as_deref()).await?;
+    Ok(axum::Json(reply).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartnerParams {
+    partner: Option<String>,
+}
+
+async fn pledge(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(pledge_id): Path<String>,
+    params: Result<Query<PartnerParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let principal = authenticate(&app, &headers)?;
+    let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let partner = partner_scope(principal, params.partner.as_deref())?;
+    let reply = queries(&app)?.pledge(&partner, &pledge_id).await?;
+    Ok(axum::Json(reply).into_response())
+}
+
+async fn event(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(event_id): Path<String>,
+    params: Result<Query<PartnerParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let principal = authenticate(&app, &headers)?;
+    let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let partner = partner_scope(principal, params.partner.as_deref())?;
+    let reply = queries(&app)?.event(&partner, &event_id).await?;
+    Ok(axum::Json(reply).into_response())
+}
+
+async fn checkpoint(State(app): State<App>, headers: HeaderMap) -> Result<Response, Problem> {
+    let principal = authenticate(&app, &headers)?;
+    require(principal, &[Role::Auditor], "read checkpoints")?;
+    let reply = queries(&app)?.checkpoint().await?;
+    Ok(axum::Json(reply).into_response())
+}

@@ -1,0 +1,24 @@
+//! The front of fundflow: what partners and finance reviewers touch. Partners submit events over
+//! HTTP (`POST /v1/events`: JSON, NDJSON or a CSV export) or NATS request-reply; the [`gateway`]
+//! validates each with the domain's one gate, appends it to the log exactly once, and can wait
+//! for the fold's verdict. Reviewers and auditors read totals, in-kind quantities, pledges,
+//! events and checkpoints from the projector's read model through [`query`]. [`access`] decides
+//! who may do what from hashed bearer tokens; [`http`] serves it all with metrics and limits.
+//!
+//! Processes assemble these parts as they need (`fundflow serve`, `gateway`, `project`); this
+//! crate opens no log and reads no config by itself.
+
+pub mod access;
+pub mod csv_import;
+pub mod gateway;
+pub mod http;
+pub mod json;
+pub mod nats_service;
+pub mod problem;
+pub mod query;
+
+pub use access::{AccessControl, Principal, Role};
+pub use gateway::{Gateway, Input, Status, SubmitResult, Summary};
+pub use http::{App, Limits, router};
+pub use problem::Problem;
+pub use query::Queries;

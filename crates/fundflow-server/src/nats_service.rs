@@ -1,0 +1,200 @@
+//! fundflow on NATS besides the log: partners submitting by request-reply on
+//! `fundflow.v1.submit.<partner_id>`, served by every gateway in one queue group; and the
+//! projector's fold notices on `fundflow.v1.folded`, relayed to gateways in other processes so
+//! that `wait` works wherever the event was submitted.
+//!
+//! Who may publish on a partner's submit subject is NATS's business (per-partner permissions,
+//! see `deploy/`): the subject is the partner's identity here, as the bearer token is over HTTP.
+
+use std::sync::Arc;
+
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use fundflow_domain::{RejectCode, Rejection};
+use fundflow_projector::FoldNotice;
+use fundflow_proto::{Message, v1};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::gateway::{Gateway, Input, SubmitResult};
+use crate::json;
+use crate::problem::Problem;
+
+/// Where partners submit: `fundflow.v1.submit.<partner_id>`.
+pub const SUBMIT_PREFIX: &str = "fundflow.v1.submit.";
+/// The queue group every gateway joins, so each submission is handled once.
+pub const SUBMIT_QUEUE: &str = "fundflow-gateways";
+/// Where projectors announce folded batches.
+pub const FOLDED_SUBJECT: &str = "fundflow.v1.folded";
+/// The header that asks a NATS submission to wait for the fold.
+pub const WAIT_HEADER: &str = "Fundflow-Wait";
+
+/// A fold notice on the wire (JSON: it is small, rare in rejections, and read by people
+/// debugging).
+#[derive(Debug, Serialize, Deserialize)]
+struct NoticeWire {
+    first_seq: u64,
+    last_seq: u64,
+    rejected: Vec<RejectedWire>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RejectedWire {
+    seq: u64,
+    code: String,
+    field: String,
+    message: String,
+}
+
+/// Serves submissions until `stop` turns true.
+pub async fn serve_submissions(
+    client: Client,
+    gateway: Gateway,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), async_nats::SubscribeError> {
+    let mut requests = client
+        .queue_subscribe(format!("{SUBMIT_PREFIX}*"), SUBMIT_QUEUE.to_owned())
+        .await?;
+    loop {
+        let message = tokio::select! {
+            message = requests.next() => message,
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let Some(message) = message else {
+            break;
+        };
+        let client = client.clone();
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let Some(reply) = message.reply.clone() else {
+                return; // A publish without a reply subject: nobody to answer, nothing done.
+            };
+            let span = tracing::info_span!("nats_submit", subject = %message.subject);
+            let body = tracing::Instrument::instrument(answer(&gateway, &message), span).await;
+            let payload = serde_json::to_vec(&body).unwrap_or_default();
+            if let Err(err) = client.publish(reply, Bytes::from(payload)).await {
+                tracing::warn!(error = %err, "cannot reply to a NATS submission");
+            }
+        });
+    }
+    let _ = requests.unsubscribe().await;
+    Ok(())
+}
+
+async fn answer(gateway: &Gateway, message: &async_nats::Message) -> serde_json::Value {
+    let partner_id = message
+        .subject
+        .as_str()
+        .strip_prefix(SUBMIT_PREFIX)
+        .unwrap_or("");
+    if !fundflow_domain::event::is_valid_partner_id(partner_id) {
+        return problem_body(Problem::forbidden(format!(
+            "{:?} is not a partner's submit subject",
+            message.subject.as_str()
+        )));
+    }
+    let headers = message.headers.as_ref();
+    let is_json =
+        header(headers, "Content-Type").is_some_and(|v| v.starts_with("application/json"));
+    let wait = header(headers, WAIT_HEADER).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let input = if is_json {
+        Input::Object(json::parse_event(&message.payload))
+    } else {
+        match v1::Envelope::decode(message.payload.as_ref()) {
+            Ok(envelope) => Input::Envelope(envelope),
+            Err(err) => Input::Object(Err(Problem::bad_request(
+                RejectCode::Undecodable.as_str(),
+                "",
+                format!(
+                    "the payload is not a protobuf Envelope ({err}); send JSON with Content-Type: application/json"
+                ),
+            ))),
+        }
+    };
+    match gateway.submit(partner_id, vec![input], wait).await {
+        Ok(mut results) => match results.pop() {
+            Some(result) => result_body(&result),
+            None => problem_body(Problem::unavailable("no result for the event")),
+        },
+        Err(problem) => problem_body(problem),
+    }
+}
+
+fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers?.get(name).map(|v| v.as_str())
+}
+
+fn result_body(result: &SubmitResult) -> serde_json::Value {
+    serde_json::to_value(result).unwrap_or_default()
+}
+
+fn problem_body(problem: Problem) -> serde_json::Value {
+    serde_json::json!({"status": "refused", "problem": problem})
+}
+
+/// Publishes the projector's notices on [`FOLDED_SUBJECT`] until the channel closes.
+pub async fn publish_notices(client: Client, mut notices: broadcast::Receiver<Arc<FoldNotice>>) {
+    loop {
+        let notice = match notices.recv().await {
+            Ok(notice) => notice,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "fold notices dropped before publishing");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let wire = NoticeWire {
+            first_seq: notice.first_seq,
+            last_seq: notice.last_seq,
+            rejected: notice
+                .rejected
+                .iter()
+                .map(|(seq, r)| RejectedWire {
+                    seq: *seq,
+                    code: r.code.as_str().to_owned(),
+                    field: r.field.clone(),
+                    message: r.message.clone(),
+                })
+                .collect(),
+        };
+        let payload = serde_json::to_vec(&wire).unwrap_or_default();
+        if let Err(err) = client.publish(FOLDED_SUBJECT, Bytes::from(payload)).await {
+            tracing::warn!(error = %err, "cannot publish a fold notice");
+        }
+    }
+}
+
+/// Feeds notices from [`FOLDED_SUBJECT`] into `notices`, for gateways without a projector.
+pub async fn relay_notices(
+    client: Client,
+    notices: broadcast::Sender<Arc<FoldNotice>>,
+) -> Result<(), async_nats::SubscribeError> {
+    let mut subscription = client.subscribe(FOLDED_SUBJECT).await?;
+    while let Some(message) = subscription.next().await {
+        let Ok(wire) = serde_json::from_slice::<NoticeWire>(&message.payload) else {
+            tracing::warn!("an unreadable fold notice");
+            continue;
+        };
+        let rejected = wire
+            .rejected
+            .into_iter()
+            .filter_map(|r| {
+                Some((
+                    r.seq,
+                    Rejection {
+                        code: RejectCode::from_str_code(&r.code)?,
+                        field: r.field,
+                        message: r.message,
+                    },
+                ))
+            })
+            .collect();
+        let _ = notices.send(Arc::new(FoldNotice {
+            first_seq: wire.first_seq,
+            last_seq: wire.last_seq,
+            rejected,
+        }));
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Errors as RFC 9457 problem details (`application/problem+json`): a status, a stable `code`,
+//! the offending `field` as the JSON API names it, and a one-sentence `detail` with the rule.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fundflow_domain::Rejection;
+use serde::Serialize;
+
+/// A problem, ready to be sent: boxed, so that the `Result`s carrying it stay small.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Problem(Box<ProblemDetails>);
+
+impl std::ops::Deref for Problem {
+    type Target = ProblemDetails;
+    fn deref(&self) -> &ProblemDetails {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut ProblemDetails {
+        &mut self.0
+    }
+}
+
+/// The members of a problem details object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProblemDetails {
+    /// `urn:fundflow:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short, fixed summary of the kind of problem.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// The field and the rule, in one sentence.
+    pub detail: String,
+    /// A stable code: a domain rejection code or one of the API's own.
+    pub code: String,
+    /// The offending field's path, when one field is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// For a conflict: the event already recorded under the id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// For a conflict: where that event is in the log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, code: &str, detail: String) -> Problem {
+        Problem(Box::new(ProblemDetails {
+            kind: format!("urn:fundflow:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            code: code.to_owned(),
+            field: None,
+            event_id: None,
+            seq: None,
+        }))
+    }
+
+    /// 400: the input breaks a rule that needs no ledger state.
+    pub fn bad_request(code: &str, field: &str, rule: impl Into<String>) -> Problem {
+        let rule = rule.into();
+        let detail = if field.is_empty() {
+            rule
+        } else {
+            format!("{field}: {rule}")
+        };
+        let mut problem = Problem::new(StatusCode::BAD_REQUEST, "invalid event", code, detail);
+        if !field.is_empty() {
+            problem.field = Some(field.to_owned());
+        }
+        problem
+    }
+
+    /// 400 from the domain's gate.
+    pub fn rejected(rejection: &Rejection) -> Problem {
+        let mut problem = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid event",
+            rejection.code.as_str(),
+            rejection.message.clone(),
+        );
+        if !rejection.field.is_empty() {
+            problem.field = Some(rejection.field.clone());
+        }
+        problem
+    }
+
+    /// 400 for a request as a whole (query parameters, content type).
+    pub fn bad_query(code: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request",
+            code,
+            detail.into(),
+        )
+    }
+
+    /// 401: no token, or one nobody holds.
+    pub fn unauthorized(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "not authenticated",
+            "unauthorized",
+            detail.into(),
+        )
+    }
+
+    /// 403: the principal's role does not allow this.
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::FORBIDDEN,
+            "not allowed",
+            "forbidden",
+            detail.into(),
+        )
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not found",
+            "not_found",
+            detail.into(),
+        )
+    }
+
+    /// 409: the id is taken by an event with other content.
+    pub fn conflict(event_id: &str, seq: u64) -> Problem {
+        let mut problem = Problem::new(
+            StatusCode::CONFLICT,
+            "event id already used",
+            "event_id_conflict",
+            format!(
+                "event {event_id} was recorded at seq {seq} with different content; a correction is a reversal plus a new event with a new ref"
+            ),
+        );
+        problem.event_id = Some(event_id.to_owned());
+        problem.seq = Some(seq);
+        problem
+    }
+
+    /// 413: the request is larger than the server takes.
+    pub fn too_large(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request too large",
+            "too_large",
+            detail.into(),
+        )
+    }
+
+    /// 415.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported content type",
+            "unsupported_media_type",
+            detail.into(),
+        )
+    }
+
+    /// 408: the request took too long.
+    pub fn timeout(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request timeout",
+            "timeout",
+            detail.into(),
+        )
+    }
+
+    /// 503: a dependency (the log, the read model) failed; the request may be retried.
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily unavailable",
+            "unavailable",
+            detail.into(),
+        )
+    }
+
+    /// Names the field to blame.
+    pub fn with_field(mut self, field: &str) -> Problem {
+        self.field = Some(field.to_owned());
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let mut response = (status, axum::Json(self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
