@@ -7,4 +7,5 @@
 mod helpers;
 mod nats;
 mod replay;
+mod server;
 mod tidy;

@@ -78,18 +78,18 @@ fn replay_file_prints_exact_totals_rejections_and_digests() {
     assert_eq!(
         rows(&report, "country", "NPL"),
         [
-            json!({"scope": "country", "key": "NPL", "kind": "in_kind", "currency": "USD",
+            json!({"scope": "country", "key": "NPL", "name": "Nepal", "kind": "in_kind", "currency": "USD",
                 "amount": "31500.00", "usd_equivalent": "31500.00", "unconverted": "0.00"})
         ]
     );
     assert_eq!(
         rows(&report, "intermediate", "014"),
         [
-            json!({"scope": "intermediate", "key": "014", "kind": "pledged", "currency": "USD",
+            json!({"scope": "intermediate", "key": "014", "name": "Eastern Africa", "kind": "pledged", "currency": "USD",
                    "amount": "1000.00", "usd_equivalent": "1000.00", "unconverted": "0.00"}),
-            json!({"scope": "intermediate", "key": "014", "kind": "parallel_funding", "currency": "USD",
+            json!({"scope": "intermediate", "key": "014", "name": "Eastern Africa", "kind": "parallel_funding", "currency": "USD",
                    "amount": "258800.00", "usd_equivalent": "258800.00", "unconverted": "0.00"}),
-            json!({"scope": "intermediate", "key": "014", "kind": "in_kind", "currency": "CNY",
+            json!({"scope": "intermediate", "key": "014", "name": "Eastern Africa", "kind": "in_kind", "currency": "CNY",
                    "amount": "5000.00", "usd_equivalent": "769.00", "unconverted": "0.00"}),
         ]
     );
@@ -106,8 +106,10 @@ fn replay_file_prints_exact_totals_rejections_and_digests() {
         ]
     );
     let items = report["in_kind_items"].as_array().unwrap();
-    assert!(items.contains(&json!({"scope": "subregion", "key": "034",
-        "item": "disposable surgical mask", "unit": "piece", "quantity": "210000"})));
+    assert!(items.contains(
+        &json!({"scope": "subregion", "key": "034", "name": "Southern Asia",
+        "item": "disposable surgical mask", "unit": "piece", "quantity": "210000"})
+    ));
     assert_eq!(report["log_digest"].as_str().unwrap().len(), 64);
     assert_eq!(report["model_digest"].as_str().unwrap().len(), 64);
 }
