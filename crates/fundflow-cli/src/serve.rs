@@ -133,6 +133,12 @@ pub async fn start(
             "a gateway has no projector of its own and needs the shared JetStream log: use --nats-url, or fundflow serve --embedded"
         );
     }
+    anyhow::ensure!(
+        http.wait_secs < http.request_timeout_secs,
+        "--wait-secs ({}) must be shorter than --request-timeout-secs ({}), or a waiting request times out",
+        http.wait_secs,
+        http.request_timeout_secs
+    );
     let metrics = metrics_handle()?;
     let log = open_log(log_args).await?;
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -118,8 +118,12 @@ fn authenticate<'a>(app: &'a App, headers: &HeaderMap) -> Result<&'a Principal, 
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
         .ok_or_else(|| {
             Problem::unauthorized("an Authorization: Bearer <token> header is required")
         })?;
@@ -296,10 +300,19 @@ async fn submit_inner(
         }
     };
     let limit = app.limits.body_bytes_max;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Problem::too_large(format!(
-            "the body is larger than {limit} bytes (or was cut off); send fewer events per request"
-        ))
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+        if std::error::Error::source(&err)
+            .is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
+        {
+            Problem::too_large(format!(
+                "the body is larger than {limit} bytes; send fewer events per request"
+            ))
+        } else {
+            Problem::bad_query(
+                "incomplete_body",
+                format!("the body could not be read in full ({err}); nothing of it was taken"),
+            )
+        }
     })?;
     let lines_max = app.limits.lines_max;
     let (inputs, lines): (Vec<Input>, Vec<usize>) = match shape {
@@ -371,19 +384,36 @@ async fn totals(
     let principal = authenticate(&app, &headers)?;
     require(principal, &[Role::Reviewer, Role::Auditor], "read totals")?;
     let Query(filter) = filter.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let csv = match filter.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(Problem::bad_query(
+                "invalid_format",
+                format!("format {other:?} is not json or csv"),
+            ));
+        }
+    };
     let reply = queries(&app)?.totals(&filter).await?;
-    match filter.format.as_deref() {
-        None | Some("json") => Ok(axum::Json(reply).into_response()),
-        Some("csv") => Ok((
-            [(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"))],
-            totals_csv(&reply.rows),
-        )
-            .into_response()),
-        Some(other) => Err(Problem::bad_query(
-            "invalid_format",
-            format!("format {other:?} is not json or csv"),
-        )),
+    if !csv {
+        return Ok(axum::Json(reply).into_response());
     }
+    // The checkpoint travels in headers, so that the CSV stays one table.
+    let mut response = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"))],
+        totals_csv(&reply.rows),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert("fundflow-as-of-seq", HeaderValue::from(reply.as_of_seq));
+    if let Some(digest) = reply
+        .model_digest
+        .as_deref()
+        .and_then(|d| HeaderValue::from_str(d).ok())
+    {
+        headers.insert("fundflow-model-digest", digest);
+    }
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]
@@ -398,7 +428,11 @@ async fn in_kind(
     params: Result<Query<ScopeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let principal = authenticate(&app, &headers)?;
-    require(principal, &[Role::Reviewer, Role::Auditor], "read totals")?;
+    require(
+        principal,
+        &[Role::Reviewer, Role::Auditor],
+        "read in-kind quantities",
+    )?;
     let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
     let reply = queries(&app)?.in_kind(params.scope.as_deref()).await?;
     Ok(axum::Json(reply).into_response())
