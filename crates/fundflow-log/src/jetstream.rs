@@ -89,6 +89,10 @@ pub struct JetStreamLog {
     context: jetstream::Context,
     config: Arc<JetStreamConfig>,
     stats: Arc<ConnectionStats>,
+    /// One append batch at a time per handle (and its clones): each keeps its own window of
+    /// acks in flight, and several windows at once would exhaust the client's ack permits and
+    /// stall each other until their acks time out.
+    appending: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The server versions fundflow supports start at 2.10: 2.9 has no `sync_interval` and known
@@ -159,6 +163,7 @@ impl JetStreamLog {
             context,
             config: Arc::new(config),
             stats,
+            appending: Arc::new(tokio::sync::Mutex::new(())),
         };
         log.ensure_stream().await?;
         Ok(log)
@@ -276,6 +281,7 @@ impl JetStreamLog {
         &self,
         requests: &[AppendRequest],
     ) -> Result<Vec<Appended>, LogError> {
+        let _one_at_a_time = self.appending.lock().await;
         let window = self.config.acks_in_flight_max.max(1);
         let mut results = Vec::with_capacity(requests.len());
         // Acks are awaited together, each with a deadline fixed when it was sent (tokio's

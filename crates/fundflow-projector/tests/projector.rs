@@ -95,6 +95,35 @@ async fn the_read_model_holds_exactly_the_fold_of_the_log() {
     );
     let rejected = outcomes.iter().filter(|(_, code)| *code != 0).count();
     assert_eq!(rejected as u64, expected.counts().1);
+
+    // The point reads the query API uses agree with the fold: every pledge, every outcome.
+    let mut pledges = 0;
+    for pledge in expected.pledges() {
+        let row = model
+            .pledge(pledge.partner_id, pledge.pledge_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.lines, pledge.lines,
+            "{}/{}",
+            pledge.partner_id, pledge.pledge_id
+        );
+        pledges += 1;
+    }
+    assert!(pledges > 100, "the generated log has pledges ({pledges})");
+    assert!(model.pledge("nobody", "p").unwrap().is_none());
+    for rejection in expected.rejected() {
+        let outcome = model.outcome(rejection.seq).unwrap().unwrap();
+        assert_eq!(outcome.unwrap_err(), rejection.rejection);
+    }
+    for (seq, code) in outcomes.iter().step_by(97) {
+        assert_eq!(
+            model.outcome(*seq).unwrap().unwrap().is_ok(),
+            *code == 0,
+            "seq {seq}"
+        );
+    }
+    assert!(model.outcome(last + 1).unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]

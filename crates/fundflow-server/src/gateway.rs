@@ -8,9 +8,14 @@
 //! content a 409 conflict naming the original. The fold keeps its own duplicate and conflict
 //! checks for records that reach the log by other paths.
 //!
-//! Why nothing is half-written: the append of a request's events runs as a task of its own, so a
-//! client that disconnects or times out does not cancel it midway; the whole batch is appended,
-//! and sending it again is harmless.
+//! Why nothing is half-written: a request's events are handed to one appender task as a unit, so
+//! a client that disconnects or times out does not cancel their append midway; the whole batch is
+//! appended, and sending it again is harmless.
+//!
+//! Why one appender: it appends whatever requests have queued up while the previous append was
+//! acknowledged as one pipelined batch (group commit). Concurrent requests then cost one log
+//! round trip between them instead of one each, and the log's window of acks in flight is never
+//! oversubscribed by many batches at once (which would stall them all on acks nobody polls).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +30,7 @@ use fundflow_proto::{Message, v1};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::json::{self, EventObject};
 use crate::problem::Problem;
@@ -158,17 +163,64 @@ impl Summary {
 /// Why an input was refused, with its event id when it has one.
 type Refusal = (Option<String>, Problem);
 
+/// Most records one group append takes.
+const GROUP_RECORDS_MAX: usize = 8192;
+
+type AppendJob = (
+    Vec<AppendRequest>,
+    oneshot::Sender<Result<Vec<Appended>, String>>,
+);
+
+/// Appends the jobs queued on `jobs`, together, for as long as any gateway handle lives.
+async fn append_in_groups(log: EventLog, mut jobs: mpsc::Receiver<AppendJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        let mut records = group[0].0.len();
+        while records < GROUP_RECORDS_MAX {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    records += job.0.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let requests: Vec<AppendRequest> =
+            group.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
+        let span = tracing::debug_span!("group_append", requests = group.len(), records);
+        let result = tracing::Instrument::instrument(log.append_batch(&requests), span).await;
+        match result {
+            Ok(appended) => {
+                let mut appended = appended.into_iter();
+                for (requests, reply) in group {
+                    let mine: Vec<Appended> = appended.by_ref().take(requests.len()).collect();
+                    let _ = reply.send(Ok(mine));
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "append failed");
+                let message = err.to_string();
+                for (_, reply) in group {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// The submit side of the server. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
     log: EventLog,
+    appender: mpsc::Sender<AppendJob>,
     notices: broadcast::Sender<Arc<FoldNotice>>,
     model: Option<ReadModel>,
     wait_max: Duration,
 }
 
 impl Gateway {
-    /// A gateway appending to `log`; `notices` announce folded batches (from the projector in
+    /// A gateway appending to `log` (spawns its appender task: call within a tokio runtime);
+    /// `notices` announce folded batches (from the projector in
     /// this process, or relayed from NATS); `model`, when this process has one, answers for
     /// batches whose notice was missed.
     pub fn new(
@@ -177,8 +229,11 @@ impl Gateway {
         model: Option<ReadModel>,
         wait_max: Duration,
     ) -> Gateway {
+        let (appender, jobs) = mpsc::channel(1024);
+        tokio::spawn(append_in_groups(log.clone(), jobs));
         Gateway {
             log,
+            appender,
             notices,
             model,
             wait_max,
@@ -224,14 +279,15 @@ impl Gateway {
         let appended = if requests.is_empty() {
             Vec::new()
         } else {
-            let log = self.log.clone();
-            let requests = Arc::new(requests);
-            let task_requests = Arc::clone(&requests);
-            tokio::spawn(async move { log.append_batch(&task_requests).await })
+            let (reply, appended) = oneshot::channel();
+            self.appender
+                .send((requests, reply))
                 .await
-                .map_err(|err| Problem::unavailable(format!("the append task failed: {err}")))?
+                .map_err(|_| Problem::unavailable("the appender has stopped"))?;
+            appended
+                .await
+                .map_err(|_| Problem::unavailable("the appender has stopped"))?
                 .map_err(|err| {
-                    tracing::warn!(error = %err, "append failed");
                     Problem::unavailable(format!(
                         "the event log did not take the events ({err}); sending them again is safe"
                     ))
