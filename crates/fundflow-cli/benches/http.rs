@@ -37,12 +37,12 @@ fn event(prefix: &str, i: usize) -> Value {
         "allocations": [{"country": country, "value": value}]})
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The `percent`-th percentile (nearest rank) of sorted latencies.
+fn percentile(sorted: &[Duration], percent: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
+    sorted[(sorted.len() - 1) * percent / 100]
 }
 
 fn report(name: &str, events: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> f64 {
@@ -51,8 +51,8 @@ fn report(name: &str, events: usize, elapsed: Duration, mut latencies: Vec<Durat
     println!(
         "{name:<34} {events:>9} events in {:>6.1} s = {rate:>9.0} events/s; per request p50 {:>8.2} ms, p99 {:>8.2} ms",
         elapsed.as_secs_f64(),
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        percentile(&latencies, 50).as_secs_f64() * 1e3,
+        percentile(&latencies, 99).as_secs_f64() * 1e3,
     );
     rate
 }
@@ -289,8 +289,8 @@ fn main() {
         latencies.sort_unstable();
         println!(
             "GET /v1/totals?scope=country at {last} events: {rows} rows; p50 {:.2} ms, p99 {:.2} ms",
-            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-            percentile(&latencies, 0.99).as_secs_f64() * 1e3
+            percentile(&latencies, 50).as_secs_f64() * 1e3,
+            percentile(&latencies, 99).as_secs_f64() * 1e3
         );
     });
     drop(serve);
