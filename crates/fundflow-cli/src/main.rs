@@ -1,6 +1,7 @@
 //! `fundflow`: one binary for every command. This file parses arguments and reports errors in one
 //! sentence; each command lives in its own module.
 
+mod audit;
 mod client;
 mod log_commands;
 mod quickstart;
@@ -77,14 +78,27 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// The log as a portable file: export it, verify an export.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+    /// Replay the log independently: totals as of a seq or a date, a check of a running server,
+    /// a report a person can sign.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Bearer tokens for the access config.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Fold a file of length-delimited envelopes and print its totals and digests.
+    /// Fold a file of length-delimited envelopes (or a log export) and print its totals and
+    /// digests.
     ReplayFile {
-        /// The file: envelopes as prost length-delimited records, seq 1, 2, 3, ... in file order.
+        /// The file: envelopes as prost length-delimited records, seq 1, 2, 3, ... in file order,
+        /// or an export of `fundflow log export`.
         file: PathBuf,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Json)]
@@ -148,6 +162,70 @@ enum Command {
         /// Only this currency.
         #[arg(long)]
         currency: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Write the log as length-delimited LogRecords with their digest chain, plus
+    /// OUT.manifest.json.
+    Export {
+        #[command(flatten)]
+        source: audit::SourceArgs,
+        #[command(flatten)]
+        stream: audit::StreamArgs,
+        /// The export file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check an export: the digest chain, every record, the sequence and the manifest.
+    Verify {
+        /// The export file (its manifest is beside it).
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Fold the log afresh, in memory, and print its totals and digests.
+    Replay {
+        #[command(flatten)]
+        source: audit::SourceArgs,
+        #[command(flatten)]
+        stream: audit::StreamArgs,
+        #[command(flatten)]
+        cutoff: audit::CutoffArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Compare a running server's checkpoint with an independent replay; exit 0 only on a match.
+    Verify {
+        /// The server.
+        #[arg(long, env = "FUNDFLOW_URL")]
+        url: String,
+        /// An auditor's token.
+        #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+        token: String,
+        #[command(flatten)]
+        source: audit::SourceArgs,
+        #[command(flatten)]
+        stream: audit::StreamArgs,
+    },
+    /// Write a report (Markdown, or HTML with --html) of a replay.
+    Report {
+        #[command(flatten)]
+        source: audit::SourceArgs,
+        #[command(flatten)]
+        stream: audit::StreamArgs,
+        #[command(flatten)]
+        cutoff: audit::CutoffArgs,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// HTML instead of Markdown (also chosen by an --out ending in .html).
+        #[arg(long)]
+        html: bool,
     },
 }
 
@@ -285,6 +363,53 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::New { role, name, id },
         } => token_new(&role, &name, id.as_deref()),
+        Command::Log {
+            command:
+                LogCommand::Export {
+                    source,
+                    stream,
+                    out,
+                },
+        } => runtime().and_then(|rt| rt.block_on(audit::export(&source, &stream, &out))),
+        Command::Log {
+            command: LogCommand::Verify { path },
+        } => audit::verify_export(&path),
+        Command::Audit {
+            command:
+                AuditCommand::Replay {
+                    source,
+                    stream,
+                    cutoff,
+                    format,
+                },
+        } => runtime()
+            .and_then(|rt| rt.block_on(audit::audit_replay(&source, &stream, &cutoff, format))),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    url,
+                    token,
+                    source,
+                    stream,
+                },
+        } => runtime()
+            .and_then(|rt| rt.block_on(audit::audit_verify(&url, &token, &source, &stream))),
+        Command::Audit {
+            command:
+                AuditCommand::Report {
+                    source,
+                    stream,
+                    cutoff,
+                    out,
+                    html,
+                },
+        } => runtime().and_then(|rt| {
+            let html = html
+                || out
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("html"));
+            rt.block_on(audit::audit_report(&source, &stream, &cutoff, &out, html))
+        }),
         Command::Rebuild { log } => {
             runtime().and_then(|rt| rt.block_on(log_commands::rebuild(&log)))
         }

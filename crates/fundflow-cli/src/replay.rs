@@ -1,38 +1,34 @@
 //! `replay-file` and `gen-log`: the offline path from a file of envelopes to a report.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::Context;
+use fundflow_domain::Report;
 use fundflow_domain::report::TotalRow;
-use fundflow_domain::{Ledger, Report};
 use fundflow_gen::{GenConfig, LogGenerator};
-use fundflow_proto::RecordReader;
 
 use crate::Format;
 
 /// Folds `path` from scratch and prints the report.
 pub fn replay_file(path: &Path, format: Format) -> anyhow::Result<()> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // Envelopes are a few hundred bytes: the file's size sizes the fold's event index.
-    let length = file.metadata().map_or(0, |m| m.len());
-    let mut reader = RecordReader::new(BufReader::with_capacity(1 << 20, file));
-    let mut ledger = Ledger::with_capacity(usize::try_from(length / 256).unwrap_or(0));
-    let mut record = Vec::new();
-    let mut seq = 0u64;
     let span = tracing::info_span!("replay_file", path = %path.display());
     let _guard = span.enter();
-    while reader
-        .read_into(&mut record)
-        .with_context(|| format!("cannot read {}", path.display()))?
-    {
-        seq += 1;
-        ledger.apply(seq, &record);
-    }
-    let (applied, rejected) = ledger.counts();
-    tracing::info!(seq, applied, rejected, "replayed");
-    print_report(&Report::of(&ledger), format)
+    let replay = fundflow_audit::replay_file(
+        path,
+        fundflow_audit::Cutoff::All,
+        fundflow_audit::Details::None,
+    )
+    .map_err(|err| match err {
+        fundflow_audit::AuditError::Io { path, source } => {
+            anyhow::anyhow!("cannot open {}: {source}", path.display())
+        }
+        other => anyhow::anyhow!("cannot read {}: {other}", path.display()),
+    })?;
+    let (applied, rejected) = replay.ledger.counts();
+    tracing::info!(seq = replay.read, applied, rejected, "replayed");
+    print_report(&Report::of(&replay.ledger), format)
 }
 
 /// The columns of a totals row, in the order every format prints them.

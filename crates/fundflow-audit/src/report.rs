@@ -1,0 +1,322 @@
+//! The audit report: a document a person can read and sign, in Markdown or HTML. Every figure in
+//! it comes from a replay, none from a live server.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use fundflow_domain::ledger::currency_code;
+use fundflow_domain::model::minor_unit;
+use fundflow_domain::money::{USD_SCALE, format_at_scale};
+use fundflow_domain::report::item_rows;
+use fundflow_domain::{Node, Report};
+
+use crate::replay::Replay;
+
+/// Markdown or HTML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocFormat {
+    /// GitHub-flavoured Markdown.
+    Markdown,
+    /// A self-contained HTML page.
+    Html,
+}
+
+/// One area's total in a table: its path from World (for the order), the area, and amount, USD
+/// equivalent and unconverted part, formatted.
+type AreaRow = (Vec<&'static str>, Node, [String; 3]);
+
+enum Block {
+    Heading(usize, String),
+    Para(String),
+    Table(Vec<&'static str>, Vec<Vec<String>>),
+}
+
+/// What the report says about where its figures come from.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The source replayed (a file, a NATS URL, a data directory).
+    pub source: String,
+    /// The cutoff, in words.
+    pub cutoff: String,
+    /// When the report was made (RFC 3339).
+    pub generated_at: String,
+}
+
+/// Renders the report of `replay`.
+pub fn render(replay: &Replay, scope: &Scope, format: DocFormat) -> String {
+    let state = replay.ledger.model_state();
+    let summary = Report::of_state(&state);
+    let mut blocks =
+        vec![
+        Block::Heading(1, "fundflow audit report".into()),
+        Block::Para(format!(
+            "Every figure below was computed by replaying the event log from its first record, \
+             in memory, with fundflow {}; none was read from a running server.",
+            env!("CARGO_PKG_VERSION")
+        )),
+        Block::Heading(2, "Scope and digests".into()),
+        Block::Table(
+            vec!["", ""],
+            vec![
+                vec!["Source".into(), scope.source.clone()],
+                vec!["Cutoff".into(), scope.cutoff.clone()],
+                vec!["Records read".into(), replay.read.to_string()],
+                vec![
+                    "Records left out by the date cutoff".into(),
+                    replay.skipped.to_string(),
+                ],
+                vec!["Last sequence folded".into(), summary.last_seq.to_string()],
+                vec![
+                    "Events applied".into(),
+                    state.checkpoint.applied.to_string(),
+                ],
+                vec![
+                    "Events rejected".into(),
+                    state.checkpoint.rejected.to_string(),
+                ],
+                vec!["Log digest (SHA-256 chain)".into(), summary.log_digest.clone()],
+                vec!["Model digest (SHA-256)".into(), summary.model_digest.clone()],
+                vec!["Generated at".into(), scope.generated_at.clone()],
+            ],
+        ),
+        Block::Heading(2, "Totals by area".into()),
+        Block::Para(
+            "Per kind and currency, each M49 region with its sub-regions and countries beneath \
+             it. A country's or area's total includes what was allocated to the areas within it; \
+             USD equivalents are converted per allocation at the rates listed below, and amounts \
+             without a rate are shown as unconverted."
+                .into(),
+        ),
+    ];
+    let totals = state.totals();
+    let mut groups: BTreeMap<(&str, &str), Vec<AreaRow>> = BTreeMap::new();
+    for (key, total) in &totals {
+        let currency = currency_code(key.currency);
+        let scale = minor_unit(currency);
+        let mut path: Vec<&str> = key.node.rollup().map(Node::key).collect();
+        path.reverse();
+        groups
+            .entry((key.kind.as_str(), currency))
+            .or_default()
+            .push((
+                path,
+                key.node,
+                [
+                    format_at_scale(total.amount, scale),
+                    format_at_scale(total.usd_equivalent, USD_SCALE),
+                    format_at_scale(total.unconverted, scale),
+                ],
+            ));
+    }
+    for ((kind, currency), mut rows) in groups {
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        blocks.push(Block::Heading(3, format!("{kind}, {currency}")));
+        blocks.push(Block::Table(
+            vec![
+                "area",
+                "code",
+                "scope",
+                "amount",
+                "USD equivalent",
+                "unconverted",
+            ],
+            rows.into_iter()
+                .map(|(path, node, [amount, usd, unconverted])| {
+                    let indent = "\u{a0}\u{a0}".repeat(path.len().saturating_sub(1));
+                    vec![
+                        format!("{indent}{}", node.name()),
+                        node.key().to_owned(),
+                        node.scope().as_str().to_owned(),
+                        amount,
+                        usd,
+                        unconverted,
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    blocks.push(Block::Heading(2, "USD rates used".into()));
+    if replay.rates.is_empty() {
+        blocks.push(Block::Para(
+            "No applied event carried a USD rate (USD amounts are their own equivalent).".into(),
+        ));
+    } else {
+        blocks.push(Block::Table(
+            vec![
+                "currency",
+                "USD per unit",
+                "rate date",
+                "source",
+                "allocations",
+            ],
+            replay
+                .rates
+                .iter()
+                .map(|(r, n)| {
+                    vec![
+                        r.currency.clone(),
+                        r.rate.clone(),
+                        r.date.clone(),
+                        r.source.clone(),
+                        n.to_string(),
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    blocks.push(Block::Heading(2, "In-kind quantities".into()));
+    let items = item_rows(&state, None);
+    if items.is_empty() {
+        blocks.push(Block::Para("No in-kind donations.".into()));
+    } else {
+        blocks.push(Block::Table(
+            vec!["scope", "code", "area", "item", "unit", "quantity"],
+            items
+                .into_iter()
+                .map(|i| {
+                    vec![
+                        i.scope.as_str().to_owned(),
+                        i.key.to_owned(),
+                        i.name.to_owned(),
+                        i.item,
+                        i.unit,
+                        i.quantity,
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    blocks.push(Block::Heading(2, "Rejected events".into()));
+    if summary.rejected.is_empty() {
+        blocks.push(Block::Para("None.".into()));
+    } else {
+        blocks.push(Block::Table(
+            vec!["seq", "event id", "code", "why"],
+            summary
+                .rejected
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.seq.to_string(),
+                        r.event_id.clone(),
+                        r.code.to_owned(),
+                        r.message.clone(),
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    blocks.push(Block::Heading(2, "Reversals".into()));
+    if replay.reversals.is_empty() {
+        blocks.push(Block::Para("None.".into()));
+    } else {
+        blocks.push(Block::Table(
+            vec!["seq", "partner", "reversal", "reverses", "reason"],
+            replay
+                .reversals
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.seq.to_string(),
+                        r.partner_id.clone(),
+                        r.event_id.clone(),
+                        r.reverses_event_id.clone(),
+                        r.reason.clone(),
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    blocks.push(Block::Heading(2, "Sign-off".into()));
+    blocks.push(Block::Para(
+        "Replayed and checked by: ______________________   Date: ____________   Signature: \
+         ______________________"
+            .into(),
+    ));
+    match format {
+        DocFormat::Markdown => markdown(&blocks),
+        DocFormat::Html => html(&blocks),
+    }
+}
+
+fn markdown(blocks: &[Block]) -> String {
+    let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
+    let mut out = String::new();
+    for block in blocks {
+        match block {
+            Block::Heading(level, text) => {
+                let _ = writeln!(out, "{} {text}\n", "#".repeat(*level));
+            }
+            Block::Para(text) => {
+                let _ = writeln!(out, "{text}\n");
+            }
+            Block::Table(headers, rows) => {
+                let _ = writeln!(
+                    out,
+                    "| {} |",
+                    headers
+                        .iter()
+                        .map(|h| cell(h))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
+                let _ = writeln!(out, "|{}", " --- |".repeat(headers.len()));
+                for row in rows {
+                    let _ = writeln!(
+                        out,
+                        "| {} |",
+                        row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+                    );
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn html(blocks: &[Block]) -> String {
+    let mut out = String::from(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>fundflow audit report</title><style>\
+         body{font-family:sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem}\
+         table{border-collapse:collapse;margin-bottom:1.5rem}\
+         td,th{border:1px solid #bbb;padding:.25rem .5rem;text-align:left}\
+         td:nth-child(n+4){font-variant-numeric:tabular-nums}\
+         </style></head><body>\n",
+    );
+    for block in blocks {
+        match block {
+            Block::Heading(level, text) => {
+                let _ = writeln!(out, "<h{level}>{}</h{level}>", escape(text));
+            }
+            Block::Para(text) => {
+                let _ = writeln!(out, "<p>{}</p>", escape(text));
+            }
+            Block::Table(headers, rows) => {
+                out.push_str("<table><thead><tr>");
+                for h in headers {
+                    let _ = write!(out, "<th>{}</th>", escape(h));
+                }
+                out.push_str("</tr></thead><tbody>\n");
+                for row in rows {
+                    out.push_str("<tr>");
+                    for c in row {
+                        let _ = write!(out, "<td>{}</td>", escape(c));
+                    }
+                    out.push_str("</tr>\n");
+                }
+                out.push_str("</tbody></table>\n");
+            }
+        }
+    }
+    out.push_str("</body></html>\n");
+    out
+}
