@@ -220,6 +220,7 @@ pub fn replay_file(path: &Path, cutoff: Cutoff, details: Details) -> Result<Repl
 }
 
 /// Replays a log (JetStream or embedded) from seq 1 to its last seq at the start (or the cutoff).
+/// A reader task fetches the next batch while the fold applies the previous one.
 pub async fn replay_log(
     log: &EventLog,
     cutoff: Cutoff,
@@ -229,32 +230,52 @@ pub async fn replay_log(
     if let Cutoff::UntilSeq(until) = cutoff {
         last = last.min(until);
     }
-    let mut replay = Replay::new(usize::try_from(last).unwrap_or(0));
+    let (batches, mut received) = tokio::sync::mpsc::channel(32);
     let mut reader = log.reader(1).await?;
-    let mut next = 1;
-    while next <= last {
-        let batch = reader
-            .next_batch(4096, std::time::Duration::from_secs(5))
-            .await?;
-        if batch.is_empty() {
-            return Err(AuditError::Invalid {
-                seq: Some(next),
-                message: format!("the log stopped delivering records at seq {next} of {last}"),
-            });
-        }
-        for record in batch {
-            if record.seq > last {
-                break;
+    let reading = tokio::spawn(async move {
+        let mut next = 1;
+        while next <= last {
+            let batch = reader
+                .next_batch(4096, std::time::Duration::from_secs(5))
+                .await?;
+            let Some(end) = batch.last().map(|r| r.seq) else {
+                return Err(AuditError::Invalid {
+                    seq: Some(next),
+                    message: format!("the log stopped delivering records at seq {next} of {last}"),
+                });
+            };
+            next = end + 1;
+            if batches.send(batch).await.is_err() {
+                break; // The fold stopped.
             }
-            replay.take(
-                record.seq,
-                &record.bytes,
-                Some(&record.partner),
-                cutoff,
-                details,
-            );
-            next = record.seq + 1;
         }
-    }
+        Ok(())
+    });
+    let folding = tokio::task::spawn_blocking(move || {
+        let mut replay = Replay::new(usize::try_from(last).unwrap_or(0));
+        while let Some(batch) = received.blocking_recv() {
+            for record in batch {
+                if record.seq > last {
+                    return replay;
+                }
+                replay.take(
+                    record.seq,
+                    &record.bytes,
+                    Some(&record.partner),
+                    cutoff,
+                    details,
+                );
+            }
+        }
+        replay
+    });
+    let replay = folding.await.map_err(|err| AuditError::Invalid {
+        seq: None,
+        message: format!("the fold failed: {err}"),
+    })?;
+    reading.await.map_err(|err| AuditError::Invalid {
+        seq: None,
+        message: format!("the reader failed: {err}"),
+    })??;
     Ok(replay)
 }
