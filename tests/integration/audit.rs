@@ -183,7 +183,7 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
         end["model_digest"].as_str().unwrap(),
         "Nepal | NPL | country | 140.00 | 140.00 | 0.00 |",
         "entered twice",
-        "unknown_pledge",
+        "unknown\\_pledge",
         "| country | NPL | Nepal | disposable surgical mask | piece | 420000 |",
     ] {
         assert!(
@@ -363,6 +363,12 @@ fn log_verify_names_the_first_record_that_was_flipped_dropped_or_swapped() {
     record.envelope[last] ^= 0x01;
     flipped[19] = record.encode_to_vec();
     fails_at(&write("flipped.ffx", &flipped), 20);
+    // Record 5 claimed for another partner's subject: outside the log digest, inside the export's.
+    let mut moved = records.clone();
+    let mut record = v1::LogRecord::decode(moved[4].as_slice()).unwrap();
+    record.subject_partner = "someone-else".into();
+    moved[4] = record.encode_to_vec();
+    fails_at(&write("moved.ffx", &moved), 5);
     // Record 31 dropped.
     let mut dropped = records.clone();
     dropped.remove(30);

@@ -620,14 +620,6 @@ async fn each_validation_rule_is_a_400_naming_the_field_and_nothing_reaches_the_
             "valuation_basis",
             |e| e["valuation_basis"] = json!("guess"),
         ),
-        (
-            "no basis",
-            "invalid_valuation_basis",
-            "valuation_basis",
-            |e| {
-                e.as_object_mut().unwrap().remove("valuation_basis");
-            },
-        ),
     ];
     for (name, code, field, mutate) in cases {
         let mut event = masks(&format!("case-{name}"), "31500.00");
@@ -765,6 +757,32 @@ async fn ndjson_and_csv_lines_get_their_own_results_and_resending_counts_nothing
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(": duplicate 2"));
+    // A refusal is told by its line in the file, blank lines counted.
+    let mut bad = masks("f4", "4.00");
+    bad["amount"]["value"] = json!(4);
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n\n{}\n{bad}\n",
+            masks("f1", "1.00"),
+            masks("f3", "3.00")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fundflow"))
+        .args([
+            "submit",
+            file.to_str().unwrap(),
+            "--url",
+            &server.url,
+            "--token",
+            &token,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("line 4: refused: amount.value"), "{stdout}");
     let out = Command::new(env!("CARGO_BIN_EXE_fundflow"))
         .args([
             "submit",

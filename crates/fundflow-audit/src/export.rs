@@ -10,6 +10,7 @@ use fundflow_domain::ledger::{Digest32, chain_log};
 use fundflow_log::{EventLog, Record};
 use fundflow_proto::{Message, RecordReader, v1};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -31,6 +32,8 @@ pub struct Manifest {
     pub count: u64,
     /// Hex log digest after the last record.
     pub log_digest: String,
+    /// Hex export digest after the last record (see `LogRecord.export_digest`).
+    pub export_digest: String,
     /// When the export was written (RFC 3339, UTC).
     pub exported_at: String,
     /// Where the records came from (`nats://host:port/STREAM` or `embedded:DIR`).
@@ -73,6 +76,7 @@ pub async fn export(
     let file = File::create(out).map_err(io)?;
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     let mut digest: Digest32 = [0; 32];
+    let mut chain: Digest32 = [0; 32];
     let mut count = 0u64;
     let mut next = 1u64;
     let mut reader = log.reader(1).await?;
@@ -103,11 +107,13 @@ pub async fn export(
                 });
             }
             digest = chain_log(&digest, seq, &bytes);
+            chain = chain_export(&chain, seq, &partner, &bytes);
             let record = v1::LogRecord {
                 seq,
                 envelope: bytes.to_vec(),
                 log_digest: digest.to_vec(),
                 subject_partner: partner,
+                export_digest: chain.to_vec(),
             };
             encoded.clear();
             record
@@ -133,6 +139,7 @@ pub async fn export(
         last_seq: last,
         count,
         log_digest: hex::encode(digest),
+        export_digest: hex::encode(chain),
         exported_at: OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .ok()
@@ -147,6 +154,18 @@ pub async fn export(
         source,
     })?;
     Ok(manifest)
+}
+
+/// One link of the export chain: like the log digest's, over the subject partner as well.
+fn chain_export(previous: &Digest32, seq: u64, partner: &str, envelope: &[u8]) -> Digest32 {
+    let mut hasher = Sha256::new();
+    hasher.update(previous);
+    hasher.update(seq.to_be_bytes());
+    hasher.update((partner.len() as u64).to_be_bytes());
+    hasher.update(partner.as_bytes());
+    hasher.update((envelope.len() as u64).to_be_bytes());
+    hasher.update(envelope);
+    hasher.finalize().into()
 }
 
 /// What `log verify` found in a sound export.
@@ -180,6 +199,7 @@ pub fn verify(path: &Path) -> Result<Verified, AuditError> {
     let mut reader = RecordReader::new(BufReader::with_capacity(1 << 20, file));
     let mut bytes = Vec::new();
     let mut digest: Digest32 = [0; 32];
+    let mut chain: Digest32 = [0; 32];
     let mut expected = 1u64;
     loop {
         let more = reader
@@ -196,6 +216,14 @@ pub fn verify(path: &Path) -> Result<Verified, AuditError> {
                 seq: Some(expected),
                 message: format!("the record due as seq {expected} is not a LogRecord: {err}"),
             })?;
+        if record.encoded_len() != bytes.len() {
+            return Err(AuditError::Invalid {
+                seq: Some(expected),
+                message: format!(
+                    "the record due as seq {expected} holds bytes that are not part of a LogRecord"
+                ),
+            });
+        }
         let seq = record.seq;
         if seq != expected {
             let what = if seq < expected {
@@ -209,6 +237,15 @@ pub fn verify(path: &Path) -> Result<Verified, AuditError> {
             });
         }
         digest = chain_log(&digest, seq, &record.envelope);
+        chain = chain_export(&chain, seq, &record.subject_partner, &record.envelope);
+        if record.export_digest != chain {
+            return Err(AuditError::Invalid {
+                seq: Some(seq),
+                message: format!(
+                    "record seq {seq}: its export digest does not match the chain recomputed from the records (its subject partner, its envelope or a record before it was changed)"
+                ),
+            });
+        }
         if record.log_digest != digest {
             return Err(AuditError::Invalid {
                 seq: Some(seq),
@@ -230,12 +267,14 @@ pub fn verify(path: &Path) -> Result<Verified, AuditError> {
             ),
         });
     }
-    if recomputed != manifest.log_digest {
+    if recomputed != manifest.log_digest || hex::encode(chain) != manifest.export_digest {
         return Err(AuditError::Invalid {
             seq: Some(count),
             message: format!(
-                "the final log digest {recomputed} differs from the manifest's {}",
-                manifest.log_digest
+                "the final digests (log {recomputed}, export {}) differ from the manifest's (log {}, export {})",
+                hex::encode(chain),
+                manifest.log_digest,
+                manifest.export_digest
             ),
         });
     }

@@ -202,13 +202,39 @@ pub fn replay_file(path: &Path, cutoff: Cutoff, details: Details) -> Result<Repl
                         path.display()
                     ),
                 })?;
-            replay.take(
+            if record.seq != index {
+                return Err(AuditError::Invalid {
+                    seq: Some(record.seq),
+                    message: format!(
+                        "record {index} of {} has seq {}: the export is out of order or incomplete (run log verify)",
+                        path.display(),
+                        record.seq
+                    ),
+                });
+            }
+            let more = replay.take(
                 record.seq,
                 &record.envelope,
                 Some(&record.subject_partner),
                 cutoff,
                 details,
-            )
+            );
+            // Every record folded must leave the fold's log digest where the export says; a
+            // date cutoff leaves records out of the chain, so it is checked only without one.
+            if more
+                && !matches!(cutoff, Cutoff::AsOf(_))
+                && replay.ledger.log_digest().as_slice() != record.log_digest.as_slice()
+            {
+                return Err(AuditError::Invalid {
+                    seq: Some(record.seq),
+                    message: format!(
+                        "record seq {} of {}: the log digest after it differs from the export's (run log verify)",
+                        record.seq,
+                        path.display()
+                    ),
+                });
+            }
+            more
         } else {
             replay.take(index, &bytes, None, cutoff, details)
         };

@@ -74,7 +74,14 @@ pub fn render(replay: &Replay, scope: &Scope, format: DocFormat) -> String {
                     "Events rejected".into(),
                     state.checkpoint.rejected.to_string(),
                 ],
-                vec!["Log digest (SHA-256 chain)".into(), summary.log_digest.clone()],
+                vec![
+                    if replay.skipped > 0 {
+                        "Log digest (SHA-256 chain over the records counted)".into()
+                    } else {
+                        "Log digest (SHA-256 chain)".into()
+                    },
+                    summary.log_digest.clone(),
+                ],
                 vec!["Model digest (SHA-256)".into(), summary.model_digest.clone()],
                 vec!["Generated at".into(), scope.generated_at.clone()],
             ],
@@ -239,8 +246,28 @@ pub fn render(replay: &Replay, scope: &Scope, format: DocFormat) -> String {
     }
 }
 
+/// Partner text made inert in a Markdown table cell: no line breaks of any kind, no markup, no
+/// HTML. A reason or a name cannot add rows, headings or links to a document someone signs.
+fn inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => out.push(' '),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '#' | '!' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn markdown(blocks: &[Block]) -> String {
-    let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
+    let cell = |text: &str| inert(text);
     let mut out = String::new();
     for block in blocks {
         match block {

@@ -226,7 +226,19 @@ pub async fn audit_verify(
     stream: &StreamArgs,
 ) -> anyhow::Result<()> {
     let client = crate::client::Client::new(url, token)?;
-    let checkpoint = client.get_json("/v1/checkpoint").await?;
+    // A busy server gives no model digest until it can compute one at a checkpoint that holds.
+    let mut checkpoint = client.get_json("/v1/checkpoint").await?;
+    for _ in 0..20 {
+        if checkpoint["model_digest"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        checkpoint = client.get_json("/v1/checkpoint").await?;
+    }
+    anyhow::ensure!(
+        checkpoint["model_digest"].is_string(),
+        "inconclusive: the server gave no model digest for 10 s (too busy to compute one); try again when it is quieter"
+    );
     let seq = checkpoint["seq"]
         .as_u64()
         .context("the server's checkpoint has no seq")?;
@@ -254,8 +266,14 @@ pub async fn audit_verify(
         "  model digest  server {}\n                replay {model_digest}",
         server_model.unwrap_or("(not given: the server was busy; run again)")
     );
-    // Name the first totals that differ, as far as the server's totals still are at `seq`.
+    // Name the first totals that differ, if the server's totals are still at `seq`.
     let totals: Value = client.get_json("/v1/totals").await?;
+    if totals["as_of_seq"].as_u64() != Some(seq) {
+        anyhow::bail!(
+            "the server's read model does not match an independent replay of the log at seq {seq} (it has moved on to seq {}, so its totals cannot be compared row by row)",
+            totals["as_of_seq"]
+        );
+    }
     let theirs: Vec<String> = totals["rows"]
         .as_array()
         .into_iter()

@@ -108,22 +108,59 @@ impl Client {
     }
 }
 
-/// One request's body and how many events it holds.
-pub type Chunk = (usize, Vec<u8>);
+/// Bytes per request, well below the server's default body limit of 1 MiB.
+const SUBMIT_BYTES: usize = 512 * 1024;
 
-/// Splits a file into requests: NDJSON by lines, CSV by whole events (rows of one `ref` stay
-/// together) with the header repeated.
+/// One request: its body, how many events it holds, and the file line of each of its lines (or
+/// CSV data rows), so that the server's per-request line numbers can be told as file lines.
+pub struct Chunk {
+    /// Events in it.
+    pub events: usize,
+    /// The request body.
+    pub body: Vec<u8>,
+    /// File line of the body's n-th line (NDJSON) or data row (CSV), n from 1.
+    pub lines: Vec<u64>,
+}
+
+/// Splits a file into requests of at most [`SUBMIT_CHUNK`] events and about [`SUBMIT_BYTES`]:
+/// NDJSON by lines, CSV by whole events (rows of one `ref` stay together) with the header
+/// repeated.
 pub fn chunks(path: &Path, text: &str) -> anyhow::Result<(&'static str, Vec<Chunk>)> {
     let is_csv = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let mut out = Vec::new();
     if !is_csv {
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        let chunks = lines
-            .chunks(SUBMIT_CHUNK)
-            .map(|c| (c.len(), (c.join("\n") + "\n").into_bytes()))
-            .collect();
-        return Ok(("application/x-ndjson", chunks));
+        let mut current = Chunk {
+            events: 0,
+            body: Vec::new(),
+            lines: Vec::new(),
+        };
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let full =
+                current.events == SUBMIT_CHUNK || current.body.len() + line.len() > SUBMIT_BYTES;
+            if full && current.events > 0 {
+                out.push(std::mem::replace(
+                    &mut current,
+                    Chunk {
+                        events: 0,
+                        body: Vec::new(),
+                        lines: Vec::new(),
+                    },
+                ));
+            }
+            current.body.extend_from_slice(line.as_bytes());
+            current.body.push(b'\n');
+            current.lines.push(n as u64 + 1);
+            current.events += 1;
+        }
+        if current.events > 0 {
+            out.push(current);
+        }
+        return Ok(("application/x-ndjson", out));
     }
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader
@@ -134,20 +171,19 @@ pub fn chunks(path: &Path, text: &str) -> anyhow::Result<(&'static str, Vec<Chun
         .iter()
         .position(|h| h.trim() == "ref")
         .with_context(|| format!("{} has no ref column", path.display()))?;
-    let mut groups: Vec<(String, Vec<csv::StringRecord>)> = Vec::new();
+    let mut groups: Vec<Vec<csv::StringRecord>> = Vec::new();
     let mut index = std::collections::HashMap::new();
     for row in reader.records() {
         let row = row.with_context(|| format!("{} is not valid CSV", path.display()))?;
         let reference = row.get(ref_column).unwrap_or("").trim().to_owned();
-        let slot = *index.entry(reference.clone()).or_insert_with(|| {
-            groups.push((reference, Vec::new()));
+        let slot = *index.entry(reference).or_insert_with(|| {
+            groups.push(Vec::new());
             groups.len() - 1
         });
-        groups[slot].1.push(row);
+        groups[slot].push(row);
     }
-    let mut chunks = Vec::new();
     let mut current: Vec<&csv::StringRecord> = Vec::new();
-    let mut events = 0;
+    let (mut events, mut bytes) = (0usize, 0usize);
     let flush = |rows: &mut Vec<&csv::StringRecord>,
                  events: &mut usize,
                  out: &mut Vec<Chunk>|
@@ -160,20 +196,30 @@ pub fn chunks(path: &Path, text: &str) -> anyhow::Result<(&'static str, Vec<Chun
         for row in rows.iter() {
             writer.write_record(*row)?;
         }
-        out.push((*events, writer.into_inner().context("cannot write CSV")?));
+        out.push(Chunk {
+            events: *events,
+            body: writer.into_inner().context("cannot write CSV")?,
+            lines: rows
+                .iter()
+                .map(|r| r.position().map_or(0, csv::Position::line))
+                .collect(),
+        });
         rows.clear();
         *events = 0;
         Ok(())
     };
-    for (_, rows) in &groups {
-        if current.len() + rows.len() > SUBMIT_CHUNK {
-            flush(&mut current, &mut events, &mut chunks)?;
+    for rows in &groups {
+        let size: usize = rows.iter().map(|r| r.as_slice().len() + r.len()).sum();
+        if current.len() + rows.len() > SUBMIT_CHUNK || bytes + size > SUBMIT_BYTES {
+            flush(&mut current, &mut events, &mut out)?;
+            bytes = 0;
         }
         current.extend(rows.iter());
         events += 1;
+        bytes += size;
     }
-    flush(&mut current, &mut events, &mut chunks)?;
-    Ok(("text/csv", chunks))
+    flush(&mut current, &mut events, &mut out)?;
+    Ok(("text/csv", out))
 }
 
 /// `fundflow submit FILE`.
@@ -182,7 +228,7 @@ pub async fn submit(path: &Path, url: &str, token: &str, wait: bool) -> anyhow::
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (content_type, chunks) = chunks(path, &text)?;
     let client = Client::new(url, token)?;
-    let events: usize = chunks.iter().map(|(n, _)| n).sum();
+    let events: usize = chunks.iter().map(|c| c.events).sum();
     let bar = indicatif::ProgressBar::new(u64::try_from(events).unwrap_or(u64::MAX));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -191,15 +237,22 @@ pub async fn submit(path: &Path, url: &str, token: &str, wait: bool) -> anyhow::
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut totals = Totals::default();
-    for (count, body) in chunks {
+    for Chunk {
+        events: count,
+        body,
+        lines,
+    } in chunks
+    {
         let results = client.post_events(content_type, body, wait).await?;
         for result in &results {
             let status = result["status"].as_str().unwrap_or("unknown").to_owned();
             if matches!(status.as_str(), "refused" | "conflict" | "rejected")
                 && totals.refusals.len() < 20
             {
+                // The server counts lines within the request; tell the file's line.
                 let line = result["line"]
                     .as_u64()
+                    .and_then(|l| lines.get(usize::try_from(l).ok()?.checked_sub(1)?))
                     .map_or(String::new(), |l| format!("line {l}: "));
                 let detail = result["problem"]["detail"]
                     .as_str()

@@ -226,6 +226,9 @@ enum AuditCommand {
         /// HTML instead of Markdown (also chosen by an --out ending in .html).
         #[arg(long)]
         html: bool,
+        /// `md` or `html` (the same as --html).
+        #[arg(long, value_parser = ["md", "html"])]
+        format: Option<String>,
     },
 }
 
@@ -402,12 +405,15 @@ fn main() -> ExitCode {
                     cutoff,
                     out,
                     html,
+                    format,
                 },
         } => runtime().and_then(|rt| {
             let html = html
-                || out
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("html"));
+                || format.as_deref() == Some("html")
+                || (format.is_none()
+                    && out
+                        .extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("html")));
             rt.block_on(audit::audit_report(&source, &stream, &cutoff, &out, html))
         }),
         Command::Rebuild { log } => {

@@ -149,6 +149,8 @@ pub async fn start(
         EventLog::Embedded(_) => None,
     };
 
+    let partners: Arc<std::collections::BTreeSet<String>> =
+        Arc::new(access.partner_ids().map(str::to_owned).collect());
     let mut app = App {
         access: Arc::new(access),
         gateway: None,
@@ -210,7 +212,7 @@ pub async fn start(
             let submit_gateway = gateway.clone();
             let stop = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
-                nats_service::serve_submissions(client, submit_gateway, stop)
+                nats_service::serve_submissions(client, submit_gateway, partners, stop)
                     .await
                     .context("cannot serve NATS submissions")
             }));

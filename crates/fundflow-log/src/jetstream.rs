@@ -275,8 +275,10 @@ impl JetStreamLog {
     /// The sends are awaited one after another, so the stream stores the records in request
     /// order; only the acks overlap. A record whose ack fails is sent again on its own (same
     /// `Nats-Msg-Id`): if records after it were stored meanwhile, it lands after them. The log's
-    /// order is the order of acknowledgement, and a writer that needs one event before another
-    /// (a payment after its pledge) waits for the first ack, as the gateway does.
+    /// order is the order of acknowledgement: a writer that needs one event before another (a
+    /// payment after its pledge) must wait for the first ack before sending the second. The
+    /// gateway does not reorder within a request; partners send dependent events in a later
+    /// request (README, "Submitting").
     pub async fn append_batch(
         &self,
         requests: &[AppendRequest],
@@ -463,9 +465,11 @@ impl JetStreamLog {
         }
     }
 
-    async fn stream(&self) -> Result<stream::Stream<stream::Info>, LogError> {
+    /// A handle on the stream without asking the server for its info (one round trip saved per
+    /// lookup).
+    async fn stream(&self) -> Result<stream::Stream<()>, LogError> {
         self.context
-            .get_stream(&self.config.stream)
+            .get_stream_no_info(&self.config.stream)
             .await
             .map_err(|err| {
                 LogError::with_source(LogErrorKind::Read, "cannot look the stream up", err)

@@ -307,7 +307,7 @@ impl Gateway {
             results[index] = Some(result);
         }
         for result in results.iter().flatten() {
-            if matches!(result.status, Status::Refused | Status::Conflict) {
+            if result.status == Status::Refused {
                 metrics::counter!("fundflow_gateway_events_total", "status" => status_name(result.status)).increment(1);
             }
         }
@@ -350,6 +350,20 @@ impl Gateway {
         if let Err(rejection) = Event::from_envelope(&envelope) {
             return Err((event_id, Problem::rejected(&rejection)));
         }
+        let size = envelope.encoded_len();
+        if size > fundflow_domain::limits::ENVELOPE_BYTES_MAX {
+            return Err((
+                event_id,
+                Problem::bad_request(
+                    "too_large",
+                    "",
+                    format!(
+                        "the event encodes to {size} bytes, more than the limit of {}; split it",
+                        fundflow_domain::limits::ENVELOPE_BYTES_MAX
+                    ),
+                ),
+            ));
+        }
         let request = AppendRequest {
             partner_id: partner_id.to_owned(),
             event_id: envelope.event_id.clone(),
@@ -367,6 +381,8 @@ impl Gateway {
             self.log.get(seq).await.map_err(|err| {
                 Problem::unavailable(format!("cannot read record {seq} back: {err}"))
             })?;
+        // A publish whose ack was lost and whose retry found its own first copy is reported
+        // `duplicate` too: counted once either way, which is what matters.
         let same = stored
             .and_then(|record| v1::Envelope::decode(record.bytes.as_ref()).ok())
             .is_some_and(|earlier| same_content(&earlier, envelope));

@@ -101,7 +101,13 @@ async fn track(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    // Only the methods the API knows become label values, so clients cannot mint series.
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "HEAD" => "HEAD",
+        _ => "other",
+    };
     let span = tracing::info_span!("request", %method, %route);
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
@@ -152,7 +158,13 @@ fn partner_scope(principal: &Principal, asked: Option<&str>) -> Result<String, P
         (Some(_), Some(_)) => Err(Problem::forbidden(
             "a partner may read only its own events and pledges",
         )),
-        (None, Some(asked)) => Ok(asked.to_owned()),
+        (None, Some(asked)) if fundflow_domain::event::is_valid_partner_id(asked) => {
+            Ok(asked.to_owned())
+        }
+        (None, Some(asked)) => Err(Problem::bad_query(
+            "invalid_partner",
+            format!("partner {asked:?} is not a partner id ([a-z0-9][a-z0-9-]{{0,63}})"),
+        )),
         (None, None) => Err(Problem::bad_query(
             "missing_partner",
             "name the partner with ?partner=<partner_id>",

@@ -65,7 +65,7 @@ pub struct EventObject {
     pub grant_id: Option<String>,
     /// In-kind donations.
     pub donation_id: Option<String>,
-    /// In-kind donations: `declared`, `fair_value` or `cost`.
+    /// In-kind donations: `declared` (the default), `fair_value` or `cost`.
     pub valuation_basis: Option<String>,
     /// Reversals: the id of the event undone.
     pub reverses_event_id: Option<String>,
@@ -279,9 +279,9 @@ pub fn to_envelope(
             })
         }
         "in_kind_donation_recorded" => {
+            // A donor who submits a value without saying how it was found declares it.
             let basis = match object.valuation_basis.as_deref() {
-                None => v1::ValuationBasis::Unspecified,
-                Some("declared") => v1::ValuationBasis::Declared,
+                None | Some("declared") => v1::ValuationBasis::Declared,
                 Some("fair_value") => v1::ValuationBasis::FairValue,
                 Some("cost") => v1::ValuationBasis::Cost,
                 Some(other) => {
@@ -506,7 +506,6 @@ mod tests {
 
     const MASKS: &str = r#"{"type": "in_kind_donation_recorded", "ref": "ICSHP-2020-12-nepal", "occurred_on": "2020-12-15",
         "donation_id": "icshp-masks-nepal", "donor": "International Center on Small Hydro Power",
-        "valuation_basis": "declared",
         "amount": {"value": "31500.00", "currency": "USD"},
         "allocations": [{"country": "NP", "value": "31500.00",
                          "items": [{"item": "disposable surgical mask", "unit": "piece", "quantity": "210000"}]}],
