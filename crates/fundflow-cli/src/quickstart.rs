@@ -183,7 +183,12 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
         let reply = reviewer
             .get_json(&format!("/v1/totals?scope={scope}"))
             .await?;
-        println!("\nTotals by {scope} (as of seq {}):", reply["as_of_seq"]);
+        let title = match scope {
+            "global" => "World totals",
+            "region" => "Totals by M49 region",
+            _ => "Totals by recipient country",
+        };
+        println!("\n{title} (as of seq {}):", reply["as_of_seq"]);
         crate::print_total_rows(&reply["rows"]);
     }
     let in_kind = reviewer.get_json("/v1/in-kind?scope=country").await?;
