@@ -312,17 +312,9 @@ pub async fn audit_verify(
 }
 
 fn row_line(row: &Value) -> String {
-    [
-        "scope",
-        "key",
-        "kind",
-        "currency",
-        "amount",
-        "usd_equivalent",
-        "unconverted",
-    ]
-    .iter()
-    .map(|k| row[*k].as_str().unwrap_or(""))
-    .collect::<Vec<_>>()
-    .join(" ")
+    crate::replay::COLUMNS
+        .iter()
+        .map(|k| row[*k].as_str().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

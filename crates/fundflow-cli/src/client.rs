@@ -57,13 +57,8 @@ impl Client {
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body)
             .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .with_context(|| format!("{url} answered {status} without a JSON body"))?;
+            .await;
+        let (status, body) = json_reply(&url, response).await?;
         if let Some(results) = body.get("results").and_then(Value::as_array) {
             return Ok(results.clone());
         }
@@ -86,18 +81,8 @@ impl Client {
     /// GETs a JSON document.
     pub async fn get_json(&self, path_and_query: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path_and_query}", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .with_context(|| format!("{url} answered {status} without a JSON body"))?;
+        let response = self.http.get(&url).bearer_auth(&self.token).send().await;
+        let (status, body) = json_reply(&url, response).await?;
         if !status.is_success() {
             anyhow::bail!(
                 "{url} answered {status}: {}",
@@ -106,6 +91,20 @@ impl Client {
         }
         Ok(body)
     }
+}
+
+/// The status and JSON body of a reply, or why there is none.
+async fn json_reply(
+    url: &str,
+    response: reqwest::Result<reqwest::Response>,
+) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let response = response.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response
+        .json()
+        .await
+        .with_context(|| format!("{url} answered {status} without a JSON body"))?;
+    Ok((status, body))
 }
 
 /// Bytes per request, well below the server's default body limit of 1 MiB.

@@ -32,7 +32,7 @@ pub fn replay_file(path: &Path, format: Format) -> anyhow::Result<()> {
 }
 
 /// The columns of a totals row, in the order every format prints them.
-const COLUMNS: [&str; 7] = [
+pub const COLUMNS: [&str; 7] = [
     "scope",
     "key",
     "kind",
