@@ -24,7 +24,7 @@ pub struct SourceArgs {
     /// An export (`log export`) or a plain file of envelopes.
     #[arg(long)]
     pub file: Option<PathBuf>,
-    /// The NATS server of the JetStream log.
+    /// The NATS servers of the JetStream log, comma-separated.
     #[arg(long)]
     pub nats_url: Option<String>,
     /// A data directory with an embedded log (`DIR/log`; no process may hold it open).
@@ -35,9 +35,12 @@ pub struct SourceArgs {
 /// Options of the JetStream source.
 #[derive(Args, Clone, Debug)]
 pub struct StreamArgs {
-    /// A NATS credentials file.
+    /// A NATS credentials file (JWT and seed).
     #[arg(long, env = "FUNDFLOW_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
+    /// A file holding the NATS user's NKey seed (an auditor's, see `fundflow nkey new`).
+    #[arg(long, env = "FUNDFLOW_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
     /// The JetStream stream's name.
     #[arg(long, env = "FUNDFLOW_STREAM", default_value = "FUNDFLOW")]
     pub stream: String,
@@ -80,6 +83,8 @@ fn log_args(source: &SourceArgs, stream: &StreamArgs) -> LogArgs {
     LogArgs {
         nats_url: source.nats_url.clone().unwrap_or_default(),
         nats_creds: stream.nats_creds.clone(),
+        nats_nkey: stream.nats_nkey.clone(),
+        nats_name: Some("fundflow audit".into()),
         embedded: source.data_dir.is_some(),
         stream: stream.stream.clone(),
         replicas: None,

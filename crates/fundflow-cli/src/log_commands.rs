@@ -29,6 +29,10 @@ pub async fn open_log(args: &LogArgs) -> anyhow::Result<EventLog> {
     }
     let mut config = JetStreamConfig::new(&args.nats_url);
     config.credentials.clone_from(&args.nats_creds);
+    config.nkey_seed_file.clone_from(&args.nats_nkey);
+    if let Some(name) = &args.nats_name {
+        config.client_name.clone_from(name);
+    }
     config.stream.clone_from(&args.stream);
     config.replicas = args.replicas;
     config.duplicate_window = args.duplicate_window_secs.map(Duration::from_secs);

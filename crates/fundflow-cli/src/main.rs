@@ -4,6 +4,7 @@
 mod audit;
 mod client;
 mod log_commands;
+mod nats_commands;
 mod quickstart;
 mod replay;
 mod serve;
@@ -93,6 +94,24 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// NATS user keys (NKeys) for the access config.
+    Nkey {
+        #[command(subcommand)]
+        command: NkeyCommand,
+    },
+    /// Write nats-server's `authorization` block (the users and their permissions) from the
+    /// access config, for the configs in deploy/nats.
+    NatsConfig {
+        /// The access config (TOML) the gateways and projectors use.
+        #[arg(long, env = "FUNDFLOW_CONFIG")]
+        config: PathBuf,
+        /// The JetStream stream's name.
+        #[arg(long, env = "FUNDFLOW_STREAM", default_value = "FUNDFLOW")]
+        stream: String,
+        /// Where to write it (replaced atomically); standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Fold a file of length-delimited envelopes (or a log export) and print its totals and
     /// digests.
@@ -248,19 +267,40 @@ enum TokenCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum NkeyCommand {
+    /// Write a fresh NATS user seed to a file (mode 0600) and print the public key with the
+    /// config line that grants it a role.
+    New {
+        /// Where to write the seed; an existing file is never overwritten.
+        #[arg(long)]
+        seed_file: PathBuf,
+        /// service (gateways and projectors), partner or auditor.
+        #[arg(long, default_value = "partner")]
+        role: String,
+    },
+}
+
 /// Which log, and where the read model lives.
 #[derive(Args, Clone)]
 pub struct LogArgs {
-    /// The NATS server of the JetStream log.
+    /// The NATS servers of the JetStream log, comma-separated (a cluster's nodes).
     #[arg(
         long,
         env = "FUNDFLOW_NATS_URL",
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// A NATS credentials file.
+    /// A NATS credentials file (JWT and seed).
     #[arg(long, env = "FUNDFLOW_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
+    /// A file holding the NATS user's NKey seed (see `fundflow nkey new`).
+    #[arg(long, env = "FUNDFLOW_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// The connection's name on the NATS servers' monitoring pages (default: fundflow and the
+    /// command).
+    #[arg(long, env = "FUNDFLOW_NATS_NAME")]
+    pub nats_name: Option<String>,
     /// Use the embedded log in DATA_DIR/log instead of NATS (one machine, no server).
     #[arg(long)]
     pub embedded: bool,
@@ -269,7 +309,7 @@ pub struct LogArgs {
     pub stream: String,
     /// Replicas of the stream when creating it (1 on one node, 3 in a cluster); an existing
     /// stream must have as many.
-    #[arg(long)]
+    #[arg(long, env = "FUNDFLOW_REPLICAS")]
     pub replicas: Option<usize>,
     /// JetStream's duplicate window in seconds when creating the stream; an existing stream
     /// must have the same.
@@ -366,6 +406,14 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::New { role, name, id },
         } => token_new(&role, &name, id.as_deref()),
+        Command::Nkey {
+            command: NkeyCommand::New { seed_file, role },
+        } => nats_commands::nkey_new(&seed_file, &role),
+        Command::NatsConfig {
+            config,
+            stream,
+            out,
+        } => nats_commands::nats_config(&config, &stream, out.as_deref()),
         Command::Log {
             command:
                 LogCommand::Export {

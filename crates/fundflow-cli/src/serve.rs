@@ -140,7 +140,16 @@ pub async fn start(
         http.request_timeout_secs
     );
     let metrics = metrics_handle()?;
-    let log = open_log(log_args).await?;
+    let mut log_args = log_args.clone();
+    if log_args.nats_name.is_none() {
+        let command = match mode {
+            Mode::Serve => "serve",
+            Mode::Gateway => "gateway",
+            Mode::Project => "project",
+        };
+        log_args.nats_name = Some(format!("fundflow {command}"));
+    }
+    let log = open_log(&log_args).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (notices_tx, _) = broadcast::channel::<Arc<FoldNotice>>(1024);
     let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();

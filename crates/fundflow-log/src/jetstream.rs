@@ -34,10 +34,17 @@ use crate::{AppendRequest, Appended, LogError, LogErrorKind, Record};
 /// How to reach and shape the stream.
 #[derive(Debug, Clone)]
 pub struct JetStreamConfig {
-    /// `nats://host:port` (or `tls://...` to require TLS).
+    /// `nats://host:port` (or `tls://...` to require TLS); several servers of one cluster are
+    /// separated by commas, and the client also learns the cluster's other servers from the one
+    /// it reaches.
     pub url: String,
-    /// A NATS credentials file, if the server requires one.
+    /// A NATS credentials file (JWT and seed), if the server requires one.
     pub credentials: Option<PathBuf>,
+    /// A file holding a user's NKey seed (`SU...`), for servers that list users by NKey, as
+    /// `deploy/nats` does.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// The connection's name, as the server's monitoring pages show it.
+    pub client_name: String,
     /// The stream's name.
     pub stream: String,
     /// Replicas when creating the stream (1 on one node, 3 in a cluster); when `None`, an
@@ -61,6 +68,8 @@ impl JetStreamConfig {
         JetStreamConfig {
             url: url.into(),
             credentials: None,
+            nkey_seed_file: None,
+            client_name: "fundflow".into(),
             stream: "FUNDFLOW".into(),
             replicas: None,
             duplicate_window: None,
@@ -111,8 +120,9 @@ impl JetStreamLog {
     pub async fn connect(config: JetStreamConfig) -> Result<JetStreamLog, LogError> {
         let stats = Arc::new(ConnectionStats::default());
         let events = Arc::clone(&stats);
+        let servers = server_addrs(&config.url)?;
         let mut options = async_nats::ConnectOptions::new()
-            .name("fundflow")
+            .name(&config.client_name)
             .require_tls(config.url.starts_with("tls://"))
             .max_reconnects(None)
             .event_callback(move |event| {
@@ -141,7 +151,10 @@ impl JetStreamLog {
                 )
             })?;
         }
-        let client = options.connect(config.url.as_str()).await.map_err(|err| {
+        if let Some(path) = &config.nkey_seed_file {
+            options = options.nkey(read_nkey_seed(path)?);
+        }
+        let client = options.connect(servers).await.map_err(|err| {
             LogError::with_source(
                 LogErrorKind::Connect,
                 format!("cannot connect to {}", config.url),
@@ -501,6 +514,56 @@ impl JetStreamLog {
             .map_err(|err| read_error("cannot read the stream", err.into()))?;
         Ok(JetStreamReader { messages })
     }
+}
+
+/// The servers of a comma-separated URL list.
+fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, LogError> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>().map_err(|err| {
+                LogError::with_source(
+                    LogErrorKind::Connect,
+                    format!("{url:?} is not a NATS server URL"),
+                    err,
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|servers| {
+            if servers.is_empty() {
+                Err(LogError::new(
+                    LogErrorKind::Connect,
+                    "no NATS server URL given",
+                ))
+            } else {
+                Ok(servers)
+            }
+        })
+}
+
+/// Reads an NKey seed file: one line, a user seed (`SU...`), which is checked here so that a
+/// wrong file is named rather than reported as an authorization failure.
+fn read_nkey_seed(path: &std::path::Path) -> Result<String, LogError> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        LogError::with_source(
+            LogErrorKind::Connect,
+            format!("cannot read the NKey seed file {}", path.display()),
+            err,
+        )
+    })?;
+    let seed = text.trim().to_owned();
+    if !seed.starts_with("SU") || nkeys::KeyPair::from_seed(&seed).is_err() {
+        return Err(LogError::new(
+            LogErrorKind::Connect,
+            format!(
+                "{} does not hold a NATS user NKey seed (one line starting with SU, as `fundflow nkey new` writes)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(seed)
 }
 
 /// What about `existing` contradicts fundflow's settings, one phrase each.

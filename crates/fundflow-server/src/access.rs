@@ -70,7 +70,7 @@ pub enum ConfigError {
 }
 
 /// The config file's shape.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessFile {
     /// Partner institutions.
@@ -82,10 +82,23 @@ pub struct AccessFile {
     /// Auditors.
     #[serde(default)]
     pub auditors: Vec<ReaderEntry>,
+    /// NATS users besides the partners' and auditors' own (`[nats]`).
+    #[serde(default)]
+    pub nats: NatsEntry,
+}
+
+/// `[nats]`: the service's NATS users, for `fundflow nats-config`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsEntry {
+    /// Public NKeys (`U...`) of the gateways and projectors: the only users that may publish on
+    /// the stream's subjects.
+    #[serde(default)]
+    pub service_nkeys: Vec<String>,
 }
 
 /// `[[partners]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerEntry {
     /// The partner id, `[a-z0-9][a-z0-9-]{0,63}`.
@@ -94,16 +107,38 @@ pub struct PartnerEntry {
     pub name: String,
     /// Hex SHA-256 of the bearer token.
     pub token_sha256: String,
+    /// The public NKey (`U...`) of the partner's NATS user, if it submits over NATS.
+    #[serde(default)]
+    pub nats_nkey: Option<String>,
 }
 
 /// `[[reviewers]]` and `[[auditors]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaderEntry {
     /// The person's or team's name.
     pub name: String,
     /// Hex SHA-256 of the bearer token.
     pub token_sha256: String,
+    /// An auditor's public NKey (`U...`), for reading the stream over NATS; reviewers read over
+    /// HTTP and have none.
+    #[serde(default)]
+    pub nats_nkey: Option<String>,
+}
+
+impl AccessFile {
+    /// Reads and parses a config file, without checking its entries.
+    pub fn read(path: &Path) -> Result<AccessFile, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: shown,
+            message: err.message().to_owned(),
+        })
+    }
 }
 
 /// The principals a server knows, by token hash.
@@ -115,22 +150,8 @@ pub struct AccessControl {
 impl AccessControl {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<AccessControl, ConfigError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        AccessControl::parse(&text).map_err(|err| match err {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: shown,
-                message,
-            },
-            ConfigError::Invalid { message, .. } => ConfigError::Invalid {
-                path: shown,
-                message,
-            },
-            other => other,
-        })
+        let file = AccessFile::read(path)?;
+        AccessControl::from_file(file).map_err(|err| err.at(path))
     }
 
     /// Parses and checks a config text.
@@ -148,6 +169,7 @@ impl AccessControl {
             path: String::new(),
             message,
         };
+        check_nats_keys(&file)?;
         let mut principals = Vec::new();
         let entries = file
             .partners
@@ -225,6 +247,74 @@ impl AccessControl {
             .iter()
             .filter_map(|(_, p)| p.partner_id.as_deref())
     }
+}
+
+impl ConfigError {
+    /// The same error, naming the file it is about.
+    pub fn at(self, path: &Path) -> ConfigError {
+        let path = path.display().to_string();
+        match self {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path, message },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid { path, message },
+            other => other,
+        }
+    }
+}
+
+/// Every NKey in the file is a user's public key, given to one principal only, and no reviewer
+/// has one.
+fn check_nats_keys(file: &AccessFile) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: String::new(),
+        message,
+    };
+    if let Some(reviewer) = file.reviewers.iter().find(|r| r.nats_nkey.is_some()) {
+        return Err(invalid(format!(
+            "reviewer {:?}: reviewers read over HTTP and have no NATS user; remove nats_nkey",
+            reviewer.name
+        )));
+    }
+    let keys = file
+        .partners
+        .iter()
+        .filter_map(|p| Some((format!("partner {:?}", p.id), p.nats_nkey.as_deref()?)))
+        .chain(
+            file.auditors
+                .iter()
+                .filter_map(|a| Some((format!("auditor {:?}", a.name), a.nats_nkey.as_deref()?))),
+        )
+        .chain(
+            file.nats
+                .service_nkeys
+                .iter()
+                .map(|k| ("[nats] service_nkeys".to_owned(), k.as_str())),
+        );
+    let mut seen = std::collections::BTreeMap::new();
+    for (who, key) in keys {
+        if !is_user_public_key(key) {
+            return Err(invalid(format!(
+                "{who}: {key:?} is not a NATS user's public NKey (56 characters starting with U, as `fundflow nkey new` prints it)"
+            )));
+        }
+        if let Some(first) = seen.insert(key, who.clone()) {
+            return Err(invalid(format!(
+                "{who}: its NATS NKey is already given to {first}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key` is a NATS user's public NKey.
+pub fn is_user_public_key(key: &str) -> bool {
+    key.starts_with('U') && nkeys::KeyPair::from_public_key(key).is_ok()
+}
+
+/// A fresh NATS user NKey: the seed (a secret, for the user's seed file) and the public key (for
+/// the config).
+pub fn new_nkey() -> Result<(String, String), nkeys::error::Error> {
+    let pair = nkeys::KeyPair::new_user();
+    Ok((pair.seed()?, pair.public_key()))
 }
 
 /// A fresh random bearer token and the hex SHA-256 to put in the config.

@@ -13,6 +13,7 @@ pub mod csv_import;
 pub mod gateway;
 pub mod http;
 pub mod json;
+pub mod nats_auth;
 pub mod nats_service;
 pub mod problem;
 pub mod query;

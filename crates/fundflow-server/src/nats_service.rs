@@ -5,9 +5,9 @@
 //!
 //! The subject is the partner's identity here, as the bearer token is over HTTP; only partners in
 //! the access config are served. Who may publish on a partner's submit subject, and on
-//! `fundflow.v1.folded`, is for NATS permissions to enforce (per-partner users: the deploy
-//! issue); until they are in place, any client of the NATS server can submit as any configured
-//! partner.
+//! `fundflow.v1.folded`, is for NATS permissions to enforce: `fundflow nats-config` generates
+//! per-partner users (see [`crate::nats_auth`]) for the server configs in `deploy/nats`. A
+//! server without them lets any client submit as any configured partner.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
