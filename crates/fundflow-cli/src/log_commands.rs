@@ -97,9 +97,7 @@ pub async fn publish_file(path: &Path, args: &LogArgs) -> anyhow::Result<()> {
 pub async fn project(args: &LogArgs, once: bool) -> anyhow::Result<()> {
     let log = open_log(args).await?;
     let model_dir = args.data_dir.join("model");
-    let projector = Projector::open(&model_dir, &log, ProjectorConfig::default())
-        .await
-        .with_context(|| format!("cannot open the read model in {}", model_dir.display()))?;
+    let projector = Projector::open(&model_dir, &log, ProjectorConfig::default()).await?;
     let started = Instant::now();
     let from = projector.ledger().last_seq();
     let until = if once {

@@ -223,6 +223,7 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
         return running.stop().await;
     }
     println!("\nServing on {base} until Ctrl-C.");
-    crate::log_commands::shutdown_signal().await;
-    running.stop().await
+    running
+        .run_until(crate::log_commands::shutdown_signal())
+        .await
 }

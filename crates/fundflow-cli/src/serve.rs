@@ -16,7 +16,7 @@ use fundflow_projector::{FoldNotice, Projector, ProjectorConfig, RunUntil};
 use fundflow_server::{AccessControl, App, Gateway, Limits, Queries, nats_service};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::{broadcast, watch};
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use crate::LogArgs;
 use crate::log_commands::{open_log, shutdown_signal};
@@ -70,18 +70,55 @@ pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+    tasks: JoinSet<anyhow::Result<()>>,
 }
 
 impl Running {
     /// Stops taking requests, lets the projector finish its batch, and waits for everything.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            task.await.context("a server task failed")??;
+        let mut first_error = None;
+        while let Some(ended) = self.tasks.join_next().await {
+            if let Err(err) = flatten(ended) {
+                first_error.get_or_insert(err);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
+
+    /// Runs until `shutdown` completes, then stops in order; or, if a task ends first (the
+    /// projector cannot write its model, the HTTP server fails), stops the others and returns
+    /// that task's error, so that the process exits non-zero rather than serve a model that no
+    /// longer moves.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let ended = tokio::select! {
+            () = shutdown => None,
+            ended = self.tasks.join_next() => ended,
+        };
+        let Some(ended) = ended else {
+            tracing::info!("stopping: finishing the batch in hand");
+            return self.stop().await;
+        };
+        let cause = match flatten(ended) {
+            Err(err) => err,
+            Ok(()) => anyhow::anyhow!("a server task ended on its own"),
+        };
+        tracing::error!(
+            error = format!("{cause:#}"),
+            "stopping: a server task failed"
+        );
+        if let Err(also) = self.stop().await {
+            tracing::warn!(
+                error = format!("{also:#}"),
+                "another task failed while stopping"
+            );
+        }
+        Err(cause)
+    }
+}
+
+fn flatten(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    ended.context("a server task panicked")?
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -152,7 +189,7 @@ pub async fn start(
     let log = open_log(&log_args).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (notices_tx, _) = broadcast::channel::<Arc<FoldNotice>>(1024);
-    let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    let mut tasks = JoinSet::new();
     let nats = match &log {
         EventLog::JetStream(js) => Some(js.client().clone()),
         EventLog::Embedded(_) => None,
@@ -177,22 +214,20 @@ pub async fn start(
             notices: Some(notices_tx.clone()),
             ..ProjectorConfig::default()
         };
-        let projector = Projector::open(&model_dir, &log, config)
-            .await
-            .with_context(|| format!("cannot open the read model in {}", model_dir.display()))?;
+        let projector = Projector::open(&model_dir, &log, config).await?;
         app.ready_at_seq = log.last_seq().await?;
         app.projector = Some(projector.metrics());
         model = Some(projector.model().clone());
         app.queries = Some(Queries::new(projector.model().clone(), log.clone()));
         let run_log = log.clone();
         let stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             projector
                 .run(run_log, RunUntil::Stopped(stop))
                 .await
                 .context("the projector stopped")?;
             Ok(())
-        }));
+        });
         if let Some(client) = &nats {
             tokio::spawn(nats_service::publish_notices(
                 client.clone(),
@@ -220,11 +255,11 @@ pub async fn start(
             let client = client.clone();
             let submit_gateway = gateway.clone();
             let stop = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 nats_service::serve_submissions(client, submit_gateway, partners, stop)
                     .await
                     .context("cannot serve NATS submissions")
-            }));
+            });
         }
         app.gateway = Some(gateway);
     }
@@ -235,14 +270,14 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let router = fundflow_server::router(app);
     let mut stop = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
+    tasks.spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await
             .context("the HTTP server failed")
-    }));
+    });
     tracing::info!(%addr, ?mode, log = log.kind(), "listening");
     Ok(Running {
         addr,
@@ -256,7 +291,5 @@ pub async fn run(mode: Mode, log_args: &LogArgs, http: &HttpArgs) -> anyhow::Res
     let access = load_access(http.config.as_ref())?;
     let running = start(mode, log_args, http, access).await?;
     eprintln!("fundflow: listening on http://{}", running.addr);
-    shutdown_signal().await;
-    tracing::info!("stopping: finishing the batch in hand");
-    running.stop().await
+    running.run_until(shutdown_signal()).await
 }
