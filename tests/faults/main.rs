@@ -7,8 +7,10 @@
 // Test code: a failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod disk;
 mod permissions;
+mod script;
 mod support;
 
 /// Held for a test's whole run.
