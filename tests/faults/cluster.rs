@@ -314,10 +314,14 @@ async fn killing_nodes_under_load_loses_nothing_acknowledged() {
             .unwrap();
     }
     let acked = Arc::try_unwrap(acked).ok().unwrap().into_inner();
+    let mut retries = 0.0;
+    for gateway in &gateways {
+        retries += gateway.metric("fundflow_log_publish_retries_total").await;
+    }
     report(
         TEST,
         format!(
-            "sent {EVENTS} events in {:.0} s: {} acknowledged, {} batch(es) sent again after an error or timeout, {} events answered as duplicates of a stored one (a resend, or the gateway's own retry of a publish whose ack was lost)",
+            "sent {EVENTS} events in {:.0} s: {} acknowledged, {} batch(es) sent again after an error or timeout, {} events answered as duplicates of a stored one (a resend, or the gateway's own retry of a publish whose ack was lost); the gateways' fundflow_log_publish_retries_total: {retries}",
             started.elapsed().as_secs_f64(),
             acked.events.len(),
             acked.resent_batches,
@@ -455,10 +459,16 @@ async fn the_projector_survives_the_loss_of_its_node() {
         .await
         .expect("the projector's connection");
     assert_ne!(now, holder);
+    let disconnects = projector.metric("fundflow_nats_disconnects_total").await;
+    assert!(disconnects >= 1.0, "disconnects {disconnects}");
+    assert_eq!(projector.metric("fundflow_nats_connected").await, 1.0);
+    let read_errors = projector
+        .metric("fundflow_projector_read_errors_total")
+        .await;
     report(
         TEST,
         format!(
-            "kill -9 {name}; 10,000 more published meanwhile (seq {second_seq}); the projector reconnected to {} and folded up to seq {}",
+            "kill -9 {name}; 10,000 more published meanwhile (seq {second_seq}); the projector reconnected to {} and folded up to seq {}; its /metrics: fundflow_nats_disconnects_total {disconnects}, fundflow_nats_connected 1, fundflow_projector_read_errors_total {read_errors}",
             nats.nodes[now].name, checkpoint["seq"]
         ),
     );

@@ -463,6 +463,20 @@ impl Fundflow {
         (status, reply.json().await.unwrap_or_default())
     }
 
+    /// A metric's value from `/metrics` (the sum over its label sets), 0 if absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The read model's checkpoint (`/v1/checkpoint`).
     pub async fn checkpoint(&self, setup: &Setup) -> Value {
         let (status, body) = self.get("/v1/checkpoint", &setup.auditor_token).await;
@@ -527,14 +541,31 @@ pub fn audit_replay(setup: &Setup, nats: &Nats) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// The stream's state as a service client sees it: (messages, last seq, leader's name).
+/// The stream's state as a client sees it: (messages, last seq, leader's name). Asks again
+/// while the cluster elects a leader.
 pub async fn stream_state(client: &async_nats::Client) -> (u64, u64, Option<String>) {
-    let js = async_nats::jetstream::new(client.clone());
-    let mut stream = js.get_stream("FUNDFLOW").await.unwrap();
-    let info = stream.info().await.unwrap();
-    (
-        info.state.messages,
-        info.state.last_sequence,
-        info.cluster.as_ref().and_then(|c| c.leader.clone()),
-    )
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let js = async_nats::jetstream::new(client.clone());
+        let info = match js.get_stream("FUNDFLOW").await {
+            Ok(mut stream) => stream.info().await.cloned().map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        match info {
+            Ok(info) => {
+                return (
+                    info.state.messages,
+                    info.state.last_sequence,
+                    info.cluster.as_ref().and_then(|c| c.leader.clone()),
+                );
+            }
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no stream info within 60 s: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }

@@ -204,6 +204,10 @@ pub async fn start(
         projector: None,
         ready_at_seq: 0,
         ready: Arc::new(AtomicBool::new(false)),
+        nats: match &log {
+            EventLog::JetStream(js) => Some(js.stats()),
+            EventLog::Embedded(_) => None,
+        },
         metrics,
         limits: http.limits(),
     };

@@ -104,6 +104,9 @@ pub struct JetStreamLog {
     appending: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// How long connecting keeps asking for the stream while JetStream is unavailable.
+const STREAM_SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
 /// The server versions fundflow supports start at 2.10: 2.9 has no `sync_interval` and known
 /// replication bugs fixed later.
 fn supported(version: &str) -> bool {
@@ -178,8 +181,24 @@ impl JetStreamLog {
             stats,
             appending: Arc::new(tokio::sync::Mutex::new(())),
         };
-        log.ensure_stream().await?;
-        Ok(log)
+        // During a leader election or while nodes start, the JetStream API times out or answers
+        // "unavailable" for a few seconds: a process started then waits rather than exits.
+        let deadline = tokio::time::Instant::now() + STREAM_SETUP_PATIENCE;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match log.ensure_stream().await {
+                Ok(()) => return Ok(log),
+                Err(err)
+                    if err.kind() == LogErrorKind::Connect
+                        && tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::warn!(error = %err, ?backoff, "the stream cannot be set up yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// The server's version string, as it reported it at connect.
@@ -187,9 +206,9 @@ impl JetStreamLog {
         self.client.server_info().version
     }
 
-    /// Connection state and counters.
-    pub fn stats(&self) -> &ConnectionStats {
-        &self.stats
+    /// Connection state and counters, shared with the connection's event handler.
+    pub fn stats(&self) -> Arc<ConnectionStats> {
+        Arc::clone(&self.stats)
     }
 
     /// The NATS client, for services that also serve subjects.
@@ -227,7 +246,7 @@ impl JetStreamLog {
             Ok(mut existing) => {
                 let info = existing.info().await.map_err(|err| {
                     LogError::with_source(
-                        LogErrorKind::StreamConfig,
+                        LogErrorKind::Connect,
                         "cannot read the stream's settings",
                         err,
                     )
@@ -256,11 +275,16 @@ impl JetStreamLog {
                     .await
                     .map(drop)
                     .map_err(|err| {
-                        LogError::with_source(
-                            LogErrorKind::StreamConfig,
-                            "cannot create the stream",
-                            err,
-                        )
+                        // A timeout or an unavailable JetStream (a leader election, a node
+                        // starting) is worth another try; a refusal of the settings is not.
+                        let kind = match err.kind() {
+                            jetstream::context::CreateStreamErrorKind::TimedOut
+                            | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => {
+                                LogErrorKind::Connect
+                            }
+                            _ => LogErrorKind::StreamConfig,
+                        };
+                        LogError::with_source(kind, "cannot create the stream", err)
                     })
             }
             Err(err) => Err(LogError::with_source(

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use fundflow_log::jetstream::ConnectionStats;
 use fundflow_projector::Metrics as ProjectorMetrics;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -65,6 +66,8 @@ pub struct App {
     pub ready_at_seq: u64,
     /// Set once ready (it stays set).
     pub ready: Arc<AtomicBool>,
+    /// The NATS connection's state and counters, on the JetStream log.
+    pub nats: Option<Arc<ConnectionStats>>,
     /// Renders the metrics registry.
     pub metrics: PrometheusHandle,
     /// Request limits.
@@ -226,6 +229,17 @@ async fn metrics_text(State(app): State<App>) -> Response {
         } else {
             0.0
         });
+    }
+    if let Some(nats) = &app.nats {
+        metrics::gauge!("fundflow_nats_connected").set(if nats.connected.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::counter!("fundflow_nats_disconnects_total")
+            .absolute(nats.disconnects.load(Ordering::Relaxed));
+        metrics::counter!("fundflow_log_publish_retries_total")
+            .absolute(nats.publish_retries.load(Ordering::Relaxed));
     }
     (
         [(

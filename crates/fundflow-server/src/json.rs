@@ -195,7 +195,7 @@ pub fn to_envelope(
         && given != partner_id
     {
         return Err(Problem::forbidden(format!(
-            "partner_id {given:?} is not the partner this token belongs to ({partner_id:?})"
+            "partner_id {given:?} is not the submitting partner ({partner_id:?})"
         ))
         .with_field("partner_id"));
     }
