@@ -162,6 +162,52 @@ async fn a_partner_cannot_publish_as_another_or_onto_the_stream() {
         format!("icshp subscribing to _INBOX.>: refused ({error})"),
     );
 
+    // Another partner's inbox, to listen to its replies.
+    let _eavesdropper = icshp.subscribe("_INBOX_cabc.>").await.unwrap();
+    icshp.flush().await.unwrap();
+    let error = refused(&mut icshp_errors, "_INBOX_cabc.>").await;
+    assert!(
+        error.contains("Permissions Violation for Subscription"),
+        "{error}"
+    );
+    report(
+        TEST,
+        format!("icshp subscribing to cabc's inbox _INBOX_cabc.>: refused ({error})"),
+    );
+
+    // A request whose reply subject is the stream's: the gateway must not publish its answer
+    // there (it would be a record under cabc's subject).
+    let injected = fundflow_log::subject("cabc", &forged.event_id);
+    icshp
+        .publish_with_reply(
+            "fundflow.v1.submit.icshp",
+            injected.clone(),
+            envelope("icshp", &masks("own-2", "NPL", "1.00"))
+                .encode_to_vec()
+                .into(),
+        )
+        .await
+        .unwrap();
+    icshp.flush().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server
+        .metric("fundflow_nats_submissions_dropped_total")
+        .await
+        < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not drop the request"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report(
+        TEST,
+        format!(
+            "icshp submitting with reply subject {injected}: the gateway drops it unanswered and appends nothing (fundflow_nats_submissions_dropped_total 1)"
+        ),
+    );
+
     // The auditor reads the stream and writes nothing.
     let (auditor_errors_tx, mut auditor_errors) = mpsc::unbounded_channel();
     let auditor = connect_as(

@@ -930,7 +930,11 @@ async fn on_jetstream_partners_submit_over_http_and_nats_and_a_separate_gateway_
     );
 
     // Over NATS: JSON with a header, and a protobuf envelope, request-reply.
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    let client = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix("_INBOX_icshp")
+        .connect(nats.url())
+        .await
+        .unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Content-Type", "application/json");
     headers.insert("Fundflow-Wait", "true");

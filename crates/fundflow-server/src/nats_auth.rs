@@ -5,10 +5,16 @@
 //!
 //! - The service (gateways and projectors) is the only user that may publish on the stream's
 //!   subjects, `fundflow.v1.events.>`; of the JetStream API it may create and inspect the stream,
-//!   read records and run consumers, but not delete, purge or edit the stream.
+//!   read records and run consumers, but not delete, purge or edit the stream. It answers
+//!   partners only in their inboxes: no `allow_responses`, which would let it publish on any
+//!   reply subject a sender picks, the stream's included.
 //! - A partner may publish only on its own submit subject and receive replies under its own
 //!   inbox prefix, `_INBOX_<partner id>`, so that no partner can listen to another's replies.
-//! - An auditor may read the stream (stream info, record gets, consumers) and nothing else.
+//! - An auditor may read the stream (stream info, record gets, consumers) and write nothing.
+//!   The consumer API cannot be narrowed by subject to what a consumer delivers where: an
+//!   auditor could point a push consumer's deliveries at another subject. That gives it no
+//!   power to write or delete records, nor to read more than it may already read, so auditor
+//!   keys are for trusted auditors, as their HTTP tokens are.
 
 use std::fmt::Write as _;
 
@@ -32,8 +38,6 @@ pub struct NatsUser {
     pub publish: Vec<String>,
     /// Subjects it may subscribe to.
     pub subscribe: Vec<String>,
-    /// Whether it may reply to the requests it receives (the gateways answer partners).
-    pub allow_responses: bool,
 }
 
 /// The users of a config file's principals, for the stream `stream`. Checks the file as the
@@ -55,23 +59,29 @@ pub fn nats_users(file: &AccessFile, stream: &str) -> Result<Vec<NatsUser>, Conf
         subjects.extend_from_slice(extra);
         subjects
     };
+    let mut service_publish = vec![
+        format!("$JS.API.STREAM.CREATE.{stream}"),
+        format!("{}>", fundflow_log::SUBJECT_PREFIX),
+        FOLDED_SUBJECT.to_owned(),
+    ];
+    service_publish.extend(
+        file.partners
+            .iter()
+            .filter(|p| p.nats_nkey.is_some())
+            .map(|p| format!("{}.>", partner_inbox_prefix(&p.id))),
+    );
     let mut users = Vec::new();
     for nkey in &file.nats.service_nkeys {
         users.push(NatsUser {
             about: "fundflow service (gateways and projectors): the only publisher on the stream"
                 .into(),
             nkey: nkey.clone(),
-            publish: read_stream(&[
-                format!("$JS.API.STREAM.CREATE.{stream}"),
-                format!("{}>", fundflow_log::SUBJECT_PREFIX),
-                FOLDED_SUBJECT.to_owned(),
-            ]),
+            publish: read_stream(&service_publish),
             subscribe: vec![
                 format!("{SUBMIT_PREFIX}*"),
                 FOLDED_SUBJECT.to_owned(),
                 "_INBOX.>".into(),
             ],
-            allow_responses: true,
         });
     }
     for partner in &file.partners {
@@ -81,7 +91,6 @@ pub fn nats_users(file: &AccessFile, stream: &str) -> Result<Vec<NatsUser>, Conf
                 nkey: nkey.clone(),
                 publish: vec![format!("{SUBMIT_PREFIX}{}", partner.id)],
                 subscribe: vec![format!("{}.>", partner_inbox_prefix(&partner.id))],
-                allow_responses: false,
             });
         }
     }
@@ -92,7 +101,6 @@ pub fn nats_users(file: &AccessFile, stream: &str) -> Result<Vec<NatsUser>, Conf
                 nkey: nkey.clone(),
                 publish: read_stream(&[]),
                 subscribe: vec!["_INBOX.>".into()],
-                allow_responses: false,
             });
         }
     }
@@ -123,9 +131,6 @@ pub fn authorization_block(users: &[NatsUser], source: &str) -> String {
             list(&user.publish),
             list(&user.subscribe),
         );
-        if user.allow_responses {
-            text.push_str("        allow_responses: true\n");
-        }
         text.push_str("      }\n    }\n");
     }
     text.push_str("  ]\n}\n");
@@ -162,7 +167,8 @@ mod tests {
             panic!("three users")
         };
         assert!(svc.publish.contains(&"fundflow.v1.events.>".to_owned()));
-        assert!(svc.allow_responses);
+        assert!(svc.publish.contains(&"_INBOX_icshp.>".to_owned()));
+        assert!(!svc.publish.iter().any(|s| s.contains("http-only")));
         assert_eq!(icshp.publish, ["fundflow.v1.submit.icshp"]);
         assert_eq!(icshp.subscribe, ["_INBOX_icshp.>"]);
         assert!(!audit.publish.iter().any(|s| s.starts_with("fundflow.")));

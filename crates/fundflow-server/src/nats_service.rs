@@ -61,21 +61,50 @@ pub async fn serve_submissions(
     let mut requests = client
         .queue_subscribe(format!("{SUBMIT_PREFIX}*"), SUBMIT_QUEUE.to_owned())
         .await?;
+    // Submissions in hand, awaited before returning so that a stop answers them all.
+    let mut in_hand = tokio::task::JoinSet::new();
+    let mut stopping = false;
     loop {
+        let stop_now = async {
+            let _ = stop.wait_for(|s| *s).await;
+        };
         let message = tokio::select! {
             message = requests.next() => message,
-            _ = stop.wait_for(|s| *s) => None,
+            () = stop_now, if !stopping => {
+                // Drain: the server sends no more, and what it sent already is still answered.
+                stopping = true;
+                if let Err(err) = requests.drain().await {
+                    tracing::warn!(error = %err, "cannot drain the submit subscription");
+                    break;
+                }
+                continue;
+            }
         };
         let Some(message) = message else {
             break;
         };
+        while in_hand.try_join_next().is_some() {}
+        let partner_id = message
+            .subject
+            .as_str()
+            .strip_prefix(SUBMIT_PREFIX)
+            .unwrap_or("");
+        let Some(reply) = message
+            .reply
+            .clone()
+            .filter(|reply| is_partner_inbox(partner_id, reply))
+        else {
+            // No reply subject, or one outside the partner's inbox: the gateway publishes only
+            // where the partner listens, never on a subject the sender picked (the stream's,
+            // another partner's inbox). Nothing is appended.
+            metrics::counter!("fundflow_nats_submissions_dropped_total").increment(1);
+            tracing::warn!(subject = %message.subject, reply = ?message.reply, "a NATS submission without a reply subject in the partner's inbox; dropped");
+            continue;
+        };
         let client = client.clone();
         let gateway = gateway.clone();
         let partners = Arc::clone(&partners);
-        tokio::spawn(async move {
-            let Some(reply) = message.reply.clone() else {
-                return; // A publish without a reply subject: nobody to answer, nothing done.
-            };
+        in_hand.spawn(async move {
             let span = tracing::info_span!("nats_submit", subject = %message.subject);
             let body =
                 tracing::Instrument::instrument(answer(&gateway, &partners, &message), span).await;
@@ -85,8 +114,19 @@ pub async fn serve_submissions(
             }
         });
     }
-    let _ = requests.unsubscribe().await;
+    while in_hand.join_next().await.is_some() {}
+    if let Err(err) = client.flush().await {
+        tracing::warn!(error = %err, "cannot flush the last replies");
+    }
     Ok(())
+}
+
+/// Whether `reply` lies in the partner's own inbox, `_INBOX_<partner_id>.` (see
+/// [`crate::nats_auth::partner_inbox_prefix`]).
+pub fn is_partner_inbox(partner_id: &str, reply: &str) -> bool {
+    reply
+        .strip_prefix(&crate::nats_auth::partner_inbox_prefix(partner_id))
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'))
 }
 
 async fn answer(
