@@ -67,10 +67,15 @@ fundflow_bin() {
   echo "$repo/target/release/fundflow"
 }
 
+# The node's pid, if its pid file names a live nats-server of this node (after a reboot the
+# number may belong to another process, which must not be signalled).
 pid_of() {
-  local pid_file="$dir/node-$1/nats.pid"
-  if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
-    cat "$pid_file"
+  local pid_file="$dir/node-$1/nats.pid" pid
+  [ -f "$pid_file" ] || return 0
+  pid="$(cat "$pid_file")"
+  if [ -r "/proc/$pid/cmdline" ] &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$dir/node-$1/conf/node-$1.conf"; then
+    echo "$pid"
   fi
 }
 
@@ -108,7 +113,7 @@ TOML
 }
 
 up() {
-  local nats n routes=() port
+  local nats n routes=() port store
   nats="$(nats_server)"
   mkdir -p "$dir/conf"
   write_auth
@@ -117,9 +122,10 @@ up() {
     mkdir -p "$dir/node-$n/store" "$dir/node-$n/conf"
     # nats-server refuses -sd beside a store_dir in the config: each node gets its own copy.
     cp "$repo/deploy/nats/node-$n.conf" "$dir/conf/auth.conf" "$dir/node-$n/conf/"
-    sed "s#^\(  store_dir:\).*#\1 \"$dir/node-$n/store\"#" "$repo/deploy/nats/cluster.conf" \
+    store="$(printf '%s' "$dir/node-$n/store" | sed 's/[\\&|]/\\&/g')"
+    sed "s|^\(  store_dir:\).*|\1 \"$store\"|" "$repo/deploy/nats/cluster.conf" \
       >"$dir/node-$n/conf/cluster.conf"
-    grep -q "store_dir: \"$dir/node-$n/store\"" "$dir/node-$n/conf/cluster.conf" ||
+    grep -qF "store_dir: \"$dir/node-$n/store\"" "$dir/node-$n/conf/cluster.conf" ||
       die "deploy/nats/cluster.conf has no store_dir line to point at the node's store"
     if [ -n "$(pid_of "$n")" ]; then
       # A running node rereads its config (the users above) on SIGHUP.
@@ -145,12 +151,14 @@ up() {
       sleep 0.2
     done
   done
+  local seed="$dir/service.nk"
+  [ -z "${FUNDFLOW_CONFIG:-}" ] || seed="<the seed file of a service key in $FUNDFLOW_CONFIG>"
   cat <<EOF
 cluster healthy: $(urls)
 
 Point fundflow at it (the stream gets three replicas):
   export FUNDFLOW_NATS_URL=$(urls)
-  export FUNDFLOW_NATS_NKEY=$dir/service.nk FUNDFLOW_REPLICAS=3
+  export FUNDFLOW_NATS_NKEY=$seed FUNDFLOW_REPLICAS=3
   fundflow serve --config ${FUNDFLOW_CONFIG:-$dir/fundflow.toml}
 EOF
 }
@@ -163,13 +171,13 @@ down() {
       echo "node $n: not running"
       continue
     fi
-    kill -TERM "$pid"
+    kill -TERM "$pid" 2>/dev/null || true
     waited=0
     while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 100 ]; do
       sleep 0.1
       waited=$((waited + 1))
     done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
     rm -f "$dir/node-$n/nats.pid"
     echo "node $n: stopped"
   done

@@ -96,6 +96,12 @@ async fn publish(
                 .await;
             let reply = match reply {
                 Ok(r) if r.status() == 200 => r.json::<Value>().await.ok(),
+                Ok(r) if r.status().is_client_error() => {
+                    panic!(
+                        "the gateway refused a batch: {}",
+                        r.text().await.unwrap_or_default()
+                    )
+                }
                 _ => None,
             };
             let Some(reply) = reply else {
@@ -272,6 +278,7 @@ async fn killing_nodes_under_load_loses_nothing_acknowledged() {
     // Kill the leader, then a follower, then the leader again, each at a point in the run.
     let service = connect_as(&nats.urls(), seed_of(&setup.service_seed), None, None).await;
     let mut kills = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
     for (at, whom) in [
         (20_000, "the leader"),
         (50_000, "a follower"),
@@ -281,6 +288,10 @@ async fn killing_nodes_under_load_loses_nothing_acknowledged() {
             assert!(
                 publishers.iter().any(|p| !p.is_finished()),
                 "the publishers stopped before {at} acknowledgements"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{at} acknowledgements not reached within 10 minutes"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -455,10 +466,10 @@ async fn the_projector_survives_the_loss_of_its_node() {
     let checkpoint = projector
         .wait_for_seq(&setup, second_seq, Duration::from_secs(120))
         .await;
+    // Only running nodes are asked, so finding the connection at all means it moved.
     let now = find_projector(&nats)
         .await
-        .expect("the projector's connection");
-    assert_ne!(now, holder);
+        .expect("the projector's connection on one of the running nodes");
     let disconnects = projector.metric("fundflow_nats_disconnects_total").await;
     assert!(disconnects >= 1.0, "disconnects {disconnects}");
     assert_eq!(projector.metric("fundflow_nats_connected").await, 1.0);

@@ -45,7 +45,14 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
+        let unmounted = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Busy (a process still holds a file there): detach it now, free it when let go.
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
     }
 }
 

@@ -23,6 +23,15 @@ pub fn report(test: &str, line: impl AsRef<str>) {
     let _ = writeln!(std::io::stderr().lock(), "[{test}] {}", line.as_ref());
 }
 
+/// An HTTP client whose requests give up after 10 s, so that a stuck server fails the test
+/// rather than hang it.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
 /// Keys, tokens and the access config of a deployment, in a temporary folder.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -128,16 +137,24 @@ impl NatsNode {
         std::fs::create_dir_all(&store).unwrap();
         std::fs::create_dir_all(&conf_dir).unwrap();
         std::fs::copy(&setup.auth, conf_dir.join("auth.conf")).unwrap();
+        // Without its own store_dir a test node would use /var/lib/nats, shared by every node.
+        let mut replaced = false;
         for file in conf {
             let text = std::fs::read_to_string(repo().join("deploy/nats").join(file)).unwrap();
             // nats-server refuses -sd beside a store_dir in the config, so the copy names the
             // node's own store, as deploy/local-cluster.sh does.
+            let line = "  store_dir: /var/lib/nats\n";
+            replaced |= text.contains(line);
             let text = text.replace(
-                "  store_dir: /var/lib/nats\n",
+                line,
                 &format!("  store_dir: {:?}\n", store.display().to_string()),
             );
             std::fs::write(conf_dir.join(file), text).unwrap();
         }
+        assert!(
+            replaced,
+            "no store_dir line to point at the node's store in {conf:?}"
+        );
         let (client_port, monitor_port) = (free_port(), free_port());
         let mut args = vec![
             "-a".to_owned(),
@@ -198,13 +215,13 @@ impl NatsNode {
     /// The server's `/healthz` answers 200 (for JetStream: the node is current).
     pub async fn is_healthy(&self) -> bool {
         let url = format!("http://127.0.0.1:{}/healthz", self.monitor_port);
-        matches!(reqwest::get(url).await, Ok(r) if r.status() == 200)
+        matches!(http().get(url).send().await, Ok(r) if r.status() == 200)
     }
 
     /// The names of the client connections the node holds (from `/connz`).
     pub async fn connection_names(&self) -> Vec<String> {
         let url = format!("http://127.0.0.1:{}/connz?limit=1024", self.monitor_port);
-        let Ok(reply) = reqwest::get(url).await else {
+        let Ok(reply) = http().get(url).send().await else {
             return Vec::new();
         };
         let body: Value = reply.json().await.unwrap_or_default();
@@ -390,7 +407,7 @@ impl Fundflow {
     pub async fn wait_ready(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/readyz", self.url)).await
+            if let Ok(r) = http().get(format!("{}/readyz", self.url)).send().await
                 && r.status() == 200
             {
                 return;
@@ -453,7 +470,7 @@ impl Fundflow {
 
     /// GET with a bearer token; status and JSON body.
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let reply = reqwest::Client::new()
+        let reply = http()
             .get(format!("{}{path}", self.url))
             .bearer_auth(token)
             .send()
@@ -465,7 +482,9 @@ impl Fundflow {
 
     /// A metric's value from `/metrics` (the sum over its label sets), 0 if absent.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.url))
+        let text = http()
+            .get(format!("{}/metrics", self.url))
+            .send()
             .await
             .unwrap()
             .text()

@@ -36,7 +36,7 @@ pub struct SourceArgs {
 #[derive(Args, Clone, Debug)]
 pub struct StreamArgs {
     /// A NATS credentials file (JWT and seed).
-    #[arg(long, env = "FUNDFLOW_NATS_CREDS")]
+    #[arg(long, env = "FUNDFLOW_NATS_CREDS", conflicts_with = "nats_nkey")]
     pub nats_creds: Option<PathBuf>,
     /// A file holding the NATS user's NKey seed (an auditor's, see `fundflow nkey new`).
     #[arg(long, env = "FUNDFLOW_NATS_NKEY")]
@@ -85,6 +85,7 @@ fn log_args(source: &SourceArgs, stream: &StreamArgs) -> LogArgs {
         nats_creds: stream.nats_creds.clone(),
         nats_nkey: stream.nats_nkey.clone(),
         nats_name: Some("fundflow audit".into()),
+        read_only: true,
         embedded: source.data_dir.is_some(),
         stream: stream.stream.clone(),
         replicas: None,

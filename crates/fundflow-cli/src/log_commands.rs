@@ -30,6 +30,7 @@ pub async fn open_log(args: &LogArgs) -> anyhow::Result<EventLog> {
     let mut config = JetStreamConfig::new(&args.nats_url);
     config.credentials.clone_from(&args.nats_creds);
     config.nkey_seed_file.clone_from(&args.nats_nkey);
+    config.create_stream = !args.read_only;
     if let Some(name) = &args.nats_name {
         config.client_name.clone_from(name);
     }

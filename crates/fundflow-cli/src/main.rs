@@ -292,15 +292,18 @@ pub struct LogArgs {
     )]
     pub nats_url: String,
     /// A NATS credentials file (JWT and seed).
-    #[arg(long, env = "FUNDFLOW_NATS_CREDS")]
+    #[arg(long, env = "FUNDFLOW_NATS_CREDS", conflicts_with = "nats_nkey")]
     pub nats_creds: Option<PathBuf>,
     /// A file holding the NATS user's NKey seed (see `fundflow nkey new`).
     #[arg(long, env = "FUNDFLOW_NATS_NKEY")]
     pub nats_nkey: Option<PathBuf>,
-    /// The connection's name on the NATS servers' monitoring pages (default: fundflow and the
-    /// command).
+    /// The connection's name on the NATS servers' monitoring pages (default: `fundflow
+    /// serve`, `fundflow gateway` or `fundflow project` for the servers, `fundflow` otherwise).
     #[arg(long, env = "FUNDFLOW_NATS_NAME")]
     pub nats_name: Option<String>,
+    /// Read only: a missing stream is an error rather than created (the auditor's tools).
+    #[arg(skip)]
+    pub read_only: bool,
     /// Use the embedded log in DATA_DIR/log instead of NATS (one machine, no server).
     #[arg(long)]
     pub embedded: bool,

@@ -26,9 +26,14 @@ pub fn nkey_new(seed_file: &Path, role: &str) -> anyhow::Result<()> {
             seed_file.display()
         )
     })?;
-    file.write_all(format!("{seed}\n").as_bytes())
+    if let Err(err) = file
+        .write_all(format!("{seed}\n").as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", seed_file.display()))?;
+    {
+        // An empty or partial seed file would block the next attempt (nothing is overwritten).
+        let _ = std::fs::remove_file(seed_file);
+        return Err(err).with_context(|| format!("cannot write {}", seed_file.display()));
+    }
     let where_ = match role {
         "service" => "the access config".to_owned(),
         _ => format!("the {role}'s entry in the access config"),
@@ -47,6 +52,14 @@ pub fn nkey_new(seed_file: &Path, role: &str) -> anyhow::Result<()> {
 
 /// `fundflow nats-config`: the `authorization` block for nats-server.
 pub fn nats_config(config: &Path, stream: &str, out: Option<&Path>) -> anyhow::Result<()> {
+    // The name goes into every JetStream API permission: a wildcard would widen them all.
+    anyhow::ensure!(
+        !stream.is_empty()
+            && stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "--stream {stream:?}: a stream name here is letters, digits, _ and - only"
+    );
     let file = AccessFile::read(config)?;
     let users = nats_auth::nats_users(&file, stream).map_err(|err| err.at(config))?;
     if file.nats.service_nkeys.is_empty() {

@@ -74,14 +74,30 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops taking requests, lets the projector finish its batch, and waits for everything.
+    /// Stops taking requests, lets the projector finish its batch, and waits for everything,
+    /// at most [`STOP_GRACE`]: then what is still running is aborted (a client that never
+    /// finishes its request must not keep the process alive).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let mut first_error = None;
-        while let Some(ended) = self.tasks.join_next().await {
-            if let Err(err) = flatten(ended) {
-                first_error.get_or_insert(err);
+        let drained = tokio::time::timeout(STOP_GRACE, async {
+            while let Some(ended) = self.tasks.join_next().await {
+                if let Err(err) = flatten(ended) {
+                    if first_error.is_some() {
+                        tracing::warn!(
+                            error = format!("{err:#}"),
+                            "another task failed while stopping"
+                        );
+                    } else {
+                        first_error = Some(err);
+                    }
+                }
             }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(still_running = self.tasks.len(), grace = ?STOP_GRACE, "stopping: aborting what did not finish in time");
+            self.tasks.abort_all();
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -116,6 +132,9 @@ impl Running {
         Err(cause)
     }
 }
+
+/// How long a stop waits for requests and the batch in hand (the systemd units allow 60 s).
+const STOP_GRACE: Duration = Duration::from_secs(45);
 
 fn flatten(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
     ended.context("a server task panicked")?

@@ -45,6 +45,9 @@ pub struct JetStreamConfig {
     pub nkey_seed_file: Option<PathBuf>,
     /// The connection's name, as the server's monitoring pages show it.
     pub client_name: String,
+    /// Whether a missing stream is created (the services), or reported (readers such as the
+    /// auditor's tools, whose NATS users may not create it).
+    pub create_stream: bool,
     /// The stream's name.
     pub stream: String,
     /// Replicas when creating the stream (1 on one node, 3 in a cluster); when `None`, an
@@ -70,6 +73,7 @@ impl JetStreamConfig {
             credentials: None,
             nkey_seed_file: None,
             client_name: "fundflow".into(),
+            create_stream: true,
             stream: "FUNDFLOW".into(),
             replicas: None,
             duplicate_window: None,
@@ -126,7 +130,12 @@ impl JetStreamLog {
         let servers = server_addrs(&config.url)?;
         let mut options = async_nats::ConnectOptions::new()
             .name(&config.client_name)
-            .require_tls(config.url.starts_with("tls://"))
+            .require_tls(
+                config
+                    .url
+                    .split(',')
+                    .any(|u| u.trim().starts_with("tls://")),
+            )
             .max_reconnects(None)
             .event_callback(move |event| {
                 let stats = Arc::clone(&events);
@@ -140,6 +149,11 @@ impl JetStreamLog {
                             stats.connected.store(false, Ordering::Relaxed);
                             stats.disconnects.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!("disconnected from NATS; reconnecting");
+                        }
+                        // A permissions violation, an authorization error: the server refused
+                        // something, and the request behind it will only time out.
+                        async_nats::Event::ServerError(err) => {
+                            tracing::error!(error = %err, "the NATS server refused a request");
                         }
                         other => tracing::info!(event = %other, "NATS connection event"),
                     }
@@ -269,6 +283,23 @@ impl JetStreamLog {
                 if matches!(err.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref e)
                     if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
             {
+                if !self.config.create_stream {
+                    return Err(LogError::new(
+                        LogErrorKind::StreamConfig,
+                        format!("there is no stream {} on the server", wanted.name),
+                    ));
+                }
+                if self.config.replicas.is_none()
+                    && let Some(cluster) = self.client.server_info().cluster
+                {
+                    return Err(LogError::new(
+                        LogErrorKind::StreamConfig,
+                        format!(
+                            "the server is part of cluster {cluster:?}: say how many replicas the new stream {} gets (--replicas or FUNDFLOW_REPLICAS; 3 for a three-node cluster)",
+                            wanted.name
+                        ),
+                    ));
+                }
                 tracing::info!(stream = %wanted.name, replicas = wanted.num_replicas, "creating the stream");
                 self.context
                     .create_stream(wanted)

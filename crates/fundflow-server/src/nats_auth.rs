@@ -97,7 +97,7 @@ pub fn nats_users(file: &AccessFile, stream: &str) -> Result<Vec<NatsUser>, Conf
     for auditor in &file.auditors {
         if let Some(nkey) = &auditor.nats_nkey {
             users.push(NatsUser {
-                about: format!("auditor {}: reads the stream, nothing else", auditor.name),
+                about: format!("auditor {}: reads the stream, writes nothing", auditor.name),
                 nkey: nkey.clone(),
                 publish: read_stream(&[]),
                 subscribe: vec!["_INBOX.>".into()],
