@@ -389,7 +389,8 @@ impl Fundflow {
             .env("FUNDFLOW_NATS_URL", nats.urls())
             .env("FUNDFLOW_NATS_NKEY", &setup.service_seed)
             .env("FUNDFLOW_REPLICAS", replicas.to_string())
-            .env("RUST_LOG", "warn")
+            // The NATS connection's events too, so that a failure's stderr shows them.
+            .env("RUST_LOG", "warn,fundflow_log=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())

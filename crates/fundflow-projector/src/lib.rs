@@ -367,6 +367,10 @@ fn apply(ledger: &mut Ledger, record: &Record) -> Outcome {
     ledger.apply_from(record.seq, &record.bytes, source)
 }
 
+/// How long a reader may deliver nothing before the projector asks the log whether it should
+/// have.
+const STALL_CHECK_AFTER: Duration = Duration::from_secs(10);
+
 /// Reads batches from `from_seq` on and sends them to the fold; reopens the reader from the
 /// next unread sequence after any error, with backoff, for as long as the fold listens.
 async fn read_batches(
@@ -393,14 +397,36 @@ async fn read_batches(
             }
         };
         metrics.reading.store(true, Ordering::Relaxed);
+        let mut quiet_since = tokio::time::Instant::now();
         loop {
             let next = tokio::select! {
                 next = reader.next_batch(config.batch_max, config.read_wait) => next,
                 () = stop_requested(&mut stop) => return,
             };
             match next {
-                Ok(batch) if batch.is_empty() => {}
+                Ok(batch) if batch.is_empty() => {
+                    // A reader can go quiet for good after its server died (a consumer whose
+                    // state was on the lost node): when the log has records the reader does not
+                    // deliver, a fresh reader from the next sequence repairs it.
+                    if quiet_since.elapsed() < STALL_CHECK_AFTER {
+                        continue;
+                    }
+                    quiet_since = tokio::time::Instant::now();
+                    let last = tokio::time::timeout(STALL_CHECK_AFTER, log.last_seq()).await;
+                    if let Ok(Ok(last)) = last
+                        && last >= next_seq
+                    {
+                        metrics.read_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            next_seq,
+                            log_last_seq = last,
+                            "the reader delivers nothing while the log holds more; reopening"
+                        );
+                        break;
+                    }
+                }
                 Ok(batch) => {
+                    quiet_since = tokio::time::Instant::now();
                     backoff = Duration::from_millis(100);
                     let last = batch.last().map_or(next_seq, |r| r.seq);
                     // Records must come in order without going back; anything else is a reader
