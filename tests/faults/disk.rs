@@ -102,11 +102,12 @@ fn publish(setup: &Setup, nats: &Nats, events: u64, seed: u64) -> u64 {
     replay["last_seq"].as_u64().unwrap()
 }
 
-/// The last line of a process's standard error: the one-sentence report of the failure.
+/// The one-sentence report of a failure: the last line of a process's standard error that is
+/// not a log line (logs of other tasks may follow it while the process exits).
 fn last_line(text: &str) -> &str {
     text.lines()
         .rev()
-        .find(|l| !l.trim().is_empty())
+        .find(|l| l.starts_with("fundflow: ") && !l.starts_with("fundflow: listening"))
         .unwrap_or("")
 }
 

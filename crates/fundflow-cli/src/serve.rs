@@ -123,11 +123,16 @@ impl Running {
             error = format!("{cause:#}"),
             "stopping: a server task failed"
         );
-        if let Err(also) = self.stop().await {
-            tracing::warn!(
+        // Briefly: what failed may be the store the others are blocked on.
+        match tokio::time::timeout(FAILED_STOP_GRACE, self.stop()).await {
+            Ok(Err(also)) => tracing::warn!(
                 error = format!("{also:#}"),
                 "another task failed while stopping"
-            );
+            ),
+            Ok(Ok(())) => {}
+            Err(_) => {
+                tracing::warn!(grace = ?FAILED_STOP_GRACE, "stopping: the others did not stop in time")
+            }
         }
         Err(cause)
     }
@@ -135,6 +140,9 @@ impl Running {
 
 /// How long a stop waits for requests and the batch in hand (the systemd units allow 60 s).
 const STOP_GRACE: Duration = Duration::from_secs(45);
+
+/// How long the others get after a task failed.
+const FAILED_STOP_GRACE: Duration = Duration::from_secs(5);
 
 fn flatten(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
     ended.context("a server task panicked")?
@@ -314,5 +322,12 @@ pub async fn run(mode: Mode, log_args: &LogArgs, http: &HttpArgs) -> anyhow::Res
     let access = load_access(http.config.as_ref())?;
     let running = start(mode, log_args, http, access).await?;
     eprintln!("fundflow: listening on http://{}", running.addr);
-    running.run_until(shutdown_signal()).await
+    if let Err(err) = running.run_until(shutdown_signal()).await {
+        // Exit now, without running destructors: a read model whose disk failed can block in
+        // its own drop (sled flushes there), and what it holds on disk is already a fold up to
+        // its last flushed checkpoint.
+        eprintln!("fundflow: {err:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }

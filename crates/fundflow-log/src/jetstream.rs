@@ -308,9 +308,19 @@ impl JetStreamLog {
                     .map_err(|err| {
                         // A timeout or an unavailable JetStream (a leader election, a node
                         // starting) is worth another try; a refusal of the settings is not.
+                        // So is "no suitable peers" just after a cluster starts, before every node
+                        // has announced itself.
                         let kind = match err.kind() {
                             jetstream::context::CreateStreamErrorKind::TimedOut
                             | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => {
+                                LogErrorKind::Connect
+                            }
+                            jetstream::context::CreateStreamErrorKind::JetStream(e)
+                                if e.code() >= 500
+                                    || e.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS
+                                    || e.error_code()
+                                        == jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE =>
+                            {
                                 LogErrorKind::Connect
                             }
                             _ => LogErrorKind::StreamConfig,
