@@ -11,13 +11,16 @@ const TEST: &str = "local-cluster.sh";
 async fn local_cluster_script_starts_reports_and_stops_three_nodes() {
     let _alone = crate::one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
-    let ports = |n: usize| {
-        (0..n)
-            .map(|_| fundflow_testkit::free_port().to_string())
+    // All nine at once, so that no two listeners share one.
+    let ports = fundflow_testkit::free_ports(9);
+    let list = |range: std::ops::Range<usize>| {
+        ports[range]
+            .iter()
+            .map(u16::to_string)
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let (client_ports, route_ports, monitor_ports) = (ports(3), ports(3), ports(3));
+    let (client_ports, route_ports, monitor_ports) = (list(0..3), list(3..6), list(6..9));
     let script = |command: &str| {
         Command::new(crate::support::repo().join("deploy/local-cluster.sh"))
             .arg(command)

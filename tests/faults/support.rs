@@ -130,7 +130,13 @@ pub struct NatsNode {
 }
 
 impl NatsNode {
-    fn new(setup: &Setup, name: &str, conf: &[&str], extra_args: Vec<String>) -> NatsNode {
+    fn new(
+        setup: &Setup,
+        name: &str,
+        conf: &[&str],
+        (client_port, monitor_port): (u16, u16),
+        extra_args: Vec<String>,
+    ) -> NatsNode {
         let home = setup.path(name);
         let store = home.join("store");
         let conf_dir = home.join("conf");
@@ -155,7 +161,6 @@ impl NatsNode {
             replaced,
             "no store_dir line to point at the node's store in {conf:?}"
         );
-        let (client_port, monitor_port) = (free_port(), free_port());
         let mut args = vec![
             "-a".to_owned(),
             "127.0.0.1".to_owned(),
@@ -212,6 +217,19 @@ impl NatsNode {
         self.child.is_some()
     }
 
+    /// Panics if the process was started and has exited (a port taken, a bad config).
+    fn assert_alive(&mut self) {
+        if let Some(child) = &mut self.child
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!(
+                "{} exited ({status}); its log: {}",
+                self.name,
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+
     /// The server's `/healthz` answers 200 (for JetStream: the node is current).
     pub async fn is_healthy(&self) -> bool {
         let url = format!("http://127.0.0.1:{}/healthz", self.monitor_port);
@@ -258,8 +276,15 @@ pub struct Nats {
 impl Nats {
     /// One node from `deploy/nats/single.conf`.
     pub async fn single(setup: &Setup) -> Nats {
+        let ports = fundflow_testkit::free_ports(2);
         let mut nats = Nats {
-            nodes: vec![NatsNode::new(setup, "nats-1", &["single.conf"], Vec::new())],
+            nodes: vec![NatsNode::new(
+                setup,
+                "nats-1",
+                &["single.conf"],
+                (ports[0], ports[1]),
+                Vec::new(),
+            )],
         };
         nats.nodes[0].start();
         nats.wait_healthy(Duration::from_secs(30)).await;
@@ -268,7 +293,9 @@ impl Nats {
 
     /// Three nodes from `deploy/nats/node-N.conf` and `cluster.conf`.
     pub async fn cluster(setup: &Setup) -> Nats {
-        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        // All nine ports at once, so that no two listeners share one.
+        let ports = fundflow_testkit::free_ports(9);
+        let route_ports = &ports[6..9];
         let routes = route_ports
             .iter()
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
@@ -281,6 +308,7 @@ impl Nats {
                     setup,
                     &format!("nats-{n}"),
                     &[conf.as_str(), "cluster.conf"],
+                    (ports[n - 1], ports[n + 2]),
                     vec![
                         "--cluster".into(),
                         format!("nats://127.0.0.1:{}", route_ports[n - 1]),
@@ -293,7 +321,7 @@ impl Nats {
         for node in &mut nodes {
             node.start();
         }
-        let nats = Nats { nodes };
+        let mut nats = Nats { nodes };
         nats.wait_healthy(Duration::from_secs(60)).await;
         nats
     }
@@ -308,10 +336,11 @@ impl Nats {
     }
 
     /// Waits until every running node reports healthy.
-    pub async fn wait_healthy(&self, within: Duration) {
+    pub async fn wait_healthy(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
-        for node in self.nodes.iter().filter(|n| n.is_running()) {
+        for node in self.nodes.iter_mut().filter(|n| n.is_running()) {
             while !node.is_healthy().await {
+                node.assert_alive();
                 assert!(
                     Instant::now() < deadline,
                     "{} is not healthy within {within:?}; its log: {}",

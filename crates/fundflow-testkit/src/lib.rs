@@ -107,6 +107,23 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// `n` distinct ports nobody listens on right now. They are bound all at once before any is
+/// released: ports taken one after another may repeat, and a cluster whose two listeners got
+/// the same port runs short of a node.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("no free port: {e}")))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("no free port: {e}"))
+        })
+        .collect()
+}
+
 /// The nats-server binary to use, checked to be 2.10 or newer.
 pub fn binary() -> Result<PathBuf, String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
