@@ -405,29 +405,7 @@ async fn the_projector_survives_the_loss_of_its_node() {
     let setup = Setup::new(&["p1"]);
     let mut nats = Nats::cluster(&setup).await;
     let publish = |nats: &Nats, events: u64, seed: u64| {
-        let file = setup.path(&format!("gen-{seed}.log"));
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fundflow"))
-            .args([
-                "gen-log",
-                "--events",
-                &events.to_string(),
-                "--seed",
-                &seed.to_string(),
-            ])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(output.status.success());
-        let output = fundflow_run(
-            nats,
-            &setup.service_seed,
-            &["publish-file", file.to_str().unwrap(), "--replicas", "3"],
-        );
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        crate::support::publish_generated(&setup, nats, events, seed, 3);
     };
     publish(&nats, 10_000, 7);
     let service = connect_as(&nats.urls(), seed_of(&setup.service_seed), None, None).await;

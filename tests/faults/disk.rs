@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{Fundflow, Nats, Setup, audit_replay, fundflow_run, report};
+use crate::support::{Fundflow, Nats, Setup, audit_replay, report};
 
 const TEST: &str = "fault 4: unwritable data dir";
 
@@ -75,29 +75,7 @@ fn project(setup: &Setup, nats: &Nats, name: &str, data_dir: &Path) -> Fundflow 
 /// Publishes `events` generated events (seed `seed`) as the service; returns the stream's
 /// last seq.
 fn publish(setup: &Setup, nats: &Nats, events: u64, seed: u64) -> u64 {
-    let file = setup.path(&format!("gen-{seed}.log"));
-    let output = Command::new(env!("CARGO_BIN_EXE_fundflow"))
-        .args([
-            "gen-log",
-            "--events",
-            &events.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let output = fundflow_run(
-        nats,
-        &setup.service_seed,
-        &["publish-file", file.to_str().unwrap(), "--replicas", "1"],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::publish_generated(setup, nats, events, seed, 1);
     let replay = audit_replay(setup, nats);
     replay["last_seq"].as_u64().unwrap()
 }

@@ -573,6 +573,35 @@ pub fn fundflow_run(nats: &Nats, seed: &Path, args: &[&str]) -> std::process::Ou
         .unwrap()
 }
 
+/// Publishes `events` generated events (seed `seed`) as the service, creating the stream at
+/// `replicas` if need be.
+pub fn publish_generated(setup: &Setup, nats: &Nats, events: u64, seed: u64, replicas: u32) {
+    let file = setup.path(&format!("gen-{seed}.log"));
+    let output = Command::new(env!("CARGO_BIN_EXE_fundflow"))
+        .args(["gen-log", "--events", &events.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let replicas = replicas.to_string();
+    let output = fundflow_run(
+        nats,
+        &setup.service_seed,
+        &[
+            "publish-file",
+            file.to_str().unwrap(),
+            "--replicas",
+            &replicas,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// `fundflow audit replay` over the stream as the auditor: the independent replay's JSON.
 pub fn audit_replay(setup: &Setup, nats: &Nats) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_fundflow"))
