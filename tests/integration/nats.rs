@@ -358,8 +358,30 @@ async fn restarting_nats_under_a_running_projector_and_publisher_loses_and_doubl
     ff(&server, &["project", "--once", "--data-dir", path(&data)]);
 
     let mut projector = spawn_ff(&server, &["project", "--data-dir", path(&data)]);
-    let publisher = spawn_ff(&server, &["publish-file", path(&file)]);
-    std::thread::sleep(Duration::from_millis(800));
+    let mut publisher = spawn_ff(&server, &["publish-file", path(&file)]);
+    // The fault must land mid-publish: wait for the first records on the stream, then check the
+    // publisher is still running when NATS dies (a fixed sleep could land after the last one).
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let started = Instant::now();
+    loop {
+        let stored = match js.get_stream("FUNDFLOW").await {
+            Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if stored >= 2_000 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the publisher stored nothing in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        publisher.try_wait().unwrap().is_none(),
+        "the publisher finished before NATS was killed: the fault would test nothing"
+    );
     server.kill();
     println!("nats-server killed");
     std::thread::sleep(Duration::from_millis(1500));

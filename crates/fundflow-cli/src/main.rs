@@ -490,19 +490,32 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn token_new(role: &str, name: &str, id: Option<&str>) -> anyhow::Result<()> {
     let (token, hash) = fundflow_server::access::new_token()
         .map_err(|err| anyhow::anyhow!("cannot draw a random token: {err}"))?;
-    let name = if name.is_empty() { "(name)" } else { name };
-    let entry = match (role, id) {
-        ("partner", Some(id)) => {
-            format!("[[partners]]\nid = \"{id}\"\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"")
-        }
-        ("partner", None) => anyhow::bail!("a partner token needs --id <partner_id>"),
-        ("reviewer" | "auditor", _) => {
-            format!("[[{role}s]]\nname = \"{name}\"\ntoken_sha256 = \"{hash}\"")
-        }
-        (other, _) => anyhow::bail!("role {other:?} is not partner, reviewer or auditor"),
+    use fundflow_server::access::{AccessFile, PartnerEntry, ReaderEntry};
+    let name = if name.is_empty() { "(name)" } else { name }.to_owned();
+    let reader = || ReaderEntry {
+        name: name.clone(),
+        token_sha256: hash.clone(),
+        nats_nkey: None,
     };
+    let mut entry = AccessFile::default();
+    match (role, id) {
+        ("partner", Some(id)) => entry.partners.push(PartnerEntry {
+            id: id.to_owned(),
+            name: name.clone(),
+            token_sha256: hash.clone(),
+            nats_nkey: None,
+        }),
+        ("partner", None) => anyhow::bail!("a partner token needs --id <partner_id>"),
+        ("reviewer", _) => entry.reviewers.push(reader()),
+        ("auditor", _) => entry.auditors.push(reader()),
+        (other, _) => anyhow::bail!("role {other:?} is not partner, reviewer or auditor"),
+    }
+    let entry = entry.to_toml()?;
     println!("token (give it to its holder, keep it nowhere else):\n  {token}\n");
-    println!("config lines (paste into the --config file):\n{entry}");
+    println!(
+        "config lines (paste into the --config file):\n{}",
+        entry.trim_end()
+    );
     Ok(())
 }
 

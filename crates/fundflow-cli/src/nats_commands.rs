@@ -52,16 +52,11 @@ pub fn nkey_new(seed_file: &Path, role: &str) -> anyhow::Result<()> {
 
 /// `fundflow nats-config`: the `authorization` block for nats-server.
 pub fn nats_config(config: &Path, stream: &str, out: Option<&Path>) -> anyhow::Result<()> {
-    // The name goes into every JetStream API permission: a wildcard would widen them all.
-    anyhow::ensure!(
-        !stream.is_empty()
-            && stream
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-        "--stream {stream:?}: a stream name here is letters, digits, _ and - only"
-    );
     let file = AccessFile::read(config)?;
-    let users = nats_auth::nats_users(&file, stream).map_err(|err| err.at(config))?;
+    let users = nats_auth::nats_users(&file, stream).map_err(|err| match err {
+        nats_auth::NatsUsersError::Config(err) => anyhow::Error::from(err.at(config)),
+        err @ nats_auth::NatsUsersError::StreamName(_) => anyhow::anyhow!("--stream: {err}"),
+    })?;
     if file.nats.service_nkeys.is_empty() {
         eprintln!(
             "fundflow: warning: {} has no [nats] service_nkeys: no gateway or projector will be able to connect",

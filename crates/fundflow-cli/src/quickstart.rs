@@ -7,11 +7,10 @@
 //! of the dataset has a `ref`, so a second submission is a `duplicate`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use fundflow_server::access::{new_token, token_sha256};
+use fundflow_server::access::{AccessFile, PartnerEntry, ReaderEntry, new_token, token_sha256};
 use serde_json::Value;
 
 use crate::LogArgs;
@@ -46,7 +45,15 @@ fn demo_principals(data_dir: &Path) -> anyhow::Result<Demo> {
         let table: toml::Table = toml::from_str(&text)
             .with_context(|| format!("{} is unreadable; delete it", tokens_path.display()))?;
         for (key, token) in &table {
-            let token = token.as_str().unwrap_or_default().to_owned();
+            let token = token
+                .as_str()
+                .with_context(|| {
+                    format!(
+                        "{}: {key} is not a string; delete the file",
+                        tokens_path.display()
+                    )
+                })?
+                .to_owned();
             let (role, name, partner) = match key.as_str() {
                 "reviewer" => ("reviewer", "Finance review (demo)".to_owned(), None),
                 "auditor" => ("auditor", "Audit (demo)".to_owned(), None),
@@ -81,29 +88,45 @@ fn demo_principals(data_dir: &Path) -> anyhow::Result<Demo> {
             None,
             new_token()?.0,
         ));
-        let mut text =
-            String::from("# Demo tokens of fundflow quickstart. Secrets: for this machine only.\n");
-        for (role, _, partner, token) in &principals {
-            let key = partner.as_deref().unwrap_or(role);
-            writeln!(text, "{key} = \"{token}\"")?;
-        }
+        let tokens: toml::Table = principals
+            .iter()
+            .map(|(role, _, partner, token)| {
+                let key = partner.as_deref().unwrap_or(role);
+                (key.to_owned(), toml::Value::String(token.clone()))
+            })
+            .collect();
+        let text = format!(
+            "# Demo tokens of fundflow quickstart. Secrets: for this machine only.\n{}",
+            toml::to_string(&tokens)?
+        );
         write_private(&tokens_path, &text)?;
     }
-    let mut access =
-        String::from("# Written by fundflow quickstart: token hashes, never tokens.\n");
+    let mut access = AccessFile::default();
     for (role, name, partner, token) in &principals {
-        let hash = token_sha256(token);
-        match partner {
-            Some(id) => writeln!(
-                access,
-                "\n[[partners]]\nid = \"{id}\"\nname = \"{name}\"\ntoken_sha256 = \"{hash}\""
-            )?,
-            None => writeln!(
-                access,
-                "\n[[{role}s]]\nname = \"{name}\"\ntoken_sha256 = \"{hash}\""
-            )?,
+        let token_sha256 = token_sha256(token);
+        match (partner, role.as_str()) {
+            (Some(id), _) => access.partners.push(PartnerEntry {
+                id: id.clone(),
+                name: name.clone(),
+                token_sha256,
+                nats_nkey: None,
+            }),
+            (None, "reviewer") => access.reviewers.push(ReaderEntry {
+                name: name.clone(),
+                token_sha256,
+                nats_nkey: None,
+            }),
+            (None, _) => access.auditors.push(ReaderEntry {
+                name: name.clone(),
+                token_sha256,
+                nats_nkey: None,
+            }),
         }
     }
+    let access = format!(
+        "# Written by fundflow quickstart: token hashes, never tokens.\n{}",
+        access.to_toml()?
+    );
     std::fs::write(&config, access)
         .with_context(|| format!("cannot write {}", config.display()))?;
     Ok(Demo { principals, config })

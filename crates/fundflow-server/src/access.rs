@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -70,25 +70,25 @@ pub enum ConfigError {
 }
 
 /// The config file's shape.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessFile {
     /// Partner institutions.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partners: Vec<PartnerEntry>,
     /// Finance reviewers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reviewers: Vec<ReaderEntry>,
     /// Auditors.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub auditors: Vec<ReaderEntry>,
     /// NATS users besides the partners' and auditors' own (`[nats]`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "NatsEntry::is_empty")]
     pub nats: NatsEntry,
 }
 
 /// `[nats]`: the service's NATS users, for `fundflow nats-config`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsEntry {
     /// Public NKeys (`U...`) of the gateways and projectors: the only users that may publish on
@@ -97,8 +97,14 @@ pub struct NatsEntry {
     pub service_nkeys: Vec<String>,
 }
 
+impl NatsEntry {
+    fn is_empty(&self) -> bool {
+        self.service_nkeys.is_empty()
+    }
+}
+
 /// `[[partners]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerEntry {
     /// The partner id, `[a-z0-9][a-z0-9-]{0,63}`.
@@ -108,12 +114,12 @@ pub struct PartnerEntry {
     /// Hex SHA-256 of the bearer token.
     pub token_sha256: String,
     /// The public NKey (`U...`) of the partner's NATS user, if it submits over NATS.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats_nkey: Option<String>,
 }
 
 /// `[[reviewers]]` and `[[auditors]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaderEntry {
     /// The person's or team's name.
@@ -122,11 +128,17 @@ pub struct ReaderEntry {
     pub token_sha256: String,
     /// An auditor's public NKey (`U...`), for reading the stream over NATS; reviewers read over
     /// HTTP and have none.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nats_nkey: Option<String>,
 }
 
 impl AccessFile {
+    /// The file's text, as [`AccessFile::read`] reads it back: TOML written by a serializer, so
+    /// a name with a quote or a newline in it stays one string.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
     /// Reads and parses a config file, without checking its entries.
     pub fn read(path: &Path) -> Result<AccessFile, ConfigError> {
         let shown = path.display().to_string();

@@ -40,9 +40,34 @@ pub struct NatsUser {
     pub subscribe: Vec<String>,
 }
 
-/// The users of a config file's principals, for the stream `stream`. Checks the file as the
-/// server does first.
-pub fn nats_users(file: &AccessFile, stream: &str) -> Result<Vec<NatsUser>, ConfigError> {
+/// Why no users could be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsUsersError {
+    /// The access config breaks a rule (checked as the server checks it).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The stream name would not make a literal permission subject.
+    #[error(
+        "stream name {0:?}: a stream name here is letters, digits, _ and - only (it goes into every JetStream API permission, where a wildcard would widen them all)"
+    )]
+    StreamName(String),
+}
+
+/// Whether `stream` is safe inside a permission subject: non-empty, and no `.`, `*`, `>` or
+/// anything else with a meaning there.
+pub fn is_valid_stream_name(stream: &str) -> bool {
+    !stream.is_empty()
+        && stream
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The users of a config file's principals, for the stream `stream`. Checks the stream name and
+/// the file (as the server does) first: this writes security config, so it trusts no caller.
+pub fn nats_users(file: &AccessFile, stream: &str) -> Result<Vec<NatsUser>, NatsUsersError> {
+    if !is_valid_stream_name(stream) {
+        return Err(NatsUsersError::StreamName(stream.to_owned()));
+    }
     AccessControl::from_file(file.clone())?;
     let read_stream = |extra: &[String]| {
         let mut subjects: Vec<String> = [
@@ -204,5 +229,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("reviewers read over HTTP"), "{err}");
+    }
+
+    #[test]
+    fn a_stream_name_that_would_widen_permissions_is_refused() {
+        let empty = AccessFile::default();
+        for bad in ["", "FUND.FLOW", "*", ">", "FUNDFLOW.>", "A B", "Ä"] {
+            let err = nats_users(&empty, bad).unwrap_err();
+            assert!(
+                matches!(&err, NatsUsersError::StreamName(name) if name == bad),
+                "{bad:?}: {err}"
+            );
+        }
+        assert!(nats_users(&empty, "FUNDFLOW_2-b").is_ok());
     }
 }
