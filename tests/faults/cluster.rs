@@ -267,7 +267,7 @@ async fn killing_nodes_under_load_loses_nothing_acknowledged() {
     let mut publishers = Vec::new();
     for (partner, gateway) in ["p1", "p2"].into_iter().zip(&gateways) {
         publishers.push(tokio::spawn(publish(
-            gateway.url.clone(),
+            gateway.url().to_owned(),
             setup.partner_tokens[partner].clone(),
             batches(partner, EVENTS / 2, 250),
             Arc::clone(&acked),

@@ -264,7 +264,7 @@ async fn a_partner_cannot_publish_as_another_or_onto_the_stream() {
 
     // Over HTTP, icshp's token cannot submit for cabc either.
     let reply = crate::support::http()
-        .post(format!("{}/v1/events", server.url))
+        .post(format!("{}/v1/events", server.url()))
         .bearer_auth(&setup.partner_tokens["icshp"])
         .json(&as_cabc)
         .send()

@@ -2,14 +2,13 @@
 //! `deploy/nats`, fundflow processes, and the report each test prints.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use fundflow_server::access::{new_nkey, new_token};
-use fundflow_testkit::free_port;
+use fundflow_testkit::{AccessConfig, FundflowCommand, FundflowProcess};
 use serde_json::Value;
 
 /// The repository's root.
@@ -65,26 +64,21 @@ impl Setup {
         let (auditor, auditor_key) = new_nkey().unwrap();
         let (reviewer_token, reviewer_hash) = new_token().unwrap();
         let (auditor_token, auditor_hash) = new_token().unwrap();
-        let mut text = format!("[nats]\nservice_nkeys = [\"{service_key}\"]\n");
+        let mut access = AccessConfig::new().service_nkey(&service_key);
         let mut partner_seeds = BTreeMap::new();
         let mut partner_tokens = BTreeMap::new();
         for id in partners {
             let (seed, key) = new_nkey().unwrap();
             let (token, hash) = new_token().unwrap();
-            let _ = write!(
-                text,
-                "[[partners]]\nid = \"{id}\"\nname = \"Partner {id}\"\ntoken_sha256 = \"{hash}\"\nnats_nkey = \"{key}\"\n"
-            );
+            access = access.partner(id, &format!("Partner {id}"), &hash, Some(&key));
             partner_seeds.insert((*id).to_owned(), seed);
             partner_tokens.insert((*id).to_owned(), token);
         }
-        let _ = write!(
-            text,
-            "[[reviewers]]\nname = \"Finance\"\ntoken_sha256 = \"{reviewer_hash}\"\n\
-             [[auditors]]\nname = \"Audit\"\ntoken_sha256 = \"{auditor_hash}\"\nnats_nkey = \"{auditor_key}\"\n"
-        );
         let config = dir.path().join("fundflow.toml");
-        std::fs::write(&config, text).unwrap();
+        access
+            .reviewer("Finance", &reviewer_hash)
+            .auditor("Audit", &auditor_hash, Some(&auditor_key))
+            .write(&config);
         let auth = dir.path().join("auth.conf");
         let output = Command::new(env!("CARGO_BIN_EXE_fundflow"))
             .args(["nats-config", "--config"])
@@ -394,114 +388,64 @@ pub fn seed_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap().trim().to_owned()
 }
 
-/// A `fundflow` process with its standard error in a file; killed on drop.
+/// A `fundflow` process of the deployment (the testkit's process, connected as the service);
+/// killed on drop.
 pub struct Fundflow {
-    pub name: String,
-    child: Option<Child>,
-    stderr: PathBuf,
-    /// `http://127.0.0.1:PORT` for commands that listen.
-    pub url: String,
+    process: FundflowProcess,
 }
 
 impl Fundflow {
-    /// `fundflow <args>` connected to `nats` as the service, with the stream at `replicas`.
+    /// `fundflow <args>` connected to `nats` as the service, with the stream at `replicas`;
+    /// commands given a `--config` serve HTTP on a port of their own choosing.
     pub fn spawn(setup: &Setup, nats: &Nats, name: &str, args: &[&str], replicas: u32) -> Fundflow {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let stderr = setup.path(&format!("{name}.stderr"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fundflow"));
-        command.args(args);
+        let mut command = FundflowCommand::new(
+            env!("CARGO_BIN_EXE_fundflow"),
+            name,
+            &setup.path(&format!("{name}.stderr")),
+        )
+        .args(args);
         if args.contains(&"--config") {
-            command.args(["--listen", &listen]);
+            command = command.listen_on_any_port();
         }
-        let child = command
+        let process = command
             .env("FUNDFLOW_NATS_URL", nats.urls())
             .env("FUNDFLOW_NATS_NKEY", &setup.service_seed)
             .env("FUNDFLOW_REPLICAS", replicas.to_string())
             // The NATS connection's events too, so that a failure's stderr shows them.
             .env("RUST_LOG", "warn,fundflow_log=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        Fundflow {
-            name: name.to_owned(),
-            child: Some(child),
-            stderr,
-            url: format!("http://{listen}"),
-        }
+            .spawn();
+        Fundflow { process }
+    }
+
+    /// `http://127.0.0.1:PORT`, once ready.
+    pub fn url(&self) -> &str {
+        self.process.url()
     }
 
     /// Waits for `/readyz`.
     pub async fn wait_ready(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(r) = http().get(format!("{}/readyz", self.url)).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            if let Some(status) = self.try_exit() {
-                panic!("{} exited ({status}): {}", self.name, self.stderr());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} is not ready within {within:?}: {}",
-                self.name,
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Its exit status, if it has exited.
-    pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.process.wait_ready(within).await;
     }
 
     /// Waits for it to exit, at most `within`.
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.try_exit() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {within:?}: {}",
-                self.name,
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.process.wait_exit(within).await
     }
 
     /// What it wrote to standard error.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.process.stderr()
     }
 
     /// SIGTERM, then waits for a clean exit.
     pub async fn terminate(&mut self) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-        }
-        let status = self.wait_exit(Duration::from_secs(30)).await;
-        assert!(
-            status.success(),
-            "{} exited with {status}: {}",
-            self.name,
-            self.stderr()
-        );
+        self.process.terminate().await;
     }
 
     /// GET with a bearer token; status and JSON body.
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         let reply = http()
-            .get(format!("{}{path}", self.url))
+            .get(format!("{}{path}", self.url()))
             .bearer_auth(token)
             .send()
             .await
@@ -513,7 +457,7 @@ impl Fundflow {
     /// A metric's value from `/metrics` (the sum over its label sets), 0 if absent.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = http()
-            .get(format!("{}/metrics", self.url))
+            .get(format!("{}/metrics", self.url()))
             .send()
             .await
             .unwrap()
@@ -544,20 +488,11 @@ impl Fundflow {
             assert!(
                 Instant::now() < deadline,
                 "{} reached {} of seq {seq} within {within:?}: {}",
-                self.name,
+                self.process.name(),
                 checkpoint["seq"],
                 self.stderr()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Fundflow {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

@@ -116,7 +116,7 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
         "allocations": [{"country": "NPL", "value": "1.00"}]});
     assert_eq!(server.submit(&t.icshp, &overpaid, true).await.0, 422);
     let end = wait_folded(&server, 5).await;
-    server.terminate();
+    server.terminate().await;
 
     // The embedded log is free once the server stopped: export, verify, replay.
     let data = dir.path().join("data");
@@ -311,7 +311,7 @@ async fn on_jetstream_export_and_replay_match_the_live_server_at_the_same_seq() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    server.terminate();
+    server.terminate().await;
 }
 
 #[test]

@@ -186,3 +186,38 @@ fn a_missing_file_is_one_sentence_not_a_panic() {
     );
     assert!(!stderr.contains("panicked"));
 }
+
+#[test]
+fn bad_totals_filters_and_a_config_with_once_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    for (flag, value, rule) in [
+        ("--scope", "continent", "not one of country, region"),
+        ("--kind", "donated", "not one of pledged, paid"),
+        ("--currency", "XYZ", "not an ISO 4217 currency code"),
+    ] {
+        let out = fundflow(&["totals", "--data-dir", data_dir, flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(value) && stderr.contains(rule), "{stderr}");
+    }
+    let out = fundflow(&[
+        "project",
+        "--once",
+        "--embedded",
+        "--data-dir",
+        data_dir,
+        "--config",
+        "access.toml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--once") && stderr.contains("--config"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("model").exists(),
+        "nothing may run before the arguments are checked"
+    );
+}

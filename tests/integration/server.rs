@@ -4,13 +4,13 @@
 //! fold, NATS submissions, and the OpenAPI document against the routes.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fundflow_proto::{Message, v1};
-use fundflow_testkit::{NatsServer, free_port};
+use fundflow_testkit::{AccessConfig, FundflowCommand, FundflowProcess, NatsServer};
 use serde_json::{Value, json};
 
 /// Demo principals of every test server: two partners, a reviewer, an auditor.
@@ -38,30 +38,28 @@ fn tokens() -> Tokens {
 }
 
 fn write_config(path: &Path) {
-    let mut text = String::new();
+    let mut config = AccessConfig::new();
     for (role, id, token) in TOKENS {
         let hash = fundflow_server::access::token_sha256(token);
-        if role == "partner" {
-            text += &format!(
-                "[[partners]]\nid = \"{id}\"\nname = \"{id}\"\ntoken_sha256 = \"{hash}\"\n"
-            );
-        } else {
-            text += &format!("[[{role}s]]\nname = \"{role}\"\ntoken_sha256 = \"{hash}\"\n");
-        }
+        config = match role {
+            "partner" => config.partner(id, id, &hash, None),
+            "reviewer" => config.reviewer(role, &hash),
+            _ => config.auditor(role, &hash, None),
+        };
     }
-    std::fs::write(path, text).unwrap();
+    config.write(path);
 }
 
-/// A `fundflow` server process, killed on drop.
+/// A `fundflow` server process on a port of its own choosing, killed on drop.
 pub struct Server {
-    child: Child,
+    process: FundflowProcess,
     pub url: String,
     pub tokens: Tokens,
     pub http: reqwest::Client,
 }
 
 impl Server {
-    /// Starts `fundflow <command> ...` with a config, a data dir in `dir` and a free port, and
+    /// Starts `fundflow <command> ...` with a config and a data dir in `dir`, on port 0, and
     /// waits until it is ready.
     pub async fn start(
         command: &str,
@@ -72,45 +70,26 @@ impl Server {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("access.toml");
         write_config(&config);
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fundflow"));
-        cmd.arg(command)
-            .args(["--listen", &listen, "--config", config.to_str().unwrap()])
-            .args(["--data-dir", dir.join("data").to_str().unwrap()])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        match nats {
-            Some(nats) => {
-                cmd.env("FUNDFLOW_NATS_URL", nats.url());
-            }
-            None => {
-                cmd.arg("--embedded");
-            }
-        }
-        let child = cmd.spawn().unwrap();
-        let server = Server {
-            child,
-            url: format!("http://{listen}"),
+        let mut cmd = FundflowCommand::new(
+            env!("CARGO_BIN_EXE_fundflow"),
+            command,
+            &dir.join(format!("{command}.stderr")),
+        )
+        .args([command, "--config", config.to_str().unwrap()])
+        .listen_on_any_port()
+        .args(["--data-dir", dir.join("data").to_str().unwrap()])
+        .args(extra);
+        cmd = match nats {
+            Some(nats) => cmd.env("FUNDFLOW_NATS_URL", nats.url()),
+            None => cmd.args(["--embedded"]),
+        };
+        let mut process = cmd.spawn();
+        process.wait_ready(Duration::from_secs(30)).await;
+        Server {
+            url: process.url().to_owned(),
+            process,
             tokens: tokens(),
             http: reqwest::Client::new(),
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -173,25 +152,8 @@ impl Server {
     }
 
     /// Stops it with SIGTERM and waits, failing on a non-zero exit.
-    pub fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        let mut stderr = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
-            let _ = err.read_to_string(&mut stderr);
-        }
-        assert!(
-            status.success(),
-            "the server exited with {status}: {stderr}"
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub async fn terminate(mut self) {
+        self.process.terminate().await;
     }
 }
 
@@ -419,7 +381,7 @@ async fn a_partner_submits_and_reviewers_read_exact_totals_on_the_embedded_log()
     );
 
     // A restart refolds and serves the same figures.
-    server.terminate();
+    server.terminate().await;
     let server = Server::start("serve", dir.path(), &[], None).await;
     let (_, again) = server
         .get("/v1/totals?scope=country", Some(&server.tokens.reviewer))
@@ -1028,8 +990,8 @@ async fn on_jetstream_partners_submit_over_http_and_nats_and_a_separate_gateway_
         row(&totals, "global", "001", "parallel_funding").unwrap()["amount"],
         "258800.00"
     );
-    gateway.terminate();
-    server.terminate();
+    gateway.terminate().await;
+    server.terminate().await;
 }
 
 #[test]
@@ -1112,6 +1074,6 @@ async fn project_with_a_config_serves_the_query_api() {
             .0,
         404
     );
-    project.terminate();
-    gateway.terminate();
+    project.terminate().await;
+    gateway.terminate().await;
 }

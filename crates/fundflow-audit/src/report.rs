@@ -347,3 +347,43 @@ fn html(blocks: &[Block]) -> String {
     out.push_str("</body></html>\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a hostile partner might put in a name, a description or a reversal's reason.
+    const HOSTILE: &str = "ok | <script>alert(1)</script> & [link](http://x) *b* _i_ `c` # h\n| injected | row |\r\u{2028}next";
+
+    #[test]
+    fn inert_cells_cannot_add_rows_markup_or_html() {
+        let cell = inert(HOSTILE);
+        assert!(!cell.contains(['\n', '\r', '\u{2028}', '<', '>']), "{cell}");
+        assert!(
+            !cell.contains(" | "),
+            "an unescaped pipe would split the cell: {cell}"
+        );
+        assert_eq!(
+            cell,
+            "ok \\| &lt;script&gt;alert(1)&lt;/script&gt; &amp; \\[link\\](http://x) \\*b\\* \\_i\\_ \\`c\\` \\# h \\| injected \\| row \\|  next"
+        );
+        let table = markdown(&[Block::Table(vec!["reason"], vec![vec![HOSTILE.to_owned()]])]);
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 3, "header, rule and one row only: {table}");
+    }
+
+    #[test]
+    fn html_escapes_every_partner_text() {
+        assert_eq!(
+            escape("<a href=\"x\">&amp;</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;amp;&lt;/a&gt;"
+        );
+        let page = html(&[
+            Block::Para(HOSTILE.to_owned()),
+            Block::Table(vec!["reason"], vec![vec![HOSTILE.to_owned()]]),
+        ]);
+        assert!(!page.contains("<script>"), "{page}");
+        assert_eq!(page.matches("&lt;script&gt;").count(), 2, "{page}");
+        assert_eq!(page.matches("<td>").count(), 1, "{page}");
+    }
+}

@@ -13,7 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,15 +104,6 @@ async fn post_all(
     (started.elapsed(), latencies)
 }
 
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -124,44 +115,36 @@ fn main() {
     let nats = fundflow_testkit::NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("access.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[partners]]\nid = \"bench\"\nname = \"Bench\"\ntoken_sha256 = \"{}\"\n[[reviewers]]\nname = \"R\"\ntoken_sha256 = \"{}\"\n",
-            fundflow_server::access::token_sha256(TOKEN),
-            fundflow_server::access::token_sha256(REVIEWER)
-        ),
-    )
-    .unwrap();
-    let port = fundflow_testkit::free_port();
+    fundflow_testkit::AccessConfig::new()
+        .partner(
+            "bench",
+            "Bench",
+            &fundflow_server::access::token_sha256(TOKEN),
+            None,
+        )
+        .reviewer("R", &fundflow_server::access::token_sha256(REVIEWER))
+        .write(&config);
     let bin = env!("CARGO_BIN_EXE_fundflow");
-    let serve = Serve(
-        Command::new(bin)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--config",
-            ])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("FUNDFLOW_NATS_URL", nats.url())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let mut serve = fundflow_testkit::FundflowCommand::new(
+        env!("CARGO_BIN_EXE_fundflow"),
+        "serve",
+        &dir.path().join("serve.stderr"),
+    )
+    .args(["serve", "--config"])
+    .args([&config])
+    .listen_on_any_port()
+    .args(["--data-dir"])
+    .args([dir.path().join("data")])
+    .env("FUNDFLOW_NATS_URL", nats.url())
+    .spawn();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
+        serve.wait_ready(Duration::from_secs(60)).await;
+        let base = serve.url().to_owned();
         let http = reqwest::Client::new();
-        while http.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         println!("fundflow serve on NATS, {CLIENTS} concurrent clients, {events} events per run\n");
         let url = format!("{base}/v1/events");
 

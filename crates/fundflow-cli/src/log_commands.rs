@@ -160,12 +160,6 @@ pub fn totals(data_dir: &Path, format: Format, filter: &TotalsFilter) -> anyhow:
     })?;
     let state = model.state()?;
     let mut report = Report::of_state(&state);
-    if let Some(scope) = &filter.scope {
-        anyhow::ensure!(
-            fundflow_domain::Scope::parse(scope).is_some(),
-            "scope {scope:?} is not one of country, region, subregion, intermediate, global"
-        );
-    }
     report.totals.retain(|row| {
         filter
             .scope

@@ -173,13 +173,13 @@ enum Command {
         #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Only this scope: country, region, subregion, intermediate or global.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_scope)]
         scope: Option<String>,
         /// Only this kind: pledged, paid, parallel_funding or in_kind.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_kind)]
         kind: Option<String>,
-        /// Only this currency.
-        #[arg(long)]
+        /// Only this currency (an ISO 4217 code).
+        #[arg(long, value_parser = parse_currency)]
         currency: Option<String>,
     },
 }
@@ -384,7 +384,12 @@ fn main() -> ExitCode {
         }
         Command::Project { log, once, http } => runtime().and_then(|rt| {
             rt.block_on(async {
-                if once || http.config.is_none() {
+                if once && http.config.is_some() {
+                    anyhow::bail!(
+                        "--once folds and exits, so it serves no query API: drop --config, or --once"
+                    );
+                }
+                if http.config.is_none() {
                     log_commands::project(&log, once).await
                 } else {
                     serve::run(serve::Mode::Project, &log, &http).await
@@ -485,6 +490,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|err| anyhow::anyhow!("cannot start the async runtime: {err}"))
+}
+
+/// `--scope`, checked here for the local read model and a server alike (the server checks
+/// again: it is its own API).
+fn parse_scope(name: &str) -> Result<String, String> {
+    fundflow_domain::Scope::parse(name)
+        .map(|_| name.to_owned())
+        .ok_or_else(|| "not one of country, region, subregion, intermediate, global".to_owned())
+}
+
+/// `--kind`.
+fn parse_kind(name: &str) -> Result<String, String> {
+    fundflow_domain::TotalKind::parse(name)
+        .map(|_| name.to_owned())
+        .ok_or_else(|| "not one of pledged, paid, parallel_funding, in_kind".to_owned())
+}
+
+/// `--currency`.
+fn parse_currency(code: &str) -> Result<String, String> {
+    fundflow_refdata::currency_by_code(code)
+        .map(|_| code.to_owned())
+        .ok_or_else(|| "not an ISO 4217 currency code".to_owned())
 }
 
 fn token_new(role: &str, name: &str, id: Option<&str>) -> anyhow::Result<()> {

@@ -1,10 +1,18 @@
-//! Test helpers for fundflow's NATS path: [`NatsServer`] starts a real `nats-server` (2.10 or
-//! newer, never the machine's shared instance) with JetStream on a free loopback port and a
-//! temporary store, and kills it on drop, so tests run in parallel and clean up after themselves.
+//! Test helpers, written once for every test binary and benchmark: [`NatsServer`] starts a real
+//! `nats-server` (2.10 or newer, never the machine's shared instance) with JetStream on a free
+//! loopback port and a temporary store, and kills it on drop, so tests run in parallel and clean
+//! up after themselves; [`FundflowProcess`] runs a `fundflow` command on port 0 and reads back
+//! where it listens; [`AccessConfig`] writes an access config with a serializer.
 //!
 //! The binary is found through `FUNDFLOW_NATS_SERVER`, then the repository's `.tools/` folder
 //! (filled by `deploy/nats/fetch-nats-server.sh`), then `PATH`; one older than 2.10 is refused
 //! with a message that says how to get the right one.
+
+mod access;
+mod process;
+
+pub use access::AccessConfig;
+pub use process::{FundflowCommand, FundflowProcess};
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
