@@ -8,6 +8,7 @@
 //! picks one at run time. The log stores bytes; it never decodes or judges an envelope — the fold
 //! does that, for records from either log alike.
 
+mod backoff;
 pub mod embedded;
 mod error;
 pub mod jetstream;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use backoff::Backoff;
 pub use error::{LogError, LogErrorKind};
 
 /// Subjects of the events stream: `fundflow.v1.events.<partner_id>.<event token>`.
