@@ -140,7 +140,7 @@ impl EventLog {
     /// The last sequence number (0 for an empty log).
     pub async fn last_seq(&self) -> Result<u64, LogError> {
         match self {
-            EventLog::Embedded(log) => log.last_seq(),
+            EventLog::Embedded(log) => log.last_seq().await,
             EventLog::JetStream(log) => log.last_seq().await,
         }
     }
@@ -148,7 +148,7 @@ impl EventLog {
     /// The record at `seq`, if there is one.
     pub async fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
         match self {
-            EventLog::Embedded(log) => log.get(seq),
+            EventLog::Embedded(log) => log.get(seq).await,
             EventLog::JetStream(log) => log.get(seq).await,
         }
     }
@@ -156,7 +156,7 @@ impl EventLog {
     /// The record of (partner, event id), if the log holds one: each is stored at most once.
     pub async fn find(&self, partner_id: &str, event_id: &str) -> Result<Option<Record>, LogError> {
         match self {
-            EventLog::Embedded(log) => log.find(partner_id, event_id),
+            EventLog::Embedded(log) => log.find(partner_id, event_id).await,
             EventLog::JetStream(log) => log.find(partner_id, event_id).await,
         }
     }
