@@ -141,6 +141,18 @@ impl EmbeddedLog {
     }
 }
 
+#[cfg(test)]
+impl EmbeddedLog {
+    /// Stores a record at `seq` without an append, to make the log that no append can: one with
+    /// a gap.
+    pub(crate) fn insert_raw(&self, seq: u64, partner: &str, envelope: &[u8]) {
+        let mut value = vec![u8::try_from(partner.len()).unwrap()];
+        value.extend_from_slice(partner.as_bytes());
+        value.extend_from_slice(envelope);
+        self.inner.records.insert(seq.to_be_bytes(), value).unwrap();
+    }
+}
+
 impl Inner {
     fn last_seq(&self) -> Result<u64, LogError> {
         Ok(self.records.last()?.map_or(0, |(key, _)| seq_of_key(&key)))

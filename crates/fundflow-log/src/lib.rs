@@ -12,6 +12,7 @@ mod backoff;
 pub mod embedded;
 mod error;
 pub mod jetstream;
+mod range;
 
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ use bytes::Bytes;
 
 pub use backoff::Backoff;
 pub use error::{LogError, LogErrorKind};
+pub use range::{
+    RANGE_BATCH_MAX, RANGE_READ_PATIENCE, RANGE_READ_WAIT, READ_REOPEN_BACKOFF, RangeReader,
+};
 
 /// Subjects of the events stream: `fundflow.v1.events.<partner_id>.<event token>`.
 pub const SUBJECT_PREFIX: &str = "fundflow.v1.events.";
@@ -162,6 +166,8 @@ impl EventLog {
     }
 
     /// A reader that yields records from `from_seq` on, in order, and then waits for new ones.
+    /// To read a known range in full, [`EventLog::read_range`] adds gap checks, reopening and
+    /// patience.
     pub async fn reader(&self, from_seq: u64) -> Result<LogReader, LogError> {
         match self {
             EventLog::Embedded(log) => Ok(LogReader::Embedded(log.reader(from_seq))),
