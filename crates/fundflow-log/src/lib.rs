@@ -6,7 +6,12 @@
 //! JetStream (replicated, shared by many processes), and [`embedded::EmbeddedLog`], a local sled
 //! store for one machine with no server (quickstart, offline replays, fast tests). [`EventLog`]
 //! picks one at run time. The log stores bytes; it never decodes or judges an envelope — the fold
-//! does that, for records from either log alike.
+//! does that, for records from either log alike. `tests/log_contract.rs` runs one contract
+//! against both.
+//!
+//! Whoever needs a whole range of the log (the projector's refold, the auditor's export and
+//! replay) reads it with [`EventLog::read_range`], which checks for gaps and rides out stalls;
+//! every retry loop paces itself with a [`Backoff`].
 
 mod backoff;
 pub mod embedded;

@@ -11,8 +11,9 @@ use tokio::time::Instant;
 
 use crate::{Backoff, EventLog, LogError, LogErrorKind, LogReader, Record};
 
-/// How long a range read waits for the next due record before it gives up (counted from the
-/// last record that arrived, so a stream that keeps delivering is never given up on): longer
+/// How long a range read waits for the next due record before it gives up (counted while it
+/// waits, from the last record that arrived, so a stream that keeps delivering is never given up
+/// on, and a caller that takes its time between batches spends none of it): longer
 /// than a leader election and a reconnect together, short enough that a log that really lost
 /// its records is reported while someone is still watching.
 pub const RANGE_READ_PATIENCE: Duration = Duration::from_secs(120);
@@ -43,7 +44,7 @@ impl EventLog {
             read_wait: RANGE_READ_WAIT,
             patience: RANGE_READ_PATIENCE,
             backoff: READ_REOPEN_BACKOFF,
-            progress_at: Instant::now(),
+            waiting_since: None,
             reopened: 0,
         }
     }
@@ -77,8 +78,9 @@ pub struct RangeReader {
     patience: Duration,
     /// The pause before reopening; reset by every record that arrives.
     backoff: Backoff,
-    /// When the last record arrived (or the read began): patience counts from here.
-    progress_at: Instant,
+    /// Since when the read has been waiting for the next due record: set when a call begins
+    /// waiting, cleared when records arrive. Patience counts from here.
+    waiting_since: Option<Instant>,
     /// How many times a reader was reopened since the last record, for the error.
     reopened: u32,
 }
@@ -113,6 +115,7 @@ impl RangeReader {
     /// The next records of the range, in order, at most `batch_max`; `None` once the range has
     /// been read.
     pub async fn next_batch(&mut self) -> Result<Option<Vec<Record>>, LogError> {
+        self.waiting_since.get_or_insert_with(Instant::now);
         loop {
             if self.next_seq > self.to {
                 return Ok(None);
@@ -185,7 +188,7 @@ impl RangeReader {
             return Ok(None);
         };
         self.next_seq = last.seq + 1;
-        self.progress_at = Instant::now();
+        self.waiting_since = None;
         self.backoff.reset();
         self.reopened = 0;
         Ok(Some(batch))
@@ -195,7 +198,7 @@ impl RangeReader {
     /// patience is spent.
     async fn retry_after(&mut self, err: LogError) -> Result<(), LogError> {
         self.reader = None;
-        let waited = self.progress_at.elapsed();
+        let waited = self.waited();
         if waited >= self.patience {
             let message = format!(
                 "the log stopped delivering records at seq {} of {}: nothing came for {waited:?} (patience {:?}, the reader reopened {} times)",
@@ -215,8 +218,13 @@ impl RangeReader {
         Ok(())
     }
 
+    fn waited(&self) -> Duration {
+        self.waiting_since
+            .map_or(Duration::ZERO, |since| since.elapsed())
+    }
+
     fn patience_left(&self) -> Duration {
-        self.patience.saturating_sub(self.progress_at.elapsed())
+        self.patience.saturating_sub(self.waited())
     }
 }
 
