@@ -40,6 +40,7 @@ impl EventLog {
             next_seq: from.max(1),
             to,
             reader: None,
+            reader_delivered: false,
             batch_max: RANGE_BATCH_MAX,
             read_wait: RANGE_READ_WAIT,
             patience: RANGE_READ_PATIENCE,
@@ -52,8 +53,9 @@ impl EventLog {
 
 /// Reads a range of the log, `from..=to`, handing over each record once, in order, until `to`.
 ///
-/// - A record missing from the range (the log delivers seq 7 where 6 was due) is a
-///   [`LogErrorKind::Gap`] error naming the missing seq.
+/// - A record missing from the range (the log delivers seq 7 where 6 was due, to a fresh
+///   reader) is a [`LogErrorKind::Gap`] error naming the missing seq; the records before it are
+///   handed over first.
 /// - A read that delivers nothing while records are due is a stall: the reader is reopened from
 ///   the next due seq, with [`READ_REOPEN_BACKOFF`], and so is one after a transient read error.
 /// - When no record has arrived for the patience ([`RANGE_READ_PATIENCE`] unless
@@ -70,6 +72,9 @@ pub struct RangeReader {
     /// The current reader; `None` until the first read and after a stall or error, so that the
     /// next read opens a fresh one from `next_seq`.
     reader: Option<LogReader>,
+    /// Whether the current reader has delivered records: a gap seen by a reader that has is
+    /// checked again with a fresh one before it is reported (the old one may be at fault).
+    reader_delivered: bool,
     /// Most records per batch handed over.
     batch_max: usize,
     /// How long one read waits before it counts as a stall.
@@ -127,7 +132,10 @@ impl RangeReader {
             let reader = match &mut self.reader {
                 Some(reader) => reader,
                 None => match self.log.reader(self.next_seq).await {
-                    Ok(reader) => self.reader.insert(reader),
+                    Ok(reader) => {
+                        self.reader_delivered = false;
+                        self.reader.insert(reader)
+                    }
                     Err(err) if err.is_transient() => {
                         self.retry_after(err).await?;
                         continue;
@@ -167,6 +175,11 @@ impl RangeReader {
             .zip(&batch)
             .position(|(offset, record)| record.seq != self.next_seq + offset);
         match gap_at {
+            // A reader that has delivered before may be the one skipping: ask a fresh one.
+            Some(0) if self.reader_delivered => {
+                self.reader = None;
+                return Ok(None);
+            }
             Some(0) => {
                 return Err(LogError::new(
                     LogErrorKind::Gap,
@@ -188,6 +201,7 @@ impl RangeReader {
             return Ok(None);
         };
         self.next_seq = last.seq + 1;
+        self.reader_delivered = true;
         self.waiting_since = None;
         self.backoff.reset();
         self.reopened = 0;
