@@ -245,8 +245,12 @@ pub fn replay_file(path: &Path, cutoff: Cutoff, details: Details) -> Result<Repl
     Ok(replay)
 }
 
+/// How many batches the log's reader may run ahead of the fold.
+const BATCHES_AHEAD: usize = 32;
+
 /// Replays a log (JetStream or embedded) from seq 1 to its last seq at the start (or the cutoff).
-/// A reader task fetches the next batch while the fold applies the previous one.
+/// A reader task fetches the next batch while the fold applies the previous one; the log is read
+/// with [`EventLog::read_range`], which rides out a stalled reader and fails on a gap.
 pub async fn replay_log(
     log: &EventLog,
     cutoff: Cutoff,
@@ -256,34 +260,21 @@ pub async fn replay_log(
     if let Cutoff::UntilSeq(until) = cutoff {
         last = last.min(until);
     }
-    let (batches, mut received) = tokio::sync::mpsc::channel(32);
-    let mut reader = log.reader(1).await?;
+    let (batches, mut received) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+    let mut records = log.read_range(1..=last);
     let reading = tokio::spawn(async move {
-        let mut next = 1;
-        while next <= last {
-            let batch = reader
-                .next_batch(4096, std::time::Duration::from_secs(5))
-                .await?;
-            let Some(end) = batch.last().map(|r| r.seq) else {
-                return Err(AuditError::Invalid {
-                    seq: Some(next),
-                    message: format!("the log stopped delivering records at seq {next} of {last}"),
-                });
-            };
-            next = end + 1;
+        while let Some(batch) = records.next_batch().await? {
             if batches.send(batch).await.is_err() {
                 break; // The fold stopped.
             }
         }
-        Ok(())
+        Ok::<(), AuditError>(())
     });
     let folding = tokio::task::spawn_blocking(move || {
         let mut replay = Replay::new(usize::try_from(last).unwrap_or(0));
+        // `read_range` hands over 1..=last in order, each once: every record is folded.
         while let Some(batch) = received.blocking_recv() {
             for record in batch {
-                if record.seq > last {
-                    return replay;
-                }
                 replay.take(
                     record.seq,
                     &record.bytes,

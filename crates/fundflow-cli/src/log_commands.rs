@@ -25,7 +25,7 @@ pub async fn open_log(args: &LogArgs) -> anyhow::Result<EventLog> {
         let dir = args.data_dir.join("log");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        return Ok(EventLog::Embedded(EmbeddedLog::open(&dir)?));
+        return Ok(EventLog::Embedded(EmbeddedLog::open(&dir).await?));
     }
     let mut config = JetStreamConfig::new(&args.nats_url);
     config.credentials.clone_from(&args.nats_creds);

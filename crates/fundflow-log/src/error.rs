@@ -3,21 +3,39 @@
 
 use std::fmt;
 
-/// What failed, so a caller can decide what to do.
+/// What failed, so a caller can decide what to do. [`LogErrorKind::is_transient`] says which
+/// kinds are worth retrying unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogErrorKind {
-    /// Could not connect to NATS. The caller reports it; a service retries later.
+    /// Could not reach NATS or JetStream (the server is down, JetStream is unavailable or timed
+    /// out during a leader election). Transient: a service retries later.
     Connect,
+    /// The log's settings are wrong: a URL that does not parse, a credentials or NKey file that
+    /// cannot be read or holds no key. Fix the settings; retrying does not help.
+    Config,
     /// The stream exists with settings that contradict fundflow's (or could not be created).
     /// Fix the stream or the settings; retrying does not help.
     StreamConfig,
     /// An append did not complete (after its retries). Nothing is known to be lost: appending
     /// the same request again is safe, it deduplicates.
     Append,
-    /// Reading failed. The caller reopens a reader from its own checkpoint.
+    /// Reading failed, or a reader delivered nothing for longer than its patience while records
+    /// were due. Transient: the caller reopens a reader from its own checkpoint.
     Read,
+    /// The log skips a sequence number a range read was due to deliver: records are missing.
+    /// Report it and stop; rereading gives the same answer.
+    Gap,
     /// The embedded store failed (I/O, corruption). Report it and stop.
     Storage,
+}
+
+impl LogErrorKind {
+    /// Whether the same call may succeed later with nothing changed: `Connect` and `Read`. The
+    /// others need a fix first (`Config`, `StreamConfig`, `Gap`, `Storage`), or have retried
+    /// already (`Append` retries for `retry_for` before it reports).
+    pub fn is_transient(self) -> bool {
+        matches!(self, LogErrorKind::Connect | LogErrorKind::Read)
+    }
 }
 
 /// An error of the event log.
@@ -38,22 +56,28 @@ impl LogError {
         }
     }
 
-    /// An error of `kind` caused by `source`.
+    /// An error of `kind` caused by `source` (an error, or an already boxed one as async-nats
+    /// returns them).
     pub fn with_source(
         kind: LogErrorKind,
         message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> LogError {
         LogError {
             kind,
             message: message.into(),
-            source: Some(Box::new(source)),
+            source: Some(source.into()),
         }
     }
 
     /// What failed.
     pub fn kind(&self) -> LogErrorKind {
         self.kind
+    }
+
+    /// Whether retrying unchanged may succeed: see [`LogErrorKind::is_transient`].
+    pub fn is_transient(&self) -> bool {
+        self.kind.is_transient()
     }
 }
 

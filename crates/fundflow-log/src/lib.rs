@@ -6,17 +6,28 @@
 //! JetStream (replicated, shared by many processes), and [`embedded::EmbeddedLog`], a local sled
 //! store for one machine with no server (quickstart, offline replays, fast tests). [`EventLog`]
 //! picks one at run time. The log stores bytes; it never decodes or judges an envelope — the fold
-//! does that, for records from either log alike.
+//! does that, for records from either log alike. `tests/log_contract.rs` runs one contract
+//! against both.
+//!
+//! Whoever needs a whole range of the log (the projector's refold, the auditor's export and
+//! replay) reads it with [`EventLog::read_range`], which checks for gaps and rides out stalls;
+//! every retry loop paces itself with a [`Backoff`].
 
+mod backoff;
 pub mod embedded;
 mod error;
 pub mod jetstream;
+mod range;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use backoff::Backoff;
 pub use error::{LogError, LogErrorKind};
+pub use range::{
+    RANGE_BATCH_MAX, RANGE_READ_PATIENCE, RANGE_READ_WAIT, READ_REOPEN_BACKOFF, RangeReader,
+};
 
 /// Subjects of the events stream: `fundflow.v1.events.<partner_id>.<event token>`.
 pub const SUBJECT_PREFIX: &str = "fundflow.v1.events.";
@@ -138,7 +149,7 @@ impl EventLog {
     /// The last sequence number (0 for an empty log).
     pub async fn last_seq(&self) -> Result<u64, LogError> {
         match self {
-            EventLog::Embedded(log) => log.last_seq(),
+            EventLog::Embedded(log) => log.last_seq().await,
             EventLog::JetStream(log) => log.last_seq().await,
         }
     }
@@ -146,7 +157,7 @@ impl EventLog {
     /// The record at `seq`, if there is one.
     pub async fn get(&self, seq: u64) -> Result<Option<Record>, LogError> {
         match self {
-            EventLog::Embedded(log) => log.get(seq),
+            EventLog::Embedded(log) => log.get(seq).await,
             EventLog::JetStream(log) => log.get(seq).await,
         }
     }
@@ -154,12 +165,14 @@ impl EventLog {
     /// The record of (partner, event id), if the log holds one: each is stored at most once.
     pub async fn find(&self, partner_id: &str, event_id: &str) -> Result<Option<Record>, LogError> {
         match self {
-            EventLog::Embedded(log) => log.find(partner_id, event_id),
+            EventLog::Embedded(log) => log.find(partner_id, event_id).await,
             EventLog::JetStream(log) => log.find(partner_id, event_id).await,
         }
     }
 
     /// A reader that yields records from `from_seq` on, in order, and then waits for new ones.
+    /// To read a known range in full, [`EventLog::read_range`] adds gap checks, reopening and
+    /// patience.
     pub async fn reader(&self, from_seq: u64) -> Result<LogReader, LogError> {
         match self {
             EventLog::Embedded(log) => Ok(LogReader::Embedded(log.reader(from_seq))),

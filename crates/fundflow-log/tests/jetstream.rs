@@ -1,4 +1,6 @@
-//! The JetStream log against a real nats-server 2.10 started for each test.
+//! What only the JetStream log has, against a real nats-server 2.10 started for each test: the
+//! stream's settings and its protection, and how connecting fails. What both logs do is in
+//! `log_contract.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -6,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fundflow_log::jetstream::{JetStreamConfig, JetStreamLog};
-use fundflow_log::{AppendRequest, Appended, EventLog, LogErrorKind, Record};
+use fundflow_log::{AppendRequest, EventLog, LogErrorKind};
 use fundflow_testkit::NatsServer;
 
 fn request(partner: &str, event: &str, bytes: &'static [u8]) -> AppendRequest {
@@ -15,54 +17,6 @@ fn request(partner: &str, event: &str, bytes: &'static [u8]) -> AppendRequest {
         event_id: event.into(),
         envelope: Bytes::from_static(bytes),
     }
-}
-
-#[tokio::test]
-async fn appends_deduplicate_per_partner_and_read_back_in_order() {
-    let server = NatsServer::start();
-    let log = EventLog::from(
-        JetStreamLog::connect(JetStreamConfig::new(server.url()))
-            .await
-            .unwrap(),
-    );
-    let results = log
-        .append_batch(&[
-            request("a", "e1", b"one"),
-            request("b", "e1", b"two"),
-            request("a", "e1", b"again"),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(
-        results,
-        [
-            Appended::Stored { seq: 1 },
-            Appended::Stored { seq: 2 },
-            Appended::Duplicate { seq: 1 }
-        ]
-    );
-    assert_eq!(log.last_seq().await.unwrap(), 2);
-
-    let mut reader = log.reader(1).await.unwrap();
-    let mut records = Vec::new();
-    while records.len() < 2 {
-        records.extend(reader.next_batch(10, Duration::from_secs(5)).await.unwrap());
-    }
-    assert_eq!(
-        records,
-        [
-            Record {
-                seq: 1,
-                partner: "a".into(),
-                bytes: Bytes::from_static(b"one")
-            },
-            Record {
-                seq: 2,
-                partner: "b".into(),
-                bytes: Bytes::from_static(b"two")
-            },
-        ]
-    );
 }
 
 #[tokio::test]
@@ -123,4 +77,27 @@ async fn a_server_that_is_down_is_a_connect_error() {
         panic!("nothing listens there");
     };
     assert_eq!(err.kind(), LogErrorKind::Connect);
+    assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn wrong_settings_are_config_errors_and_not_worth_retrying() {
+    let Err(err) = JetStreamLog::connect(JetStreamConfig::new("nats://[::1")).await else {
+        panic!("that is no URL");
+    };
+    assert_eq!(err.kind(), LogErrorKind::Config, "{err}");
+    assert!(!err.is_transient());
+
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = JetStreamConfig::new(server.url());
+    config.nkey_seed_file = Some(dir.path().join("missing.nk"));
+    let Err(err) = JetStreamLog::connect(config).await else {
+        panic!("the NKey file is missing");
+    };
+    assert_eq!(err.kind(), LogErrorKind::Config, "{err}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the I/O error is kept"
+    );
 }

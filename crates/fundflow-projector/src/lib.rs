@@ -25,8 +25,9 @@ use std::time::Duration;
 
 use fundflow_domain::ledger::outcome_byte;
 use fundflow_domain::{Ledger, Outcome, RejectCode, Rejection, Source};
-use fundflow_log::{EventLog, LogError, Record};
+use fundflow_log::{EventLog, LogError, READ_REOPEN_BACKOFF, Record};
 use tokio::sync::{broadcast, mpsc, watch};
+use tracing::Instrument;
 
 pub use read_model::ReadModel;
 
@@ -50,9 +51,20 @@ pub enum ProjectorError {
     /// the projector's back. Rebuild the model from the log.
     #[error("{0}")]
     Mismatch(String),
-    /// The log could not be read when it had to be (at start). Retry when it is reachable.
+    /// The log could not be read when it had to be (at start): unreachable, or it stopped
+    /// delivering records for longer than the read's patience. Retry when it is reachable.
     #[error("cannot read the event log")]
     Log(#[from] LogError),
+    /// A projector task panicked (a bug: the fold does not fail on input) or was cancelled. The
+    /// model is intact at its last checkpoint: report it and restart.
+    #[error("a projector task failed: {task}")]
+    TaskFailed {
+        /// Which task.
+        task: &'static str,
+        /// The panic or cancellation.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl ProjectorError {
@@ -160,30 +172,32 @@ impl Projector {
         log: &EventLog,
         config: ProjectorConfig,
     ) -> Result<Projector, ProjectorError> {
-        let model = ReadModel::open(dir)?;
+        // sled blocks, and may wait for its directory lock: not on the runtime.
+        let model_dir = dir.to_owned();
+        let model = tokio::task::spawn_blocking(move || ReadModel::open(&model_dir))
+            .await
+            .map_err(|source| ProjectorError::TaskFailed {
+                task: "opening the read model",
+                source,
+            })??;
         let checkpoint = model.checkpoint()?;
         // The log's length at start sizes the event index, so it does not rehash while it fills.
-        let hint = usize::try_from(log.last_seq().await?).unwrap_or(usize::MAX);
+        let log_last_seq = log.last_seq().await?;
+        let hint = usize::try_from(log_last_seq).unwrap_or(usize::MAX);
         let mut ledger = Ledger::with_capacity(hint);
         if let Some(checkpoint) = checkpoint {
-            let span = tracing::info_span!("refold", until_seq = checkpoint.last_seq);
-            let _guard = span.enter();
-            let mut reader = log.reader(1).await?;
-            while ledger.last_seq() < checkpoint.last_seq {
-                let batch = reader
-                    .next_batch(config.batch_max, Duration::from_secs(5))
-                    .await?;
-                if batch.is_empty() {
-                    return Err(ProjectorError::Mismatch(format!(
-                        "the read model is at seq {} but the log ends at seq {}: it was built from another log; rebuild it",
-                        checkpoint.last_seq,
-                        ledger.last_seq()
-                    )));
-                }
-                for record in batch.iter().filter(|r| r.seq <= checkpoint.last_seq) {
-                    apply(&mut ledger, record);
-                }
+            // The log itself says it is shorter than the model: not a stall (a stall is waited
+            // out by the refold's reader, and past its patience is a `Log` error).
+            if log_last_seq < checkpoint.last_seq {
+                return Err(ProjectorError::Mismatch(format!(
+                    "the read model is at seq {} but the log ends at seq {log_last_seq}: it was built from another log; rebuild it",
+                    checkpoint.last_seq,
+                )));
             }
+            let span = tracing::info_span!("refold", until_seq = checkpoint.last_seq);
+            ledger = refold(log, ledger, checkpoint.last_seq, config.batch_max)
+                .instrument(span)
+                .await?;
             if ledger.checkpoint() != checkpoint {
                 return Err(ProjectorError::Mismatch(format!(
                     "the log up to seq {} does not give the read model's checkpoint (log digest {} on file, {} from the log); rebuild the read model",
@@ -263,9 +277,10 @@ impl Projector {
         reader.abort();
         match folded {
             Ok(result) => result,
-            Err(err) => Err(ProjectorError::Corrupt(format!(
-                "the fold thread failed: {err}"
-            ))),
+            Err(source) => Err(ProjectorError::TaskFailed {
+                task: "the fold thread",
+                source,
+            }),
         }
     }
 
@@ -360,6 +375,48 @@ async fn stop_requested(stop: &mut Option<watch::Receiver<bool>>) {
     }
 }
 
+/// How many batches the refold's reader may run ahead of its fold.
+const REFOLD_BATCHES_AHEAD: usize = 64;
+
+/// Folds the log's records 1..=`until` into `ledger`, reading with [`EventLog::read_range`]
+/// (which waits out a stalled reader and fails on a gap) on the runtime while the fold runs on
+/// the blocking pool.
+async fn refold(
+    log: &EventLog,
+    ledger: Ledger,
+    until: u64,
+    batch_max: usize,
+) -> Result<Ledger, ProjectorError> {
+    let (batches_tx, mut batches_rx) = mpsc::channel::<Vec<Record>>(REFOLD_BATCHES_AHEAD);
+    let folding = tokio::task::spawn_blocking(move || {
+        let mut ledger = ledger;
+        while let Some(batch) = batches_rx.blocking_recv() {
+            for record in &batch {
+                apply(&mut ledger, record);
+            }
+        }
+        ledger
+    });
+    let mut records = log.read_range(1..=until).batch_max(batch_max);
+    let read = async {
+        while let Some(batch) = records.next_batch().await? {
+            if batches_tx.send(batch).await.is_err() {
+                break; // The fold stopped: its join says why.
+            }
+        }
+        Ok::<(), LogError>(())
+    }
+    .await;
+    // Closing the channel ends the fold, after the batches in hand.
+    drop(batches_tx);
+    let ledger = folding.await.map_err(|source| ProjectorError::TaskFailed {
+        task: "the refold at start",
+        source,
+    })?;
+    read?;
+    Ok(ledger)
+}
+
 fn apply(ledger: &mut Ledger, record: &Record) -> Outcome {
     let source = Source {
         subject_partner: Some(&record.partner),
@@ -383,16 +440,15 @@ async fn read_batches(
 ) {
     let stopped = |stop: &Option<watch::Receiver<bool>>| stop.as_ref().is_some_and(|s| *s.borrow());
     let mut next_seq = from_seq;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = READ_REOPEN_BACKOFF;
     while !stopped(&stop) {
         let mut reader = match log.reader(next_seq).await {
             Ok(reader) => reader,
             Err(err) => {
                 metrics.read_errors.fetch_add(1, Ordering::Relaxed);
                 metrics.reading.store(false, Ordering::Relaxed);
-                tracing::warn!(error = %err, next_seq, ?backoff, "cannot open the log; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tracing::warn!(error = %err, next_seq, backoff = ?backoff.delay(), "cannot open the log; retrying");
+                backoff.wait().await;
                 continue;
             }
         };
@@ -427,17 +483,18 @@ async fn read_batches(
                 }
                 Ok(batch) => {
                     quiet_since = tokio::time::Instant::now();
-                    backoff = Duration::from_millis(100);
-                    let last = batch.last().map_or(next_seq, |r| r.seq);
+                    backoff.reset();
                     // Records must come in order without going back; anything else is a reader
-                    // fault, and a fresh reader from the next sequence repairs it.
-                    if batch.first().is_some_and(|r| r.seq < next_seq) {
-                        tracing::warn!(
-                            next_seq,
-                            got = batch[0].seq,
-                            "the log went back; reopening"
-                        );
+                    // fault, and a fresh reader from the next sequence repairs it (the batch
+                    // goes with the faulty reader: the fresh one delivers its new records again).
+                    if let Some(first) = batch.first()
+                        && first.seq < next_seq
+                    {
+                        metrics.read_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(next_seq, got = first.seq, "the log went back; reopening");
+                        break;
                     }
+                    let last = batch.last().map_or(next_seq, |r| r.seq);
                     metrics.log_seq_seen.fetch_max(last, Ordering::Relaxed);
                     next_seq = last + 1;
                     if batches.send(batch).await.is_err() {
@@ -447,9 +504,8 @@ async fn read_batches(
                 Err(err) => {
                     metrics.read_errors.fetch_add(1, Ordering::Relaxed);
                     metrics.reading.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %err, next_seq, "reading the log failed; reopening from the checkpoint");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tracing::warn!(error = %err, next_seq, backoff = ?backoff.delay(), "reading the log failed; reopening from the checkpoint");
+                    backoff.wait().await;
                     break;
                 }
             }

@@ -12,7 +12,7 @@ use fundflow_projector::{Projector, ProjectorConfig, ProjectorError, ReadModel, 
 use fundflow_proto::{Message, v1};
 
 async fn filled_log(dir: &std::path::Path, seed: u64, events: u64) -> EventLog {
-    let log = EventLog::from(EmbeddedLog::open(dir).unwrap());
+    let log = EventLog::from(EmbeddedLog::open(dir).await.unwrap());
     let requests: Vec<_> = LogGenerator::new(
         seed,
         GenConfig {
