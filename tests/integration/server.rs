@@ -1077,3 +1077,88 @@ async fn project_with_a_config_serves_the_query_api() {
     project.terminate().await;
     gateway.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_answers_while_the_start_up_refold_runs_and_ready_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("log.ffl");
+    let data = dir.path().join("data");
+    let data_dir = data.to_str().unwrap();
+    crate::helpers::fundflow_ok(&[
+        "gen-log",
+        "--events",
+        "150000",
+        "--seed",
+        "5",
+        file.to_str().unwrap(),
+    ]);
+    crate::helpers::fundflow_ok(&[
+        "publish-file",
+        file.to_str().unwrap(),
+        "--embedded",
+        "--data-dir",
+        data_dir,
+    ]);
+    // A model at the log's end: the next start refolds the whole log before it serves queries.
+    crate::helpers::fundflow_ok(&["project", "--once", "--embedded", "--data-dir", data_dir]);
+    let config = dir.path().join("access.toml");
+    write_config(&config);
+    let mut process = FundflowCommand::new(
+        env!("CARGO_BIN_EXE_fundflow"),
+        "serve",
+        &dir.path().join("serve.stderr"),
+    )
+    .args(["serve", "--embedded", "--data-dir", data_dir, "--config"])
+    .args([&config])
+    .listen_on_any_port()
+    .spawn();
+    let url = process.wait_listening(Duration::from_secs(30)).await;
+    let http = reqwest::Client::new();
+    let (mut starting, mut healthy_while_starting) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+        if ready.status() == 200 {
+            break;
+        }
+        assert_eq!(ready.status(), 503);
+        let body: Value = ready.json().await.unwrap();
+        if body["status"] == "starting" {
+            starting += 1;
+            let health = http.get(format!("{url}/healthz")).send().await.unwrap();
+            healthy_while_starting += u32::from(health.status() == 200);
+            let totals = http
+                .get(format!("{url}/v1/totals"))
+                .bearer_auth(tokens().reviewer)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(totals.status(), 503, "queries wait for the refold");
+            let problem: Value = totals.json().await.unwrap();
+            assert_eq!(problem["code"], "unavailable", "{problem}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready in 120 s: {}",
+            process.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        starting > 0,
+        "the refold of 50,000 events was never seen: {}",
+        process.stderr()
+    );
+    assert_eq!(
+        healthy_while_starting, starting,
+        "/healthz must answer 200 during the refold"
+    );
+    let totals = http
+        .get(format!("{url}/v1/checkpoint"))
+        .bearer_auth(tokens().auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(totals.status(), 200);
+    process.terminate().await;
+}

@@ -174,7 +174,13 @@ fn main() {
 
     let manifest = measure("log export (JetStream to a file)", last, || {
         runtime
-            .block_on(fundflow_audit::export(&log, "bench", &export, |_| {}))
+            .block_on(fundflow_audit::export(
+                &log,
+                "bench",
+                &export,
+                time::OffsetDateTime::now_utc(),
+                |_| {},
+            ))
             .unwrap()
     });
     println!(

@@ -66,6 +66,7 @@ pub async fn export(
     log: &EventLog,
     source: &str,
     out: &Path,
+    exported_at: OffsetDateTime,
     mut progress: impl FnMut(u64),
 ) -> Result<Manifest, AuditError> {
     let io = |source| AuditError::Io {
@@ -122,15 +123,14 @@ pub async fn export(
         count,
         log_digest: hex::encode(digest),
         export_digest: hex::encode(chain),
-        exported_at: OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_default(),
+        exported_at: rfc3339_seconds(exported_at)?,
         source: source.to_owned(),
     };
     let manifest_file = manifest_path(out);
-    let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&manifest).map_err(|err| AuditError::Invalid {
+        seq: None,
+        message: format!("cannot write the manifest as JSON: {err}"),
+    })?;
     std::fs::write(&manifest_file, text + "\n").map_err(|source| AuditError::Io {
         path: manifest_file,
         source,
@@ -265,4 +265,16 @@ pub fn verify(path: &Path) -> Result<Verified, AuditError> {
         last_seq: count,
         log_digest: recomputed,
     })
+}
+
+/// `time` as RFC 3339 in whole seconds, UTC (`2026-12-02T01:30:00Z`).
+fn rfc3339_seconds(time: OffsetDateTime) -> Result<String, AuditError> {
+    time.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .ok_or_else(|| AuditError::Invalid {
+            seq: None,
+            message: format!("the export time {time} cannot be written as RFC 3339"),
+        })
 }

@@ -40,7 +40,15 @@ async fn export_and_replay_read_the_whole_log_and_agree() {
     assert!(last > 4096, "more than one batch: {last}");
 
     let out = dir.path().join("export.bin");
-    let manifest = export(&log, "embedded:test", &out, |_| {}).await.unwrap();
+    let manifest = export(
+        &log,
+        "embedded:test",
+        &out,
+        time::OffsetDateTime::now_utc(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((manifest.count, manifest.last_seq), (last, last));
     assert_eq!(verify(&out).unwrap().count, last);
 

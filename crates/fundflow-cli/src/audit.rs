@@ -14,8 +14,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::log_commands::open_log;
-use crate::{Format, LogArgs};
+use crate::Format;
+use fundflow_server::app::LogConfig;
 
 /// Where a replay reads the log from: exactly one of a file, a NATS server, a data directory.
 #[derive(Args, Clone, Debug)]
@@ -79,8 +79,8 @@ impl CutoffArgs {
     }
 }
 
-fn log_args(source: &SourceArgs, stream: &StreamArgs) -> LogArgs {
-    LogArgs {
+fn log_config(source: &SourceArgs, stream: &StreamArgs) -> LogConfig {
+    LogConfig {
         nats_url: source.nats_url.clone().unwrap_or_default(),
         nats_creds: stream.nats_creds.clone(),
         nats_nkey: stream.nats_nkey.clone(),
@@ -89,7 +89,7 @@ fn log_args(source: &SourceArgs, stream: &StreamArgs) -> LogArgs {
         embedded: source.data_dir.is_some(),
         stream: stream.stream.clone(),
         replicas: None,
-        duplicate_window_secs: None,
+        duplicate_window: None,
         data_dir: source.data_dir.clone().unwrap_or_default(),
     }
 }
@@ -119,7 +119,7 @@ pub async fn replay(
                 .context("the replay failed")??
         }
         None => {
-            let log = open_log(&log_args(source, stream)).await?;
+            let log = fundflow_server::app::open_log(&log_config(source, stream)).await?;
             fundflow_audit::replay_log(&log, cutoff, details).await?
         }
     };
@@ -133,7 +133,7 @@ pub async fn export(source: &SourceArgs, stream: &StreamArgs, out: &Path) -> any
         source.file.is_none(),
         "log export reads a log (--nats-url or --data-dir), not a file"
     );
-    let log = open_log(&log_args(source, stream)).await?;
+    let log = fundflow_server::app::open_log(&log_config(source, stream)).await?;
     let source = match (&source.nats_url, &source.data_dir) {
         (Some(url), _) => format!("{url}/{}", stream.stream),
         (_, Some(dir)) => format!("embedded:{}", dir.join("log").display()),
@@ -149,7 +149,8 @@ pub async fn export(source: &SourceArgs, stream: &StreamArgs, out: &Path) -> any
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = std::time::Instant::now();
-    let manifest = fundflow_audit::export(&log, &source, out, |n| bar.set_position(n))
+    let exported_at = OffsetDateTime::now_utc();
+    let manifest = fundflow_audit::export(&log, &source, out, exported_at, |n| bar.set_position(n))
         .await
         .with_context(|| format!("cannot export the log to {}", out.display()))?;
     bar.finish_and_clear();
@@ -206,7 +207,7 @@ pub async fn audit_report(
             .replace_nanosecond(0)
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_default(),
+            .context("the clock's time cannot be written as RFC 3339")?,
     };
     let format = if html {
         DocFormat::Html
@@ -289,8 +290,8 @@ pub async fn audit_verify(
     let state = ledger.model_state();
     let ours: Vec<String> = total_rows(&state, None)
         .iter()
-        .map(|r| row_line(&serde_json::to_value(r).unwrap_or_default()))
-        .collect();
+        .map(|r| serde_json::to_value(r).map(|row| row_line(&row)))
+        .collect::<Result<_, _>>()?;
     let first = theirs
         .iter()
         .zip(&ours)

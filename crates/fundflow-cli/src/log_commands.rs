@@ -5,12 +5,11 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use fundflow_domain::Report;
-use fundflow_log::jetstream::{JetStreamConfig, JetStreamLog};
-use fundflow_log::{AppendRequest, Appended, EventLog, embedded::EmbeddedLog};
+use fundflow_log::{AppendRequest, Appended, EventLog};
 use fundflow_projector::{Projector, ProjectorConfig, ReadModel, RunUntil};
 use fundflow_proto::{Message, RecordReader, v1};
 
@@ -21,25 +20,7 @@ const PUBLISH_CHUNK: usize = 10_000;
 
 /// Opens the log the arguments name.
 pub async fn open_log(args: &LogArgs) -> anyhow::Result<EventLog> {
-    if args.embedded {
-        let dir = args.data_dir.join("log");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        return Ok(EventLog::Embedded(EmbeddedLog::open(&dir).await?));
-    }
-    let mut config = JetStreamConfig::new(&args.nats_url);
-    config.credentials.clone_from(&args.nats_creds);
-    config.nkey_seed_file.clone_from(&args.nats_nkey);
-    config.create_stream = !args.read_only;
-    if let Some(name) = &args.nats_name {
-        config.client_name.clone_from(name);
-    }
-    config.stream.clone_from(&args.stream);
-    config.replicas = args.replicas;
-    config.duplicate_window = args.duplicate_window_secs.map(Duration::from_secs);
-    let log = JetStreamLog::connect(config).await?;
-    tracing::info!(server_version = %log.server_version(), "connected");
-    Ok(EventLog::JetStream(Box::new(log)))
+    Ok(fundflow_server::app::open_log(&args.config()).await?)
 }
 
 /// `fundflow publish-file`.

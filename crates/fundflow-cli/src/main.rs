@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use fundflow_server::app::Mode;
 
 /// The fold allocates small strings for every decoded event; mimalloc makes that cheaper than
 /// the system allocator by about a fifth (see README.md, "Benchmarks").
@@ -301,9 +302,6 @@ pub struct LogArgs {
     /// serve`, `fundflow gateway` or `fundflow project` for the servers, `fundflow` otherwise).
     #[arg(long, env = "FUNDFLOW_NATS_NAME")]
     pub nats_name: Option<String>,
-    /// Read only: a missing stream is an error rather than created (the auditor's tools).
-    #[arg(skip)]
-    pub read_only: bool,
     /// Use the embedded log in DATA_DIR/log instead of NATS (one machine, no server).
     #[arg(long)]
     pub embedded: bool,
@@ -321,6 +319,27 @@ pub struct LogArgs {
     /// Where the read model (DATA_DIR/model) and the embedded log (DATA_DIR/log) live.
     #[arg(long, env = "FUNDFLOW_DATA_DIR", default_value = "fundflow-data")]
     pub data_dir: PathBuf,
+}
+
+impl LogArgs {
+    /// The library's log config (a log that may create its stream: the auditor's tools build
+    /// their own, read only).
+    pub fn config(&self) -> fundflow_server::app::LogConfig {
+        fundflow_server::app::LogConfig {
+            nats_url: self.nats_url.clone(),
+            nats_creds: self.nats_creds.clone(),
+            nats_nkey: self.nats_nkey.clone(),
+            nats_name: self.nats_name.clone(),
+            read_only: false,
+            embedded: self.embedded,
+            stream: self.stream.clone(),
+            replicas: self.replicas,
+            duplicate_window: self
+                .duplicate_window_secs
+                .map(std::time::Duration::from_secs),
+            data_dir: self.data_dir.clone(),
+        }
+    }
 }
 
 /// How a report is printed.
@@ -350,7 +369,27 @@ fn main() -> ExitCode {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
     }
-    let result = match cli.command {
+    let result = runtime().map(|rt| (rt.block_on(run(cli.command)), rt));
+    match result {
+        Ok((Ok(()), _runtime)) => ExitCode::SUCCESS,
+        Ok((Err(err), runtime)) => {
+            eprintln!("fundflow: {err:#}");
+            // Exit now, without running destructors: a read model whose disk failed can block in
+            // its own drop (sled flushes there), and so can the runtime's, waiting for it; what
+            // is on disk is already a fold up to the last flushed checkpoint.
+            std::mem::forget(runtime);
+            std::process::exit(1)
+        }
+        Err(err) => {
+            eprintln!("fundflow: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command.
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::ReplayFile { file, format } => replay::replay_file(&file, format),
         Command::GenLog { events, seed, file } => replay::gen_log(&file, events, seed),
         Command::Totals {
@@ -369,48 +408,33 @@ fn main() -> ExitCode {
             };
             match url {
                 None => log_commands::totals(&data_dir, format, &filter),
-                Some(url) => runtime().and_then(|rt| {
-                    rt.block_on(totals_from_server(
-                        &url,
-                        token.as_deref().unwrap_or(""),
-                        &filter,
-                        format,
-                    ))
-                }),
+                Some(url) => {
+                    totals_from_server(&url, token.as_deref().unwrap_or(""), &filter, format).await
+                }
             }
         }
-        Command::PublishFile { file, log } => {
-            runtime().and_then(|rt| rt.block_on(log_commands::publish_file(&file, &log)))
+        Command::PublishFile { file, log } => log_commands::publish_file(&file, &log).await,
+        Command::Project { log, once, http } => {
+            if once && http.config.is_some() {
+                anyhow::bail!(
+                    "--once folds and exits, so it serves no query API: drop --config, or --once"
+                );
+            }
+            if http.config.is_none() {
+                log_commands::project(&log, once).await
+            } else {
+                serve::run(Mode::Project, &log, &http).await
+            }
         }
-        Command::Project { log, once, http } => runtime().and_then(|rt| {
-            rt.block_on(async {
-                if once && http.config.is_some() {
-                    anyhow::bail!(
-                        "--once folds and exits, so it serves no query API: drop --config, or --once"
-                    );
-                }
-                if http.config.is_none() {
-                    log_commands::project(&log, once).await
-                } else {
-                    serve::run(serve::Mode::Project, &log, &http).await
-                }
-            })
-        }),
-        Command::Serve { log, http } => {
-            runtime().and_then(|rt| rt.block_on(serve::run(serve::Mode::Serve, &log, &http)))
-        }
-        Command::Gateway { log, http } => {
-            runtime().and_then(|rt| rt.block_on(serve::run(serve::Mode::Gateway, &log, &http)))
-        }
-        Command::Quickstart { log, http, exit } => {
-            runtime().and_then(|rt| rt.block_on(quickstart::run(&log, &http, exit)))
-        }
+        Command::Serve { log, http } => serve::run(Mode::Serve, &log, &http).await,
+        Command::Gateway { log, http } => serve::run(Mode::Gateway, &log, &http).await,
+        Command::Quickstart { log, http, exit } => quickstart::run(&log, &http, exit).await,
         Command::Submit {
             file,
             url,
             token,
             wait,
-        } => runtime().and_then(|rt| rt.block_on(client::submit(&file, &url, &token, wait))),
+        } => client::submit(&file, &url, &token, wait).await,
         Command::Token {
             command: TokenCommand::New { role, name, id },
         } => token_new(&role, &name, id.as_deref()),
@@ -429,7 +453,7 @@ fn main() -> ExitCode {
                     stream,
                     out,
                 },
-        } => runtime().and_then(|rt| rt.block_on(audit::export(&source, &stream, &out))),
+        } => audit::export(&source, &stream, &out).await,
         Command::Log {
             command: LogCommand::Verify { path },
         } => audit::verify_export(&path),
@@ -441,8 +465,7 @@ fn main() -> ExitCode {
                     cutoff,
                     format,
                 },
-        } => runtime()
-            .and_then(|rt| rt.block_on(audit::audit_replay(&source, &stream, &cutoff, format))),
+        } => audit::audit_replay(&source, &stream, &cutoff, format).await,
         Command::Audit {
             command:
                 AuditCommand::Verify {
@@ -451,8 +474,7 @@ fn main() -> ExitCode {
                     source,
                     stream,
                 },
-        } => runtime()
-            .and_then(|rt| rt.block_on(audit::audit_verify(&url, &token, &source, &stream))),
+        } => audit::audit_verify(&url, &token, &source, &stream).await,
         Command::Audit {
             command:
                 AuditCommand::Report {
@@ -463,25 +485,16 @@ fn main() -> ExitCode {
                     html,
                     format,
                 },
-        } => runtime().and_then(|rt| {
+        } => {
             let html = html
                 || format.as_deref() == Some("html")
                 || (format.is_none()
                     && out
                         .extension()
                         .is_some_and(|e| e.eq_ignore_ascii_case("html")));
-            rt.block_on(audit::audit_report(&source, &stream, &cutoff, &out, html))
-        }),
-        Command::Rebuild { log } => {
-            runtime().and_then(|rt| rt.block_on(log_commands::rebuild(&log)))
+            audit::audit_report(&source, &stream, &cutoff, &out, html).await
         }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("fundflow: {err:#}");
-            ExitCode::FAILURE
-        }
+        Command::Rebuild { log } => log_commands::rebuild(&log).await,
     }
 }
 

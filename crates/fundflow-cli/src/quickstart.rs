@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use crate::LogArgs;
 use crate::client::Client;
-use crate::serve::{HttpArgs, Mode};
+use crate::serve::HttpArgs;
+use fundflow_server::app::Mode;
 
 /// The sample dataset, compiled in so that the installed binary needs no file beside it.
 const DATASET: &str = include_str!("../quickstart/programme-2020.ndjson");
@@ -164,7 +165,8 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
     let mut http = http.clone();
     http.config = Some(demo.config.clone());
     let access = crate::serve::load_access(http.config.as_ref())?;
-    let running = crate::serve::start(Mode::Serve, &log_args, &http, access).await?;
+    let mut running = crate::serve::start(Mode::Serve, &log_args, &http, access).await?;
+    running.started().await?;
     let base = format!("http://{}", running.addr);
 
     // Each partner submits its own lines, with its own token, through the gateway.
@@ -172,7 +174,10 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
     for line in DATASET.lines().filter(|l| !l.trim().is_empty()) {
         let object: Value = serde_json::from_str(line)
             .with_context(|| format!("{DATASET_NAME} holds a line that is not JSON"))?;
-        let partner = object["partner_id"].as_str().unwrap_or_default().to_owned();
+        let partner = object["partner_id"]
+            .as_str()
+            .with_context(|| format!("{DATASET_NAME} holds a line without a partner_id"))?
+            .to_owned();
         by_partner.entry(partner).or_default().push(line);
     }
     println!("Submitting {DATASET_NAME} through the gateway at {base}:");
@@ -243,10 +248,10 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
     );
     println!("  curl -s {base}/metrics | grep fundflow_events");
     if exit {
-        return running.stop().await;
+        return Ok(running.stop().await?);
     }
     println!("\nServing on {base} until Ctrl-C.");
-    running
+    Ok(running
         .run_until(crate::log_commands::shutdown_signal())
-        .await
+        .await?)
 }

@@ -502,3 +502,28 @@ async fn checkpoint(State(app): State<App>, headers: HeaderMap) -> Result<Respon
     let reply = queries(&app)?.checkpoint().await?;
     Ok(axum::Json(reply).into_response())
 }
+
+/// What a process serves while it starts (the projector refolds the log, the log connects):
+/// `/healthz` is 200, `/readyz` is 503 `starting`, `/metrics` renders, and every other route
+/// is a 503 problem a client may retry, so a load balancer and a person both see why.
+pub fn starting_router(metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(json!({"status": "starting"})),
+                )
+            }),
+        )
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(|| async {
+            Problem::unavailable(
+                "starting: the log is being opened and refolded; try again shortly",
+            )
+        })
+        .layer(middleware::from_fn(track))
+}

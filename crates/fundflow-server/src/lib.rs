@@ -5,10 +5,11 @@
 //! events and checkpoints from the projector's read model through [`query`]. [`access`] decides
 //! who may do what from hashed bearer tokens; [`http`] serves it all with metrics and limits.
 //!
-//! Processes assemble these parts as they need (`fundflow serve`, `gateway`, `project`); this
-//! crate opens no log and reads no config by itself.
+//! [`app`] assembles these parts into a process (`fundflow serve`, `gateway`, `project`) on a
+//! listener its caller bound; nothing here reads the environment or a config file by itself.
 
 pub mod access;
+pub mod app;
 pub mod csv_import;
 pub mod gateway;
 pub mod http;
