@@ -1087,7 +1087,7 @@ async fn health_answers_while_the_start_up_refold_runs_and_ready_waits_for_it() 
     crate::helpers::fundflow_ok(&[
         "gen-log",
         "--events",
-        "150000",
+        "20000",
         "--seed",
         "5",
         file.to_str().unwrap(),
@@ -1146,7 +1146,7 @@ async fn health_answers_while_the_start_up_refold_runs_and_ready_waits_for_it() 
     }
     assert!(
         starting > 0,
-        "the refold of 50,000 events was never seen: {}",
+        "the refold of 20,000 events was never seen: {}",
         process.stderr()
     );
     assert_eq!(
