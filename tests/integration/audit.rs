@@ -3,42 +3,19 @@
 //! server's totals at that point, and `audit verify` tells a match from a mismatch.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use fundflow_proto::{Message, v1};
 use fundflow_testkit::NatsServer;
 use serde_json::{Value, json};
 
+use crate::helpers::{fundflow, fundflow_ok, fundflow_on, path};
 use crate::server::{Server, masks};
-
-fn ff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fundflow"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("FUNDFLOW_NATS_URL")
-        .output()
-        .unwrap()
-}
-
-fn ff_ok(args: &[&str]) -> String {
-    let out = ff(args);
-    assert!(
-        out.status.success(),
-        "fundflow {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn replay_json(args: &[&str]) -> Value {
     let mut all = vec!["audit", "replay", "--format", "json"];
     all.extend_from_slice(args);
-    serde_json::from_str(&ff_ok(&all)).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
+    serde_json::from_str(&fundflow_ok(&all)).unwrap()
 }
 
 async fn checkpoint(server: &Server) -> Value {
@@ -121,27 +98,35 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
     // The embedded log is free once the server stopped: export, verify, replay.
     let data = dir.path().join("data");
     let export = dir.path().join("log.ffx");
-    let out = ff_ok(&["log", "export", "--data-dir", p(&data), "--out", p(&export)]);
+    let out = fundflow_ok(&[
+        "log",
+        "export",
+        "--data-dir",
+        path(&data),
+        "--out",
+        path(&export),
+    ]);
     assert!(out.starts_with("exported 5 records"), "{out}");
-    let verified = ff_ok(&["log", "verify", p(&export)]);
+    let verified = fundflow_ok(&["log", "verify", path(&export)]);
     assert!(verified.contains("5 records"), "{verified}");
-    let replay = replay_json(&["--file", p(&export)]);
+    let replay = replay_json(&["--file", path(&export)]);
     assert_eq!(replay["last_seq"], 5);
     assert_eq!(replay["log_digest"], end["log_digest"]);
     assert_eq!(replay["model_digest"], end["model_digest"]);
     assert_eq!(replay["rejected"][0]["code"], "unknown_pledge");
     // replay-file reads the export too, and a replay of the log itself agrees.
-    let file_replay: Value = serde_json::from_str(&ff_ok(&["replay-file", p(&export)])).unwrap();
+    let file_replay: Value =
+        serde_json::from_str(&fundflow_ok(&["replay-file", path(&export)])).unwrap();
     assert_eq!(file_replay["model_digest"], end["model_digest"]);
     assert_eq!(
-        replay_json(&["--data-dir", p(&data)])["model_digest"],
+        replay_json(&["--data-dir", path(&data)])["model_digest"],
         end["model_digest"]
     );
 
     // As of seq 2 and as of a date in summer: exactly the server's figures after the spring.
-    let until = replay_json(&["--file", p(&export), "--until-seq", "2"]);
+    let until = replay_json(&["--file", path(&export), "--until-seq", "2"]);
     assert_eq!(until["model_digest"], spring["model_digest"]);
-    let as_of = replay_json(&["--file", p(&export), "--as-of", "2020-06-30"]);
+    let as_of = replay_json(&["--file", path(&export), "--as-of", "2020-06-30"]);
     let rows: Vec<Value> = as_of["totals"]
         .as_array()
         .unwrap()
@@ -177,7 +162,14 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
 
     // The report: every figure from the replay.
     let report = dir.path().join("report.md");
-    ff_ok(&["audit", "report", "--file", p(&export), "--out", p(&report)]);
+    fundflow_ok(&[
+        "audit",
+        "report",
+        "--file",
+        path(&export),
+        "--out",
+        path(&report),
+    ]);
     let text = std::fs::read_to_string(&report).unwrap();
     for needle in [
         end["model_digest"].as_str().unwrap(),
@@ -192,7 +184,14 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
         );
     }
     let html = dir.path().join("report.html");
-    ff_ok(&["audit", "report", "--file", p(&export), "--out", p(&html)]);
+    fundflow_ok(&[
+        "audit",
+        "report",
+        "--file",
+        path(&export),
+        "--out",
+        path(&html),
+    ]);
     assert!(
         std::fs::read_to_string(&html)
             .unwrap()
@@ -202,7 +201,7 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
     // audit verify against the restarted server: a match; against another log: a mismatch.
     let server = Server::start("serve", dir.path(), &[], None).await;
     let url = server.url.clone();
-    let out = ff(&[
+    let out = fundflow(&[
         "audit",
         "verify",
         "--url",
@@ -210,7 +209,7 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
         "--token",
         &server.tokens.auditor,
         "--file",
-        p(&export),
+        path(&export),
     ]);
     assert!(
         out.status.success(),
@@ -219,8 +218,8 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("match at seq 5"));
     let other = dir.path().join("other.ffl");
-    ff_ok(&["gen-log", "--events", "5", "--seed", "3", p(&other)]);
-    let out = ff(&[
+    fundflow_ok(&["gen-log", "--events", "5", "--seed", "3", path(&other)]);
+    let out = fundflow(&[
         "audit",
         "verify",
         "--url",
@@ -228,7 +227,7 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
         "--token",
         &server.tokens.auditor,
         "--file",
-        p(&other),
+        path(&other),
     ]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -242,7 +241,7 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
         "{stderr}"
     );
     // A reviewer cannot read the checkpoint.
-    let out = ff(&[
+    let out = fundflow(&[
         "audit",
         "verify",
         "--url",
@@ -250,7 +249,7 @@ async fn on_the_embedded_log_an_export_replays_to_the_servers_digests_and_dates_
         "--token",
         &server.tokens.reviewer,
         "--file",
-        p(&export),
+        path(&export),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
 }
@@ -261,13 +260,8 @@ async fn on_jetstream_export_and_replay_match_the_live_server_at_the_same_seq() 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start("serve", &dir.path().join("s"), &[], Some(&nats)).await;
     let file = dir.path().join("gen.ffl");
-    ff_ok(&["gen-log", "--events", "3000", "--seed", "5", p(&file)]);
-    let out = Command::new(env!("CARGO_BIN_EXE_fundflow"))
-        .args(["publish-file", p(&file)])
-        .env("FUNDFLOW_NATS_URL", nats.url())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    fundflow_ok(&["gen-log", "--events", "3000", "--seed", "5", path(&file)]);
+    fundflow_on(&nats.url(), &["publish-file", path(&file)]);
     let last = {
         let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
         js.get_stream("FUNDFLOW")
@@ -279,16 +273,16 @@ async fn on_jetstream_export_and_replay_match_the_live_server_at_the_same_seq() 
     };
     let live = wait_folded(&server, last).await;
     let export = dir.path().join("js.ffx");
-    ff_ok(&[
+    fundflow_ok(&[
         "log",
         "export",
         "--nats-url",
         &nats.url(),
         "--out",
-        p(&export),
+        path(&export),
     ]);
-    ff_ok(&["log", "verify", p(&export)]);
-    let replay = replay_json(&["--file", p(&export)]);
+    fundflow_ok(&["log", "verify", path(&export)]);
+    let replay = replay_json(&["--file", path(&export)]);
     assert_eq!(replay["last_seq"], live["seq"]);
     assert_eq!(replay["log_digest"], live["log_digest"]);
     assert_eq!(replay["model_digest"], live["model_digest"]);
@@ -296,7 +290,7 @@ async fn on_jetstream_export_and_replay_match_the_live_server_at_the_same_seq() 
         replay_json(&["--nats-url", &nats.url()])["model_digest"],
         live["model_digest"]
     );
-    let out = ff(&[
+    let out = fundflow(&[
         "audit",
         "verify",
         "--url",
@@ -319,17 +313,24 @@ fn log_verify_names_the_first_record_that_was_flipped_dropped_or_swapped() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let file = dir.path().join("gen.ffl");
-    ff_ok(&["gen-log", "--events", "50", "--seed", "9", p(&file)]);
-    ff_ok(&[
+    fundflow_ok(&["gen-log", "--events", "50", "--seed", "9", path(&file)]);
+    fundflow_ok(&[
         "publish-file",
-        p(&file),
+        path(&file),
         "--embedded",
         "--data-dir",
-        p(&data),
+        path(&data),
     ]);
     let export = dir.path().join("log.ffx");
-    ff_ok(&["log", "export", "--data-dir", p(&data), "--out", p(&export)]);
-    ff_ok(&["log", "verify", p(&export)]);
+    fundflow_ok(&[
+        "log",
+        "export",
+        "--data-dir",
+        path(&data),
+        "--out",
+        path(&export),
+    ]);
+    fundflow_ok(&["log", "verify", path(&export)]);
     let bytes = std::fs::read(&export).unwrap();
     let records: Vec<Vec<u8>> = fundflow_proto::RecordReader::new(bytes.as_slice())
         .collect::<Result<_, _>>()
@@ -345,14 +346,14 @@ fn log_verify_names_the_first_record_that_was_flipped_dropped_or_swapped() {
         std::fs::write(fundflow_audit::export::manifest_path(&path), &manifest).unwrap();
         path
     };
-    let fails_at = |path: &Path, seq: u64| {
-        let out = ff(&["log", "verify", p(path)]);
-        assert_eq!(out.status.code(), Some(1), "{}", path.display());
+    let fails_at = |file: &Path, seq: u64| {
+        let out = fundflow(&["log", "verify", path(file)]);
+        assert_eq!(out.status.code(), Some(1), "{}", file.display());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains(&format!("seq {seq}")),
             "{}: {stderr}",
-            path.display()
+            file.display()
         );
         assert_eq!(stderr.lines().count(), 1, "one sentence: {stderr}");
     };
@@ -388,5 +389,8 @@ fn log_verify_names_the_first_record_that_was_flipped_dropped_or_swapped() {
     let raw_path = dir.path().join("raw.ffx");
     std::fs::write(&raw_path, raw).unwrap();
     std::fs::write(fundflow_audit::export::manifest_path(&raw_path), &manifest).unwrap();
-    assert_eq!(ff(&["log", "verify", p(&raw_path)]).status.code(), Some(1));
+    assert_eq!(
+        fundflow(&["log", "verify", path(&raw_path)]).status.code(),
+        Some(1)
+    );
 }

@@ -13,27 +13,16 @@ use fundflow_testkit::NatsServer;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{encoded, fundflow_ok, write_log};
+use crate::helpers::{command, encoded, fundflow_ok, fundflow_on, path, write_log};
 
 /// Runs `fundflow` against `server` and returns its standard output.
 fn ff(server: &NatsServer, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_fundflow"))
-        .args(args)
-        .env("FUNDFLOW_NATS_URL", server.url())
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("fundflow runs");
-    assert!(
-        output.status.success(),
-        "fundflow {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8")
+    fundflow_on(&server.url(), args)
 }
 
 /// Starts `fundflow` in the background against `server`.
 fn spawn_ff(server: &NatsServer, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_fundflow"))
+    command()
         .args(args)
         .env("FUNDFLOW_NATS_URL", server.url())
         .env("RUST_LOG", "warn")
@@ -52,10 +41,6 @@ fn totals(data_dir: &Path) -> Value {
         "json",
     ]);
     serde_json::from_str(&out).unwrap()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// The records of a generated log that the log accepts (publish-file skips the others).
