@@ -2,8 +2,10 @@
 //!
 //! [`Ledger::apply`] takes a sequence number and the bytes of one log record and returns an
 //! [`Outcome`]: `Applied`, or `Rejected` with a code. It never panics, never reads the clock, and
-//! either applies an event completely or leaves the state exactly as it was. Replaying the same
-//! records therefore gives the same state, totals and digests on every machine.
+//! either applies an event completely or changes nothing but the rejection's own bookkeeping (the
+//! counts, the rejection chain, the list of rejections and, for an event with a valid identity,
+//! that identity, so that a resend is told from a new event). Replaying the same records
+//! therefore gives the same state, totals and digests on every machine.
 //!
 //! Each record goes through three steps, each in its own file:
 //! - [`identity`]: decode the envelope, check its identity, and refuse a repeat of a known one
