@@ -395,3 +395,80 @@ fn overflow() -> Rejection {
         "adding this event would take a total past the largest amount fundflow keeps (10^26)",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test, with its location.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use fundflow_gen::{envelope, flow, in_kind, payment, reversal};
+    use fundflow_proto::Message;
+
+    use super::*;
+    use crate::values::Outcome;
+
+    #[test]
+    fn an_event_rejected_as_an_overflow_interns_no_name() {
+        let big = "90000000000000000000000000"; // 9 × 10^25: twice is past the limit.
+        let donation = envelope(
+            "icshp",
+            1,
+            in_kind(
+                "d-1",
+                flow("2", "USD", &[("NPL", "1"), ("NPL", "1")]),
+                &[("rice", "kg", big)],
+            ),
+        );
+        let mut ledger = Ledger::new();
+        let outcome = ledger.apply(1, &donation.encode_to_vec());
+        assert_eq!(outcome.code(), Some(RejectCode::Overflow), "{outcome:?}");
+        assert_eq!(ledger.item_names.get("rice"), None);
+        assert_eq!(ledger.unit_names.get("kg"), None);
+        assert!(ledger.direct_totals.is_empty() && ledger.direct_quantities.is_empty());
+        assert_eq!(ledger.effects.len(), 0);
+        assert_eq!(
+            ledger.events.len(),
+            1,
+            "the identity is remembered, rejected"
+        );
+    }
+
+    #[test]
+    fn an_event_with_many_allocations_adds_each_in_turn() {
+        // More keys than the linear search covers, each paid twice, in an interleaved order.
+        let countries: Vec<&str> = fundflow_refdata::COUNTRIES
+            .iter()
+            .filter(|c| c.region.is_some())
+            .map(|c| c.alpha3)
+            .take(3 * LINEAR_KEYS_MAX)
+            .collect();
+        let allocations: Vec<(&str, &str)> = countries
+            .iter()
+            .chain(countries.iter())
+            .map(|c| (*c, "1.25"))
+            .collect();
+        let amount = format!(
+            "{}",
+            Decimal::new(125, 2) * Decimal::from(allocations.len())
+        );
+        let paid = envelope(
+            "icshp",
+            1,
+            payment("p-1", "", flow(&amount, "EUR", &allocations)),
+        );
+        let mut ledger = Ledger::new();
+        assert_eq!(ledger.apply(1, &paid.encode_to_vec()), Outcome::Applied);
+        assert_eq!(ledger.direct_totals.len(), countries.len());
+        assert!(
+            ledger
+                .direct_totals
+                .values()
+                .all(|t| t.amount == Decimal::new(250, 2) && t.unconverted == t.amount)
+        );
+        assert_eq!(
+            ledger.apply(2, &envelope("icshp", 2, reversal(1)).encode_to_vec()),
+            Outcome::Applied
+        );
+        assert!(ledger.direct_totals.is_empty(), "undone exactly");
+    }
+}

@@ -259,3 +259,84 @@ fn write_values<K: Eq + Hash, V: Amount>(map: &mut FxHashMap<K, V>, values: Vec<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test, with its location.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use fundflow_gen::{envelope, flow, in_kind, payment, pledge, reversal};
+    use fundflow_proto::Message;
+
+    use super::*;
+    use crate::ledger::Source;
+    use crate::node::Node;
+    use crate::values::{Outcome, TotalKind};
+
+    /// What an event touched, owned: total keys, how many quantity keys, the pledge's names.
+    type Seen = (Vec<TotalKey>, usize, Option<(String, String)>);
+
+    /// Applies `body` as event `id` at seq `id`; returns what it touched.
+    fn touched(
+        ledger: &mut Ledger,
+        id: u128,
+        body: fundflow_proto::v1::envelope::Body,
+    ) -> Option<Seen> {
+        let bytes = envelope("icshp", id, body).encode_to_vec();
+        let seq = u64::try_from(id).unwrap();
+        let (outcome, touched) = ledger.apply_tracked(seq, &bytes, Source::default());
+        let touched = touched.map(|t| {
+            let pledge = t.pledge().map(|(a, b)| (a.to_owned(), b.to_owned()));
+            (t.totals().collect(), t.quantities().count(), pledge)
+        });
+        assert_eq!(touched.is_some(), outcome == Outcome::Applied);
+        touched
+    }
+
+    #[test]
+    fn an_applied_event_says_what_it_touched_and_a_rejected_one_touches_nothing() {
+        let mut ledger = Ledger::new();
+        let npl = TotalKey {
+            node: Node::country("NPL").unwrap(),
+            kind: TotalKind::Pledged,
+            currency: fundflow_refdata::currency_by_code("USD").unwrap(),
+        };
+        let paid = TotalKey {
+            kind: TotalKind::Paid,
+            ..npl
+        };
+        let names = Some(("icshp".to_owned(), "pl-1".to_owned()));
+        let ten = || flow("10.00", "USD", &[("NPL", "10.00")]);
+        assert_eq!(
+            touched(&mut ledger, 1, pledge("pl-1", ten())),
+            Some((vec![npl], 0, names.clone()))
+        );
+        assert_eq!(
+            touched(&mut ledger, 2, payment("p-1", "pl-1", ten())),
+            Some((vec![paid], 0, names.clone()))
+        );
+        assert_eq!(touched(&mut ledger, 3, payment("p-2", "pl-1", ten())), None);
+        assert_eq!(
+            touched(&mut ledger, 4, reversal(2)),
+            Some((vec![paid], 0, names.clone()))
+        );
+        assert_eq!(
+            touched(&mut ledger, 5, reversal(1)),
+            Some((vec![npl], 0, names))
+        );
+        assert_eq!(ledger.pledge_row("icshp", "pl-1"), None, "reversed");
+        let gift = in_kind(
+            "d-1",
+            ten(),
+            &[("rice", "kg", "3"), ("masks", "piece", "9")],
+        );
+        let in_kind_npl = TotalKey {
+            kind: TotalKind::InKind,
+            ..npl
+        };
+        assert_eq!(
+            touched(&mut ledger, 6, gift),
+            Some((vec![in_kind_npl], 2, None))
+        );
+    }
+}
