@@ -8,6 +8,12 @@
 //! with a stable [`RejectCode`]. Money is `rust_decimal::Decimal` with checked arithmetic
 //! throughout. The gateway calls [`Event::from_envelope`] for early errors, so there is one
 //! definition of "valid".
+//!
+//! The API: the fold, its values and the model at the root; by role, [`digest`] (the digest
+//! chains and outcome bytes others must compute as the fold does), [`wire`] (checks on envelope
+//! fields, "same content"), [`limits`] (every named maximum), [`money`] (parsing and formatting
+//! amounts) and [`report`] (the report shapes). Inside, the graph is one-way: `values` ←
+//! `ledger` → `model` ← `report`.
 
 mod event;
 mod fingerprint;
