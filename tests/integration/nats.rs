@@ -49,7 +49,7 @@ fn publishable(records: &[Vec<u8>]) -> Vec<(v1::Envelope, Vec<u8>)> {
         .iter()
         .filter_map(|r| {
             let e = v1::Envelope::decode(r.as_slice()).ok()?;
-            fundflow_domain::event::is_valid_partner_id(&e.partner_id).then(|| (e, r.clone()))
+            fundflow_domain::wire::is_valid_partner_id(&e.partner_id).then(|| (e, r.clone()))
         })
         .collect()
 }

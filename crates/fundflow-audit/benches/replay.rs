@@ -156,7 +156,7 @@ fn main() {
                 .take(10_000)
                 .filter_map(|record| {
                     let envelope = v1::Envelope::decode(record.as_slice()).ok()?;
-                    fundflow_domain::event::is_valid_partner_id(&envelope.partner_id).then(|| {
+                    fundflow_domain::wire::is_valid_partner_id(&envelope.partner_id).then(|| {
                         AppendRequest {
                             partner_id: envelope.partner_id,
                             event_id: envelope.event_id,

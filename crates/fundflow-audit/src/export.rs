@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use fundflow_domain::ledger::{Digest32, chain_log};
+use fundflow_domain::digest::{Digest32, chain_log};
 use fundflow_log::{EventLog, Record};
 use fundflow_proto::{Message, RecordReader, v1};
 use serde::{Deserialize, Serialize};

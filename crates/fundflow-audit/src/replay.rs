@@ -107,7 +107,7 @@ impl Replay {
             _ => None,
         };
         if let (Cutoff::AsOf(date), Some(envelope)) = (cutoff, &envelope)
-            && fundflow_domain::event::parse_date(&envelope.occurred_on).is_some_and(|d| d > date)
+            && fundflow_domain::wire::parse_date(&envelope.occurred_on).is_some_and(|d| d > date)
         {
             self.skipped += 1;
             return true;

@@ -63,7 +63,7 @@ impl CutoffArgs {
         Ok(match (self.until_seq, &self.as_of) {
             (Some(seq), _) => Cutoff::UntilSeq(seq),
             (None, Some(date)) => Cutoff::AsOf(
-                fundflow_domain::event::parse_date(date)
+                fundflow_domain::wire::parse_date(date)
                     .with_context(|| format!("--as-of {date:?} is not a date (YYYY-MM-DD)"))?,
             ),
             (None, None) => Cutoff::All,

@@ -40,7 +40,7 @@ pub async fn publish_file(path: &Path, args: &LogArgs) -> anyhow::Result<()> {
             // The log routes by partner and deduplicates by event id: both come from the envelope.
             match v1::Envelope::decode(record.as_slice()) {
                 Ok(envelope)
-                    if fundflow_domain::event::is_valid_partner_id(&envelope.partner_id) =>
+                    if fundflow_domain::wire::is_valid_partner_id(&envelope.partner_id) =>
                 {
                     chunk.push(AppendRequest {
                         partner_id: envelope.partner_id,

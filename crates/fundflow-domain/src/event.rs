@@ -664,14 +664,3 @@ impl fmt::Display for FieldPath {
         }
     }
 }
-
-/// Whether two envelopes say the same thing: equal in everything but `event_id` and
-/// `recorded_at`, the same rule by which the fold tells a duplicate from an event-id conflict.
-pub fn same_content(a: &v1::Envelope, b: &v1::Envelope) -> bool {
-    let comparable = |e: &v1::Envelope| v1::Envelope {
-        event_id: String::new(),
-        recorded_at: String::new(),
-        ..e.clone()
-    };
-    comparable(a) == comparable(b)
-}

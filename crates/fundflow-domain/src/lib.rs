@@ -8,22 +8,41 @@
 //! with a stable [`RejectCode`]. Money is `rust_decimal::Decimal` with checked arithmetic
 //! throughout. The gateway calls [`Event::from_envelope`] for early errors, so there is one
 //! definition of "valid".
+//!
+//! The API: the fold, its values and the model at the root; by role, [`digest`] (the digest
+//! chains and outcome bytes others must compute as the fold does), [`wire`] (checks on envelope
+//! fields, "same content"), [`limits`] (every named maximum), [`money`] (parsing and formatting
+//! amounts) and [`report`] (the report shapes). Inside, the graph is one-way: `values` ←
+//! `ledger` → `model` ← `report`.
 
-pub mod event;
-pub mod ledger;
+mod event;
+mod fingerprint;
+mod interner;
+mod ledger;
+mod model;
+mod node;
+mod reject;
+mod values;
+
+pub mod digest;
 pub mod limits;
-pub mod model;
 pub mod money;
-pub mod node;
-pub mod reject;
 pub mod report;
 
-pub use event::{Event, EventBody};
-pub use ledger::{
-    Changes, Checkpoint, Digest32, EventStatus, Ledger, Outcome, PledgeLine, PledgeView, Source,
-    Total, TotalKey, TotalKind,
-};
-pub use model::{DirectQuantity, ModelState, PledgeRow};
+/// Checks on the wire envelope's fields that the gateway, the CLI and the tools share with the
+/// fold, so that each is defined once.
+pub mod wire {
+    pub use crate::event::{is_valid_partner_id, parse_date, parse_event_id};
+    pub use crate::fingerprint::{content_fingerprint, same_content};
+}
+
+pub use event::{Allocation, Event, EventBody, Flow, Item};
+pub use ledger::{Ledger, PledgeView, Source, Touched};
+pub use model::{DirectQuantity, ModelState, PledgeRow, minor_unit, sorted_totals};
 pub use node::{Node, Scope};
 pub use reject::{RejectCode, Rejection};
 pub use report::Report;
+pub use values::{
+    Checkpoint, Digest32, Outcome, PledgeLine, QuantityKey, RejectedEvent, Total, TotalKey,
+    TotalKind, currency_code,
+};

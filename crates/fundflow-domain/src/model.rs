@@ -6,11 +6,11 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
-use crate::ledger::{
+use crate::money::{USD_SCALE, format_at_scale, format_quantity};
+use crate::node::{Node, Scope};
+use crate::values::{
     Checkpoint, Digest32, PledgeLine, RejectedEvent, Total, TotalKey, currency_code,
 };
-use crate::money::{USD_SCALE, format_at_scale, format_quantity};
-use crate::node::Node;
 
 /// An in-kind quantity given directly to a recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +193,31 @@ pub fn minor_unit(currency: &str) -> u32 {
     fundflow_refdata::currency_by_code(currency).map_or(0, |i| {
         u32::from(fundflow_refdata::CURRENCIES[usize::from(i)].minor_unit)
     })
+}
+
+/// The rows of the totals at `scope` (all scopes when `None`), sorted by scope, key, kind and
+/// currency: the order reports and the API use.
+pub fn sorted_totals(state: &ModelState, scope: Option<Scope>) -> Vec<(TotalKey, Total)> {
+    let mut rows: Vec<_> = state
+        .totals()
+        .into_iter()
+        .filter(|(k, _)| scope.is_none_or(|s| k.node.scope() == s))
+        .collect();
+    rows.sort_unstable_by(|(a, _), (b, _)| {
+        (
+            a.node.scope(),
+            a.node.key(),
+            a.kind,
+            currency_code(a.currency),
+        )
+            .cmp(&(
+                b.node.scope(),
+                b.node.key(),
+                b.kind,
+                currency_code(b.currency),
+            ))
+    });
+    rows
 }
 
 struct HashWriter(Sha256);

@@ -4,10 +4,11 @@
 
 use serde::Serialize;
 
-use crate::ledger::{Ledger, currency_code, sorted_totals};
-use crate::model::ModelState;
+use crate::ledger::Ledger;
+use crate::model::{ModelState, sorted_totals};
 use crate::money::{USD_SCALE, format_at_scale, format_quantity};
 use crate::node::Scope;
+use crate::values::currency_code;
 
 /// Everything a reviewer or auditor needs to compare two replays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

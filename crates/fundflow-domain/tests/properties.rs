@@ -165,7 +165,7 @@ proptest! {
         let direct: BTreeMap<_, _> = ledger
             .direct_totals()
             .map(|(k, t)| {
-                let currency = fundflow_domain::ledger::currency_code(k.currency);
+                let currency = fundflow_domain::currency_code(k.currency);
                 ((k.node.key(), k.kind, currency), (t.amount, t.usd_equivalent, t.unconverted))
             })
             .collect();

@@ -58,7 +58,7 @@ fn main() {
             chunk.clear();
             for record in generator.by_ref().take(10_000) {
                 if let Ok(envelope) = v1::Envelope::decode(record.as_slice())
-                    && fundflow_domain::event::is_valid_partner_id(&envelope.partner_id)
+                    && fundflow_domain::wire::is_valid_partner_id(&envelope.partner_id)
                 {
                     chunk.push(AppendRequest {
                         partner_id: envelope.partner_id,

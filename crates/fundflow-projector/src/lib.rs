@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use fundflow_domain::ledger::outcome_byte;
+use fundflow_domain::digest::outcome_byte;
 use fundflow_domain::{Ledger, Outcome, RejectCode, Rejection, Source};
 use fundflow_log::{EventLog, LogError, READ_REOPEN_BACKOFF, Record};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::Instrument;
 
+use read_model::Changed;
 pub use read_model::ReadModel;
 
 /// Why the projector stopped or could not start.
@@ -217,7 +218,6 @@ impl Projector {
             }
             tracing::info!(seq = checkpoint.last_seq, model_digest = %hex::encode(refolded), "read model verified against the log");
         }
-        ledger.track_changes();
         let metrics = Arc::new(Metrics::default());
         metrics
             .checkpoint_seq
@@ -309,11 +309,20 @@ impl Projector {
             );
             let _guard = span.enter();
             outcomes.clear();
+            let mut changed = Changed::default();
+            let rejected_from = self.ledger.rejected().len();
             for record in &batch {
                 if record.seq <= self.ledger.last_seq() {
                     continue; // A re-read after a reconnect: folded already.
                 }
-                let outcome = apply(&mut self.ledger, record);
+                let source = Source {
+                    subject_partner: Some(&record.partner),
+                };
+                let (outcome, touched) =
+                    self.ledger.apply_tracked(record.seq, &record.bytes, source);
+                if let Some(touched) = &touched {
+                    changed.add(touched);
+                }
                 match &outcome {
                     Outcome::Applied => {
                         self.metrics.applied.fetch_add(1, Ordering::Relaxed);
@@ -334,9 +343,10 @@ impl Projector {
             if outcomes.is_empty() {
                 continue;
             }
-            let changes = self.ledger.take_changes();
+            let rejected = &self.ledger.rejected()[rejected_from..];
             let checkpoint = self.ledger.checkpoint();
-            self.model.write_batch(&self.ledger, &changes, &outcomes)?;
+            self.model
+                .write_batch(&self.ledger, &changed, rejected, &outcomes)?;
             self.metrics
                 .checkpoint_seq
                 .store(checkpoint.last_seq, Ordering::Relaxed);
@@ -348,8 +358,7 @@ impl Projector {
                 let _ = notices.send(Arc::new(FoldNotice {
                     first_seq,
                     last_seq: checkpoint.last_seq,
-                    rejected: changes
-                        .rejected
+                    rejected: rejected
                         .iter()
                         .map(|r| (r.seq, r.rejection.clone()))
                         .collect(),

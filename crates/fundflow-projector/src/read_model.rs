@@ -24,11 +24,12 @@
 //! all: the log answers "which seq holds (partner, event id)", and the projector keeps its own
 //! index in memory, rebuilt at start by refolding the log (see `Projector::open`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use fundflow_domain::{
-    Changes, Checkpoint, DirectQuantity, Ledger, ModelState, Node, PledgeLine, PledgeRow,
-    RejectCode, Rejection, Total, TotalKey, TotalKind, ledger::RejectedEvent,
+    Checkpoint, DirectQuantity, Ledger, ModelState, Node, PledgeLine, PledgeRow, RejectCode,
+    RejectedEvent, Rejection, Total, TotalKey, TotalKind, Touched,
 };
 use rust_decimal::Decimal;
 
@@ -43,6 +44,37 @@ const QUANTITIES: &[u8] = b"q";
 const PLEDGE: u8 = b'p';
 const REJECTION: u8 = b'r';
 const OUTCOMES: u8 = b'o';
+
+/// What a fold batch changed, gathered from what each applied event touched: what the read
+/// model must rewrite.
+#[derive(Debug, Default)]
+pub(crate) struct Changed {
+    /// Whether any direct total changed: then all are rewritten, as one value.
+    totals: bool,
+    /// Whether any direct quantity changed: likewise.
+    quantities: bool,
+    /// The pledges changed, by partner, then pledge id: each is rewritten from the ledger (or
+    /// removed when it is no longer active), so a pledge reversed and recorded again in one
+    /// batch is written as it ends up.
+    pledges: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Changed {
+    /// Adds what one applied event touched.
+    pub(crate) fn add(&mut self, touched: &Touched<'_>) {
+        self.totals |= touched.totals().next().is_some();
+        self.quantities |= touched.quantities().next().is_some();
+        if let Some((partner_id, pledge_id)) = touched.pledge() {
+            let pledges = match self.pledges.get_mut(partner_id) {
+                Some(pledges) => pledges,
+                None => self.pledges.entry(partner_id.to_owned()).or_default(),
+            };
+            if !pledges.contains(pledge_id) {
+                pledges.insert(pledge_id.to_owned());
+            }
+        }
+    }
+}
 
 /// A read model in a sled database of its own. Clones share the database: the projector writes
 /// through one, queries read through others.
@@ -93,18 +125,20 @@ impl ReadModel {
         })
     }
 
-    /// Writes one fold batch atomically (changes, outcomes, checkpoint), then flushes: when this
-    /// returns, the batch is on disk, and a crash at any instant leaves the model at either the
-    /// previous checkpoint or this one.
-    pub fn write_batch(
+    /// Writes one fold batch atomically (what it `changed` as the ledger now has it, the records
+    /// it `rejected`, its outcomes, the checkpoint), then flushes: when this returns, the batch
+    /// is on disk, and a crash at any instant leaves the model at either the previous
+    /// checkpoint or this one.
+    pub(crate) fn write_batch(
         &self,
         ledger: &Ledger,
-        changes: &Changes,
+        changed: &Changed,
+        rejected: &[RejectedEvent],
         outcomes: &[(u64, u8)],
     ) -> Result<(), ProjectorError> {
         let checkpoint = ledger.checkpoint();
         let mut batch = sled::Batch::default();
-        if !changes.totals.is_empty() {
+        if changed.totals {
             let mut value = Vec::new();
             for (key, total) in ledger.direct_totals() {
                 value.extend_from_slice(&total_key(key));
@@ -112,7 +146,7 @@ impl ReadModel {
             }
             batch.insert(TOTALS, value);
         }
-        if !changes.quantities.is_empty() {
+        if changed.quantities {
             let mut value = Vec::new();
             for quantity in ledger.direct_quantities() {
                 value.extend_from_slice(&quantity.node.index().to_be_bytes());
@@ -122,14 +156,16 @@ impl ReadModel {
             }
             batch.insert(QUANTITIES, value);
         }
-        for ((partner, pledge_id), row) in &changes.pledges {
-            let key = pledge_key(partner, pledge_id);
-            match row {
-                Some(row) => batch.insert(key, encode_pledge(row)),
-                None => batch.remove(key),
+        for (partner, pledge_ids) in &changed.pledges {
+            for pledge_id in pledge_ids {
+                let key = pledge_key(partner, pledge_id);
+                match ledger.pledge_row(partner, pledge_id) {
+                    Some(row) => batch.insert(key, encode_pledge(&row)),
+                    None => batch.remove(key),
+                }
             }
         }
-        for rejected in &changes.rejected {
+        for rejected in rejected {
             batch.insert(
                 prefixed(REJECTION, &rejected.seq.to_be_bytes()),
                 encode_rejection(rejected),

@@ -206,7 +206,7 @@ impl AccessControl {
                 ))
             })?;
             if let Some(id) = &partner_id
-                && !fundflow_domain::event::is_valid_partner_id(id)
+                && !fundflow_domain::wire::is_valid_partner_id(id)
             {
                 return Err(invalid(format!(
                     "partner {name:?}: id {id:?} does not match [a-z0-9][a-z0-9-]{{0,63}}"

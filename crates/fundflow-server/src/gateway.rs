@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fundflow_domain::Event;
-use fundflow_domain::event::same_content;
+use fundflow_domain::wire::same_content;
 use fundflow_log::{AppendRequest, Appended, EventLog};
 use fundflow_projector::{FoldNotice, ReadModel};
 use fundflow_proto::{Message, v1};

@@ -161,7 +161,7 @@ fn partner_scope(principal: &Principal, asked: Option<&str>) -> Result<String, P
         (Some(_), Some(_)) => Err(Problem::forbidden(
             "a partner may read only its own events and pledges",
         )),
-        (None, Some(asked)) if fundflow_domain::event::is_valid_partner_id(asked) => {
+        (None, Some(asked)) if fundflow_domain::wire::is_valid_partner_id(asked) => {
             Ok(asked.to_owned())
         }
         (None, Some(asked)) => Err(Problem::bad_query(

@@ -532,7 +532,7 @@ mod tests {
         assert_eq!(derived_event_id("a", "r1"), derived_event_id("a", "r1"));
         assert_ne!(derived_event_id("a", "r1"), derived_event_id("b", "r1"));
         assert_ne!(derived_event_id("a", "r1"), derived_event_id("a", "r2"));
-        assert!(fundflow_domain::event::parse_event_id(&derived_event_id("a", "r1")).is_some());
+        assert!(fundflow_domain::wire::parse_event_id(&derived_event_id("a", "r1")).is_some());
     }
 
     #[test]

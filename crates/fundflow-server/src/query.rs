@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use fundflow_domain::ledger::currency_code;
-use fundflow_domain::model::minor_unit;
+use fundflow_domain::currency_code;
+use fundflow_domain::minor_unit;
 use fundflow_domain::money::format_at_scale;
 use fundflow_domain::report::{ItemRow, TotalRow, item_rows, total_rows};
 use fundflow_domain::{ModelState, Scope, TotalKind};

@@ -1,0 +1,342 @@
+//! Evolving: writing what [`super::decide`] decided. Infallible by construction (every new value
+//! was worked out and checked before), so there is no rollback; it asserts the fold's invariants
+//! in debug builds, and says what it touched so that a read model can write only that.
+
+use std::borrow::Cow;
+use std::hash::Hash;
+
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+
+use super::decide::{Change, PledgeChange, Record, Reverse};
+use super::identity::{EntryState, Identity};
+use super::{Effect, ItemPart, Ledger, Part, PledgeLink, PledgeState, next_index};
+use crate::limits;
+use crate::values::{Amount, QuantityKey, Sign, TotalKey};
+
+/// What one applied event touched: the direct totals and quantities it changed (some may have
+/// gone back to zero, and so be gone) and the pledge it recorded, paid or undid.
+#[derive(Debug, Clone)]
+pub struct Touched<'a> {
+    /// The effect applied or undone: its keys are the keys touched.
+    effect: Cow<'a, Effect>,
+    /// (partner id, pledge id) of the pledge changed, if any.
+    pledge: Option<(&'a str, &'a str)>,
+}
+
+impl Touched<'_> {
+    /// The keys of the direct totals changed (a key may come more than once).
+    pub fn totals(&self) -> impl Iterator<Item = TotalKey> + '_ {
+        let (kind, currency) = (self.effect.kind, self.effect.currency);
+        self.effect.parts.iter().map(move |part| TotalKey {
+            node: part.node,
+            kind,
+            currency,
+        })
+    }
+
+    /// The keys of the direct quantities changed (a key may come more than once); names by
+    /// [`Ledger::item_name`] and [`Ledger::unit_name`].
+    pub fn quantities(&self) -> impl Iterator<Item = QuantityKey> + '_ {
+        self.effect.items.iter().map(|i| QuantityKey {
+            node: i.node,
+            item: i.item,
+            unit: i.unit,
+        })
+    }
+
+    /// The (partner id, pledge id) of the pledge recorded, paid against or reversed, if any.
+    /// [`Ledger::pledge_row`] then gives its state: `None` once reversed.
+    pub fn pledge(&self) -> Option<(&str, &str)> {
+        self.pledge
+    }
+}
+
+impl Ledger {
+    /// Writes a decided change of the event at `seq` and remembers the event as applied.
+    pub(super) fn evolve(
+        &mut self,
+        seq: u64,
+        partner_id: &str,
+        identity: &Identity,
+        change: Change<'_>,
+    ) -> Touched<'_> {
+        match change {
+            Change::Record(record) => self.evolve_record(seq, partner_id, identity, record),
+            Change::Reverse(reverse) => self.evolve_reversal(seq, partner_id, identity, reverse),
+        }
+    }
+
+    fn evolve_record(
+        &mut self,
+        seq: u64,
+        partner_id: &str,
+        identity: &Identity,
+        record: Record<'_>,
+    ) -> Touched<'_> {
+        let index = next_index(self.effects.len());
+        let partner = self.remember(seq, partner_id, identity, EntryState::Applied(index));
+        write_values(&mut self.direct_totals, record.totals);
+        let items: Box<[ItemPart]> = record
+            .items
+            .iter()
+            .map(|&((node, item, unit), quantity)| ItemPart {
+                node,
+                item: self.item_names.intern(item),
+                unit: self.unit_names.intern(unit),
+                quantity,
+            })
+            .collect();
+        let quantities = record
+            .quantities
+            .into_iter()
+            .map(|((node, item, unit), q)| {
+                let key = QuantityKey {
+                    node,
+                    item: self.item_names.intern(item),
+                    unit: self.unit_names.intern(unit),
+                };
+                (key, q)
+            });
+        let quantities: Vec<_> = quantities.collect();
+        write_values(&mut self.direct_quantities, quantities);
+        let pledge = match record.pledge {
+            PledgeChange::None => None,
+            PledgeChange::Record { pledge_id, lines } => {
+                let pledge = next_index(self.pledges.len());
+                self.pledges.push(PledgeState {
+                    partner,
+                    pledge_id: pledge_id.into(),
+                    currency: record.currency,
+                    lines,
+                    payments_open: 0,
+                    active: true,
+                });
+                let name = self.pledge_ids.intern(pledge_id);
+                let earlier = self.pledge_index.insert((partner, name), pledge);
+                debug_assert!(earlier.is_none(), "decide refuses a pledge id in use");
+                Some(PledgeLink::Recorded(pledge))
+            }
+            PledgeChange::Pay(pledge) => {
+                self.pay_pledge(pledge, &record.parts, Sign::Add);
+                Some(PledgeLink::Paid(pledge))
+            }
+        };
+        self.effects.push(Effect {
+            kind: record.kind,
+            currency: record.currency,
+            parts: record.parts,
+            items,
+            pledge,
+        });
+        let this: &Ledger = self;
+        this.check_invariants(&this.effects[index as usize]);
+        Touched {
+            effect: Cow::Borrowed(&this.effects[index as usize]),
+            pledge: pledge.map(|link| this.pledge_names(link)),
+        }
+    }
+
+    fn evolve_reversal(
+        &mut self,
+        seq: u64,
+        partner_id: &str,
+        identity: &Identity,
+        reverse: Reverse,
+    ) -> Touched<'_> {
+        self.remember(seq, partner_id, identity, EntryState::Reversal);
+        debug_assert!((reverse.effect as usize) < self.effects.len());
+        let effect = std::mem::replace(&mut self.effects[reverse.effect as usize], Effect::spent());
+        write_values(&mut self.direct_totals, reverse.totals);
+        write_values(&mut self.direct_quantities, reverse.quantities);
+        match effect.pledge {
+            Some(PledgeLink::Recorded(index)) => {
+                let pledge = &mut self.pledges[index as usize];
+                debug_assert_eq!(pledge.payments_open, 0, "decide refuses a paid pledge");
+                pledge.active = false;
+                if let Some(name) = self.pledge_ids.get(&pledge.pledge_id) {
+                    self.pledge_index.remove(&(pledge.partner, name));
+                }
+            }
+            Some(PledgeLink::Paid(index)) => self.pay_pledge(index, &effect.parts, Sign::Subtract),
+            None => {}
+        }
+        if let Some(target) = self.events.get_mut(&reverse.target) {
+            target.state = EntryState::Reversed;
+        }
+        let this: &Ledger = self;
+        this.check_invariants(&effect);
+        let pledge = effect.pledge.map(|link| this.pledge_names(link));
+        Touched {
+            effect: Cow::Owned(effect),
+            pledge,
+        }
+    }
+
+    /// Adds (or, for a reversal, removes) a payment's parts to its pledge. The amounts were
+    /// checked against the pledge before, so this cannot fail.
+    fn pay_pledge(&mut self, index: u32, parts: &[Part], sign: Sign) {
+        debug_assert!((index as usize) < self.pledges.len());
+        let Some(pledge) = self.pledges.get_mut(index as usize) else {
+            return;
+        };
+        for part in parts {
+            if let Some(line) = pledge.lines.iter_mut().find(|l| l.node == part.node) {
+                match sign {
+                    Sign::Add => line.paid += part.value,
+                    Sign::Subtract => line.paid -= part.value,
+                }
+            }
+        }
+        match sign {
+            Sign::Add => pledge.payments_open += 1,
+            Sign::Subtract => {
+                debug_assert!(
+                    pledge.payments_open > 0,
+                    "only an applied payment is reversed"
+                );
+                pledge.payments_open = pledge.payments_open.saturating_sub(1);
+            }
+        }
+    }
+
+    /// (partner id, pledge id) of a pledge.
+    fn pledge_names(&self, link: PledgeLink) -> (&str, &str) {
+        let (PledgeLink::Recorded(index) | PledgeLink::Paid(index)) = link;
+        let pledge = &self.pledges[index as usize];
+        (self.partners.name(pledge.partner), &pledge.pledge_id)
+    }
+
+    /// The fold's invariants where `effect` touched the state: every direct total and quantity
+    /// within [`limits::total_max`], and nothing paid beyond what was pledged. Debug builds only
+    /// (the proptests run them on every event); release builds compile this to nothing.
+    fn check_invariants(&self, effect: &Effect) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let max = limits::total_max();
+        for part in &effect.parts {
+            let key = TotalKey {
+                node: part.node,
+                kind: effect.kind,
+                currency: effect.currency,
+            };
+            let total = self.direct_totals.get(&key).copied().unwrap_or_default();
+            debug_assert!(
+                total.within(max),
+                "{key:?} at {total:?} is past the maximum"
+            );
+            debug_assert!(!total.amount.is_sign_negative(), "{key:?} went negative");
+        }
+        for item in &effect.items {
+            let key = QuantityKey {
+                node: item.node,
+                item: item.item,
+                unit: item.unit,
+            };
+            let quantity = self.direct_quantities.get(&key).copied();
+            debug_assert!(quantity.is_none_or(|q| q <= max && q > Decimal::ZERO));
+        }
+        if let Some(PledgeLink::Recorded(index) | PledgeLink::Paid(index)) = effect.pledge {
+            for line in &self.pledges[index as usize].lines {
+                debug_assert!(
+                    Decimal::ZERO <= line.paid && line.paid <= line.pledged,
+                    "pledge line {line:?} is paid beyond what was pledged"
+                );
+            }
+        }
+    }
+}
+
+/// Writes new values, keeping no zero entries (a total that went back to zero is gone, as if it
+/// had never been).
+fn write_values<K: Eq + Hash, V: Amount>(map: &mut FxHashMap<K, V>, values: Vec<(K, V)>) {
+    for (key, value) in values {
+        if value.is_zero() {
+            map.remove(&key);
+        } else {
+            map.insert(key, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test, with its location.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use fundflow_gen::{envelope, flow, in_kind, payment, pledge, reversal};
+    use fundflow_proto::Message;
+
+    use super::*;
+    use crate::ledger::Source;
+    use crate::node::Node;
+    use crate::values::{Outcome, TotalKind};
+
+    /// What an event touched, owned: total keys, how many quantity keys, the pledge's names.
+    type Seen = (Vec<TotalKey>, usize, Option<(String, String)>);
+
+    /// Applies `body` as event `id` at seq `id`; returns what it touched.
+    fn touched(
+        ledger: &mut Ledger,
+        id: u128,
+        body: fundflow_proto::v1::envelope::Body,
+    ) -> Option<Seen> {
+        let bytes = envelope("icshp", id, body).encode_to_vec();
+        let seq = u64::try_from(id).unwrap();
+        let (outcome, touched) = ledger.apply_tracked(seq, &bytes, Source::default());
+        let touched = touched.map(|t| {
+            let pledge = t.pledge().map(|(a, b)| (a.to_owned(), b.to_owned()));
+            (t.totals().collect(), t.quantities().count(), pledge)
+        });
+        assert_eq!(touched.is_some(), outcome == Outcome::Applied);
+        touched
+    }
+
+    #[test]
+    fn an_applied_event_says_what_it_touched_and_a_rejected_one_touches_nothing() {
+        let mut ledger = Ledger::new();
+        let npl = TotalKey {
+            node: Node::country("NPL").unwrap(),
+            kind: TotalKind::Pledged,
+            currency: fundflow_refdata::currency_by_code("USD").unwrap(),
+        };
+        let paid = TotalKey {
+            kind: TotalKind::Paid,
+            ..npl
+        };
+        let names = Some(("icshp".to_owned(), "pl-1".to_owned()));
+        let ten = || flow("10.00", "USD", &[("NPL", "10.00")]);
+        assert_eq!(
+            touched(&mut ledger, 1, pledge("pl-1", ten())),
+            Some((vec![npl], 0, names.clone()))
+        );
+        assert_eq!(
+            touched(&mut ledger, 2, payment("p-1", "pl-1", ten())),
+            Some((vec![paid], 0, names.clone()))
+        );
+        assert_eq!(touched(&mut ledger, 3, payment("p-2", "pl-1", ten())), None);
+        assert_eq!(
+            touched(&mut ledger, 4, reversal(2)),
+            Some((vec![paid], 0, names.clone()))
+        );
+        assert_eq!(
+            touched(&mut ledger, 5, reversal(1)),
+            Some((vec![npl], 0, names))
+        );
+        assert_eq!(ledger.pledge_row("icshp", "pl-1"), None, "reversed");
+        let gift = in_kind(
+            "d-1",
+            ten(),
+            &[("rice", "kg", "3"), ("masks", "piece", "9")],
+        );
+        let in_kind_npl = TotalKey {
+            kind: TotalKind::InKind,
+            ..npl
+        };
+        assert_eq!(
+            touched(&mut ledger, 6, gift),
+            Some((vec![in_kind_npl], 2, None))
+        );
+    }
+}

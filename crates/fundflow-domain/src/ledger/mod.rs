@@ -1,0 +1,440 @@
+//! The fold: a pure, deterministic state machine from the log's records to exact totals.
+//!
+//! [`Ledger::apply`] takes a sequence number and the bytes of one log record and returns an
+//! [`Outcome`]: `Applied`, or `Rejected` with a code. It never panics, never reads the clock, and
+//! either applies an event completely or changes nothing but the rejection's own bookkeeping (the
+//! counts, the rejection chain, the list of rejections and, for an event with a valid identity,
+//! that identity, so that a resend is told from a new event). Replaying the same records
+//! therefore gives the same state, totals and digests on every machine.
+//!
+//! Each record goes through three steps, each in its own file:
+//! - [`identity`]: decode the envelope, check its identity, and refuse a repeat of a known one
+//!   (`duplicate` or `event_id_conflict`, told apart by the content fingerprint);
+//! - [`decide`] (`&self`): every rule, the overflow check included, gives a verdict and, for an
+//!   event that applies, a [`decide::Change`] with the new values of every key it touches;
+//! - [`evolve`] (`&mut self`): writes the change, which cannot fail, and says what it touched.
+//!
+//! What is kept, and why:
+//! - totals per (recipient, kind, currency) as allocated, where a recipient is a country or an
+//!   M49 area; every roll-up to the areas above is summed on read ([`Ledger::totals`]), so an
+//!   allocation costs one map update, not one per level;
+//! - in-kind quantities per (recipient, item, unit), kept and rolled up the same way;
+//! - pledges with pledged and paid amounts per recipient, to refuse over-payments;
+//! - every event's identity, content fingerprint and state, to refuse repeats and to reverse;
+//! - the effect of every applied event, so a reversal undoes exactly what the event did.
+
+mod decide;
+mod evolve;
+mod identity;
+
+use fundflow_refdata::CurrencyIndex;
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+
+use crate::digest::{chain_log, chain_outcome, outcome_code};
+use crate::event::Event;
+use crate::interner::Interner;
+use crate::limits;
+use crate::model::{DirectQuantity, ModelState, PledgeRow};
+use crate::node::Node;
+use crate::reject::{RejectCode, Rejection};
+use crate::values::{
+    Checkpoint, Digest32, Outcome, PledgeLine, QuantityKey, RejectedEvent, Total, TotalKey,
+    TotalKind, currency_code,
+};
+
+pub use evolve::Touched;
+use identity::{EntryState, EventEntry, EventKey};
+
+/// What an applied event did, kept so that its reversal can undo exactly that.
+#[derive(Debug, Clone)]
+pub(crate) struct Effect {
+    kind: TotalKind,
+    currency: CurrencyIndex,
+    /// One per allocation, in the event's order.
+    parts: Box<[Part]>,
+    /// One per in-kind item, in the event's order.
+    items: Box<[ItemPart]>,
+    pledge: Option<PledgeLink>,
+}
+
+impl Effect {
+    /// What is left of an effect once reversed: nothing to undo, nothing to keep in memory.
+    fn spent() -> Effect {
+        Effect {
+            kind: TotalKind::Pledged,
+            currency: 0,
+            parts: Box::default(),
+            items: Box::default(),
+            pledge: None,
+        }
+    }
+}
+
+/// One allocation's share of a total.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    node: Node,
+    value: Decimal,
+    usd: Option<Decimal>,
+}
+
+/// One in-kind item of an allocation, with interned names.
+#[derive(Debug, Clone, Copy)]
+struct ItemPart {
+    node: Node,
+    item: u32,
+    unit: u32,
+    quantity: Decimal,
+}
+
+/// How an effect is tied to a pledge, by its index in `Ledger::pledges`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PledgeLink {
+    Recorded(u32),
+    Paid(u32),
+}
+
+/// A pledge's state: what was pledged and paid per recipient.
+#[derive(Debug, Clone)]
+struct PledgeState {
+    partner: u32,
+    pledge_id: Box<str>,
+    currency: CurrencyIndex,
+    lines: Vec<PledgeLine>,
+    /// Applied, unreversed payments against the pledge; a pledge with any cannot be reversed.
+    payments_open: u32,
+    /// False once reversed; the id may then be pledged again.
+    active: bool,
+}
+
+/// A pledge as the read side sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PledgeView<'a> {
+    /// The partner that recorded it.
+    pub partner_id: &'a str,
+    /// The partner's identifier.
+    pub pledge_id: &'a str,
+    /// Its currency code.
+    pub currency: &'static str,
+    /// Per recipient.
+    pub lines: &'a [PledgeLine],
+}
+
+/// Where a record came from, for checks that need more than its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Source<'a> {
+    /// The partner token of the log subject the record was read from, if the log has subjects:
+    /// an envelope naming another partner is rejected (`partner_mismatch`).
+    pub subject_partner: Option<&'a str>,
+}
+
+/// The ledger's state and its fold. See the module documentation.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    last_seq: u64,
+    /// SHA-256 chain over (seq, bytes) of every record, in order: the log digest.
+    log_digest: Digest32,
+    /// SHA-256 chain over (seq, code) of every rejected record: with the counts, it binds every
+    /// record's outcome into the model digest (a record not in the chain was applied) without a
+    /// hash per applied event.
+    rejected_digest: Digest32,
+    applied_count: u64,
+    rejected_count: u64,
+    /// Totals per recipient as allocated; every roll-up is derived from these on read, so an
+    /// allocation costs one map update, not one per level.
+    direct_totals: FxHashMap<TotalKey, Total>,
+    /// In-kind quantities per recipient as allocated, rolled up on read likewise.
+    direct_quantities: FxHashMap<QuantityKey, Decimal>,
+    /// Every event with a valid identity, applied or not: what tells a repeat from a new event,
+    /// and what a reversal finds its target by.
+    events: FxHashMap<EventKey, EventEntry>,
+    /// The effect of every applied event, by the index in its `EntryState::Applied`; a reversed
+    /// one is [`Effect::spent`].
+    effects: Vec<Effect>,
+    /// Every pledge ever recorded, by index; a reversed one stays, inactive, so that indexes in
+    /// effects stay valid.
+    pledges: Vec<PledgeState>,
+    /// Active pledges by (partner, interned pledge id) into `pledges`.
+    pledge_index: FxHashMap<(u32, u32), u32>,
+    pledge_ids: Interner,
+    /// Partner ids, interned so that an event key is 24 bytes.
+    partners: Interner,
+    /// In-kind item and unit names, interned so that a quantity key is small.
+    item_names: Interner,
+    unit_names: Interner,
+    rejected: Vec<RejectedEvent>,
+    /// Reused buffer for the content fingerprint's encoding.
+    scratch: Vec<u8>,
+}
+
+/// The index the next element of a collection of `len` gets. Indexes are `u32` to keep the
+/// fold's keys and effects small: 2^32 events would need terabytes of memory before this is
+/// reached, so a longer collection is a bug, not an input.
+pub(crate) fn next_index(len: usize) -> u32 {
+    #[expect(
+        clippy::expect_used,
+        reason = "the fold runs out of memory long before 2^32 events, pledges or names"
+    )]
+    u32::try_from(len).expect("fewer than 2^32 elements")
+}
+
+impl Ledger {
+    /// An empty ledger, the state before sequence 1.
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// An empty ledger with room for about `events` events, for callers that know the log's
+    /// length (a replay, a projector at start): the event index and the effects never rehash or
+    /// move while it fills. A hint only: more events just grow the maps as usual.
+    pub fn with_capacity(events: usize) -> Ledger {
+        let events = events.min(limits::CAPACITY_HINT_MAX);
+        let mut ledger = Ledger::default();
+        ledger.events.reserve(events);
+        ledger.effects.reserve(events);
+        ledger
+    }
+
+    /// Applies the record at `seq`. See [`Ledger::apply_from`].
+    pub fn apply(&mut self, seq: u64, bytes: &[u8]) -> Outcome {
+        self.apply_from(seq, bytes, Source::default())
+    }
+
+    /// Applies the record at `seq` read from `source`. Sequence numbers must increase (gaps are
+    /// allowed); a record whose `seq` does not is refused with `sequence_not_increasing` and
+    /// changes nothing, not even the digests, since it is a caller's mistake, not log content.
+    pub fn apply_from(&mut self, seq: u64, bytes: &[u8], source: Source<'_>) -> Outcome {
+        self.apply_tracked(seq, bytes, source).0
+    }
+
+    /// [`Ledger::apply_from`], and for an applied event what it touched: the keys of the direct
+    /// totals and quantities and the pledge it changed, for a read model that writes only what
+    /// changed.
+    pub fn apply_tracked(
+        &mut self,
+        seq: u64,
+        bytes: &[u8],
+        source: Source<'_>,
+    ) -> (Outcome, Option<Touched<'_>>) {
+        if seq <= self.last_seq {
+            let rejection = Rejection::new(
+                RejectCode::SequenceNotIncreasing,
+                "",
+                format_args!(
+                    "seq {seq} is not after the last applied seq {}",
+                    self.last_seq
+                ),
+            );
+            return (Outcome::Rejected(rejection), None);
+        }
+        let seen = self.applied_count + self.rejected_count;
+        self.last_seq = seq;
+        self.log_digest = chain_log(&self.log_digest, seq, bytes);
+        let mut envelope = match identity::read(seq, bytes, source) {
+            Ok(envelope) => envelope,
+            Err(rejected) => return (self.reject(rejected), None),
+        };
+        let identity = match self.identify(&mut envelope) {
+            Ok(identity) => identity,
+            Err(rejection) => {
+                let rejected = identity::rejected(seq, &envelope, rejection);
+                return (self.reject(rejected), None);
+            }
+        };
+        let decided =
+            Event::from_envelope(&envelope).and_then(|event| self.decide(identity.partner, &event));
+        match decided {
+            Err(rejection) => {
+                self.remember(seq, &envelope.partner_id, &identity, EntryState::Rejected);
+                let rejected = identity::rejected(seq, &envelope, rejection);
+                let outcome = self.reject(rejected);
+                debug_assert_eq!(self.applied_count + self.rejected_count, seen + 1);
+                (outcome, None)
+            }
+            Ok(change) => {
+                self.applied_count += 1;
+                debug_assert_eq!(self.applied_count + self.rejected_count, seen + 1);
+                let touched = self.evolve(seq, &envelope.partner_id, &identity, change);
+                (Outcome::Applied, Some(touched))
+            }
+        }
+    }
+
+    /// Counts and chains a rejected record and keeps it for reports.
+    fn reject(&mut self, rejected: RejectedEvent) -> Outcome {
+        self.rejected_count += 1;
+        let code = outcome_code(rejected.rejection.code);
+        self.rejected_digest = chain_outcome(&self.rejected_digest, rejected.seq, code);
+        let outcome = Outcome::Rejected(rejected.rejection.clone());
+        self.rejected.push(rejected);
+        outcome
+    }
+
+    /// The sequence number of the last record applied (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The log digest: a SHA-256 chain over (seq, bytes) of every record applied.
+    pub fn log_digest(&self) -> Digest32 {
+        self.log_digest
+    }
+
+    /// How many records were applied and rejected.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.applied_count, self.rejected_count)
+    }
+
+    /// What was allocated directly to each recipient, before any roll-up; in no particular order.
+    pub fn direct_totals(&self) -> impl Iterator<Item = (&TotalKey, &Total)> {
+        self.direct_totals.iter()
+    }
+
+    /// What was given directly to each recipient in kind, with item and unit names.
+    pub fn direct_quantities(&self) -> impl Iterator<Item = DirectQuantity> + '_ {
+        self.direct_quantities.iter().map(|(k, q)| DirectQuantity {
+            node: k.node,
+            item: self.item_name(k.item).to_owned(),
+            unit: self.unit_name(k.unit).to_owned(),
+            quantity: *q,
+        })
+    }
+
+    /// Every nonzero total at every level: each recipient's direct totals added to the recipient
+    /// and to every M49 area above it. The cost is bounded by the reference data (countries ×
+    /// kinds × currencies), never by the number of events.
+    pub fn totals(&self) -> FxHashMap<TotalKey, Total> {
+        crate::model::roll_up(
+            self.direct_totals.iter().map(|(k, t)| (*k, *t)),
+            |k, node| TotalKey { node, ..k },
+            |k| k.node,
+            |a, b| a.saturating_add(&b),
+        )
+    }
+
+    /// One total at any level, if nonzero.
+    pub fn total(&self, key: &TotalKey) -> Option<Total> {
+        let mut sum: Option<Total> = None;
+        for (direct, total) in &self.direct_totals {
+            if direct.kind == key.kind
+                && direct.currency == key.currency
+                && direct.node.rollup().any(|n| n == key.node)
+            {
+                sum = Some(sum.unwrap_or_default().saturating_add(total));
+            }
+        }
+        sum
+    }
+
+    /// Every nonzero in-kind quantity at every level, rolled up as [`Ledger::totals`] is.
+    pub fn quantities(&self) -> FxHashMap<QuantityKey, Decimal> {
+        crate::model::roll_up(
+            self.direct_quantities.iter().map(|(k, q)| (*k, *q)),
+            |k, node| QuantityKey { node, ..k },
+            |k| k.node,
+            Decimal::saturating_add,
+        )
+    }
+
+    /// The name of an interned item id.
+    pub fn item_name(&self, id: u32) -> &str {
+        self.item_names.name(id)
+    }
+
+    /// The name of an interned unit id.
+    pub fn unit_name(&self, id: u32) -> &str {
+        self.unit_names.name(id)
+    }
+
+    /// The quantity of `item` in `unit` at `node` (any level), if any.
+    pub fn quantity(&self, node: Node, item: &str, unit: &str) -> Option<Decimal> {
+        let (item, unit) = (self.item_names.get(item)?, self.unit_names.get(unit)?);
+        let key = QuantityKey { node, item, unit };
+        self.quantities().get(&key).copied()
+    }
+
+    /// Every active pledge, in no particular order.
+    pub fn pledges(&self) -> impl Iterator<Item = PledgeView<'_>> {
+        self.pledges
+            .iter()
+            .filter(|p| p.active)
+            .map(|p| self.pledge_view(p))
+    }
+
+    /// A partner's active pledge.
+    pub fn pledge(&self, partner_id: &str, pledge_id: &str) -> Option<PledgeView<'_>> {
+        let index = self.active_pledge(self.partners.get(partner_id), pledge_id)?;
+        self.pledges
+            .get(index as usize)
+            .map(|p| self.pledge_view(p))
+    }
+
+    /// A partner's active pledge row, as the model and read models store it.
+    pub fn pledge_row(&self, partner_id: &str, pledge_id: &str) -> Option<PledgeRow> {
+        let index = self.active_pledge(self.partners.get(partner_id), pledge_id)?;
+        self.pledges.get(index as usize).map(|p| self.row_of(p))
+    }
+
+    /// The index of a partner's active pledge; `None` for a partner never seen.
+    fn active_pledge(&self, partner: Option<u32>, pledge_id: &str) -> Option<u32> {
+        let key = (partner?, self.pledge_ids.get(pledge_id)?);
+        self.pledge_index.get(&key).copied()
+    }
+
+    fn pledge_view<'a>(&'a self, p: &'a PledgeState) -> PledgeView<'a> {
+        PledgeView {
+            partner_id: self.partners.name(p.partner),
+            pledge_id: &p.pledge_id,
+            currency: currency_code(p.currency),
+            lines: &p.lines,
+        }
+    }
+
+    /// Every rejected record, in log order.
+    pub fn rejected(&self) -> &[RejectedEvent] {
+        &self.rejected
+    }
+
+    /// The model digest: SHA-256 of the canonical form of [`Ledger::model_state`].
+    pub fn model_digest(&self) -> Digest32 {
+        self.model_state().model_digest()
+    }
+
+    /// Where the fold stands: what a read model stores with its totals, so that a restart can
+    /// check it against a refold of the log.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            last_seq: self.last_seq,
+            log_digest: self.log_digest,
+            applied: self.applied_count,
+            rejected: self.rejected_count,
+            rejected_digest: self.rejected_digest,
+        }
+    }
+
+    /// The reportable state, detached from the fold's indexes (copies everything).
+    pub fn model_state(&self) -> ModelState {
+        ModelState {
+            checkpoint: self.checkpoint(),
+            direct_totals: self.direct_totals.iter().map(|(k, t)| (*k, *t)).collect(),
+            direct_quantities: self.direct_quantities().collect(),
+            pledges: self
+                .pledges
+                .iter()
+                .filter(|p| p.active)
+                .map(|p| self.row_of(p))
+                .collect(),
+            rejected_events: self.rejected.clone(),
+        }
+    }
+
+    fn row_of(&self, p: &PledgeState) -> PledgeRow {
+        PledgeRow {
+            partner_id: self.partners.name(p.partner).to_owned(),
+            pledge_id: p.pledge_id.to_string(),
+            currency: p.currency,
+            lines: p.lines.clone(),
+        }
+    }
+}
