@@ -21,7 +21,7 @@ async fn filled_log(dir: &std::path::Path, events: u64) -> EventLog {
     )
     .filter_map(|record| {
         let e = v1::Envelope::decode(record.as_slice()).ok()?;
-        fundflow_domain::event::is_valid_partner_id(&e.partner_id).then(|| AppendRequest {
+        fundflow_domain::wire::is_valid_partner_id(&e.partner_id).then(|| AppendRequest {
             partner_id: e.partner_id,
             event_id: e.event_id,
             envelope: Bytes::from(record),
