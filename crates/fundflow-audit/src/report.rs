@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use fundflow_api::{Report, item_rows};
+use fundflow_domain::Node;
 use fundflow_domain::ledger::currency_code;
 use fundflow_domain::model::minor_unit;
 use fundflow_domain::money::{USD_SCALE, format_at_scale};
-use fundflow_domain::report::item_rows;
-use fundflow_domain::{Node, Report};
 
 use crate::replay::Replay;
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fundflow_domain::Report;
+use fundflow_api::Report;
 use fundflow_log::jetstream::{JetStreamConfig, JetStreamLog};
 use fundflow_log::{AppendRequest, Appended, EventLog, embedded::EmbeddedLog};
 use fundflow_projector::{Projector, ProjectorConfig, ReadModel, RunUntil};

@@ -16,7 +16,6 @@ pub mod model;
 pub mod money;
 pub mod node;
 pub mod reject;
-pub mod report;
 
 pub use event::{Event, EventBody};
 pub use ledger::{
@@ -26,4 +25,3 @@ pub use ledger::{
 pub use model::{DirectQuantity, ModelState, PledgeRow};
 pub use node::{Node, Scope};
 pub use reject::{RejectCode, Rejection};
-pub use report::Report;
