@@ -594,3 +594,86 @@ async fn checkpoint(State(app): State<App>, headers: HeaderMap) -> Result<Respon
     let reply = queries(&app)?.checkpoint().await?;
     Ok(axum::Json(reply).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use fundflow_api::InvalidEvent;
+
+    use super::*;
+
+    #[test]
+    fn each_service_error_gets_its_status_code_and_field() {
+        let invalid = InvalidEvent::new("invalid_type", "amount.value", "must be a string");
+        let problem = problem_of(Refusal::Invalid(invalid).into());
+        assert_eq!(
+            (
+                problem.status,
+                problem.code.as_str(),
+                problem.field.as_deref()
+            ),
+            (400, "invalid_type", Some("amount.value"))
+        );
+        assert_eq!(problem.kind, "urn:fundflow:problem:invalid_type");
+        assert_eq!(problem.detail, "amount.value: must be a string");
+        let problem = problem_of(
+            Refusal::NotThePartner {
+                message: "not yours".into(),
+            }
+            .into(),
+        );
+        assert_eq!(
+            (problem.status, problem.field.as_deref()),
+            (403, Some("partner_id"))
+        );
+        let problem = problem_of(
+            Refusal::Conflict {
+                event_id: "e".into(),
+                seq: 7,
+            }
+            .into(),
+        );
+        assert_eq!(
+            (problem.status, problem.code.as_str(), problem.seq),
+            (409, "event_id_conflict", Some(7))
+        );
+        let problem = problem_of(CsvError::TooManyRows { rows_max: 2 }.into());
+        assert_eq!(problem.status, 413);
+        let problem = problem_of(CsvError::Invalid("unknown column \"amout\"".into()).into());
+        assert_eq!(
+            (problem.status, problem.code.as_str()),
+            (400, "invalid_csv")
+        );
+        assert!(problem.detail.contains("amout"));
+        let problem = problem_of(QueryError::NotFound("no pledge".into()).into());
+        assert_eq!(problem.status, 404);
+        let problem = problem_of(SubmitError::AppenderStopped.into());
+        assert_eq!(problem.status, 503);
+    }
+
+    #[test]
+    fn a_refused_result_carries_the_problem_and_a_rejected_one_its_code() {
+        let refused = submit_result(Submitted {
+            event_id: Some("e".into()),
+            seq: Some(3),
+            verdict: Verdict::Refused(Refusal::Conflict {
+                event_id: "e".into(),
+                seq: 3,
+            }),
+        });
+        assert_eq!(refused.status, fundflow_api::Status::Conflict);
+        assert_eq!(refused.problem.map(|p| p.status), Some(409));
+        let rejected = submit_result(Submitted {
+            event_id: Some("e".into()),
+            seq: Some(4),
+            verdict: Verdict::Rejected(fundflow_domain::Rejection {
+                code: fundflow_domain::RejectCode::Overpaid,
+                field: String::new(),
+                message: "too much".into(),
+            }),
+        });
+        assert_eq!(
+            (rejected.code.as_deref(), rejected.field, rejected.problem),
+            (Some("overpaid"), None, None)
+        );
+    }
+}
