@@ -3,8 +3,8 @@
 //! envelope the log stores, the field tables that the JSON intake and the CSV import share, the
 //! report rows every command prints, and the replies that the server writes and the CLI reads.
 //! Errors are typed ([`InvalidEvent`], [`EventError`]); choosing an HTTP status is the front's
-//! job. **Architecture invariant:** this crate knows no axum, no sled and no NATS; only it and
-//! the front derive `Serialize` for API shapes.
+//! job. **Architecture invariant:** this crate knows no axum, no sled and no NATS: a client
+//! links it to read replies without linking a server.
 
 mod error;
 mod event;

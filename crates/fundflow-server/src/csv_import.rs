@@ -35,19 +35,12 @@ static EVENT_COLUMNS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         CURRENCY_COLUMN,
         AMOUNT_COLUMN,
     ];
+    // The flow's text fields, then the types' own fields.
     columns.extend(
         body_fields()
             .into_iter()
             .filter(|(name, shape)| *shape == Shape::Text && *name != NOT_A_COLUMN)
-            .map(|(name, _)| name)
-            .filter(|name| FLOW_FIELDS.iter().any(|(flow, _)| flow == name)),
-    );
-    columns.extend(
-        body_fields()
-            .into_iter()
-            .filter(|(name, shape)| *shape == Shape::Text && *name != NOT_A_COLUMN)
-            .map(|(name, _)| name)
-            .filter(|name| !FLOW_FIELDS.iter().any(|(flow, _)| flow == name)),
+            .map(|(name, _)| name),
     );
     columns
 });

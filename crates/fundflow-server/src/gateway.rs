@@ -5,7 +5,7 @@
 //! Why a resend is safe: the log stores each (partner, event id) once and answers a second
 //! append with the first record's seq (see `fundflow_log`), at any distance in time. The gateway
 //! then reads that record back and compares content: the same content is a `duplicate`, other
-//! content a 409 conflict naming the original. The fold keeps its own duplicate and conflict
+//! content a conflict naming the original. The fold keeps its own duplicate and conflict
 //! checks for records that reach the log by other paths.
 //!
 //! Why nothing is half-written: a request's events are handed to one appender task as a unit, so
@@ -246,7 +246,7 @@ impl Gateway {
 
     /// Validates, appends and (with `wait`) waits for the fold; one result per input, in order.
     /// Only a failure of the log itself is an error, and then nothing of the request is known
-    /// to be appended: the caller reports 503 and the client sends again (safely).
+    /// to be appended: the front reports it as unavailable and the client sends again (safely).
     pub async fn submit(
         &self,
         partner_id: &str,
