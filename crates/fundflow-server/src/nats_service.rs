@@ -110,11 +110,13 @@ pub async fn serve_submissions(
             let span = tracing::info_span!("nats_submit", subject = %message.subject);
             let body =
                 tracing::Instrument::instrument(answer(&gateway, &partners, &message), span).await;
+            // A reply is strings and numbers, which always encode; were one not to, the
+            // partner's request times out and is sent again (safely), rather than be answered
+            // with an empty payload.
             let payload = match serde_json::to_vec(&body) {
                 Ok(payload) => payload,
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot encode a NATS reply");
-                    count_unencodable_reply();
                     return;
                 }
             };
@@ -136,12 +138,6 @@ pub fn is_partner_inbox(partner_id: &str, reply: &str) -> bool {
     reply
         .strip_prefix(&crate::nats_auth::partner_inbox_prefix(partner_id))
         .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'))
-}
-
-/// A reply that cannot be encoded is not sent; the partner's request times out and is sent
-/// again (safely).
-fn count_unencodable_reply() {
-    metrics::counter!("fundflow_nats_replies_unencodable_total").increment(1);
 }
 
 async fn answer(
