@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use fundflow_proto::{Message, v1};
-use fundflow_server::json;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -23,8 +22,10 @@ fn masks(reference: &str, country: &str, value: &str) -> Value {
 }
 
 fn envelope(partner: &str, event: &Value) -> v1::Envelope {
-    let object = json::parse_event(event.to_string().as_bytes()).unwrap();
-    json::to_envelope(partner, object, "2020-12-16T08:00:00Z").unwrap()
+    let object = fundflow_api::parse_event(event.to_string().as_bytes()).unwrap();
+    object
+        .into_envelope(partner, "2020-12-16T08:00:00Z")
+        .unwrap()
 }
 
 async fn submit_json(client: &async_nats::Client, subject: &str, event: &Value) -> Value {

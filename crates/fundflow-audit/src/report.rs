@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use fundflow_domain::currency_code;
-use fundflow_domain::minor_unit;
+use fundflow_api::{Report, item_rows};
+use fundflow_domain::{Node, currency_code, minor_unit};
 use fundflow_domain::money::{USD_SCALE, format_at_scale};
-use fundflow_domain::report::item_rows;
-use fundflow_domain::{Node, Report};
 
 use crate::replay::Replay;
 

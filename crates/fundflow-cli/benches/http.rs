@@ -163,9 +163,9 @@ fn main() {
         // The same kind of envelopes, published straight to the stream.
         let envelopes: Vec<(String, Bytes)> = (0..events)
             .map(|i| {
-                let object = fundflow_server::json::parse_event(event("raw", i).to_string().as_bytes()).unwrap();
+                let object = fundflow_api::parse_event(event("raw", i).to_string().as_bytes()).unwrap();
                 let envelope: v1::Envelope =
-                    fundflow_server::json::to_envelope("bench", object, "2020-12-31T00:00:00Z").unwrap();
+                    object.into_envelope("bench", "2020-12-31T00:00:00Z").unwrap();
                 (envelope.event_id.clone(), Bytes::from(envelope.encode_to_vec()))
             })
             .collect();

@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use fundflow_api::{CheckpointReply, Report, TotalRow, TotalsReply, total_rows};
 use fundflow_audit::report::{DocFormat, Scope};
 use fundflow_audit::{Cutoff, Details, Replay};
-use fundflow_domain::Report;
-use fundflow_domain::report::total_rows;
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -234,21 +232,19 @@ pub async fn audit_verify(
 ) -> anyhow::Result<()> {
     let client = crate::client::Client::new(url, token)?;
     // A busy server gives no model digest until it can compute one at a checkpoint that holds.
-    let mut checkpoint = client.get_json("/v1/checkpoint").await?;
+    let mut checkpoint: CheckpointReply = client.get("/v1/checkpoint").await?;
     for _ in 0..20 {
-        if checkpoint["model_digest"].is_string() {
+        if checkpoint.model_digest.is_some() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        checkpoint = client.get_json("/v1/checkpoint").await?;
+        checkpoint = client.get("/v1/checkpoint").await?;
     }
     anyhow::ensure!(
-        checkpoint["model_digest"].is_string(),
+        checkpoint.model_digest.is_some(),
         "inconclusive: the server gave no model digest for 10 s (too busy to compute one); try again when it is quieter"
     );
-    let seq = checkpoint["seq"]
-        .as_u64()
-        .context("the server's checkpoint has no seq")?;
+    let seq = checkpoint.seq;
     let replay = replay(source, stream, Cutoff::UntilSeq(seq), Details::None).await?;
     let ledger = &replay.ledger;
     anyhow::ensure!(
@@ -258,8 +254,8 @@ pub async fn audit_verify(
     );
     let log_digest = hex::encode(ledger.log_digest());
     let model_digest = hex::encode(ledger.model_digest());
-    let server_log = checkpoint["log_digest"].as_str().unwrap_or("");
-    let server_model = checkpoint["model_digest"].as_str();
+    let server_log = checkpoint.log_digest.as_str();
+    let server_model = checkpoint.model_digest.as_deref();
     if server_log == log_digest && server_model == Some(model_digest.as_str()) {
         println!(
             "match at seq {seq}: log digest {log_digest}, model digest {model_digest} (server {url}, replay of {})",
@@ -274,24 +270,16 @@ pub async fn audit_verify(
         server_model.unwrap_or("(not given: the server was busy; run again)")
     );
     // Name the first totals that differ, if the server's totals are still at `seq`.
-    let totals: Value = client.get_json("/v1/totals").await?;
-    if totals["as_of_seq"].as_u64() != Some(seq) {
+    let totals: TotalsReply = client.get("/v1/totals").await?;
+    if totals.as_of_seq != seq {
         anyhow::bail!(
             "the server's read model does not match an independent replay of the log at seq {seq} (it has moved on to seq {}, so its totals cannot be compared row by row)",
-            totals["as_of_seq"]
+            totals.as_of_seq
         );
     }
-    let theirs: Vec<String> = totals["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(row_line)
-        .collect();
+    let theirs: Vec<String> = totals.rows.iter().map(row_line).collect();
     let state = ledger.model_state();
-    let ours: Vec<String> = total_rows(&state, None)
-        .iter()
-        .map(|r| serde_json::to_value(r).map(|row| row_line(&row)))
-        .collect::<Result<_, _>>()?;
+    let ours: Vec<String> = total_rows(&state, None).iter().map(row_line).collect();
     let first = theirs
         .iter()
         .zip(&ours)
@@ -310,7 +298,7 @@ pub async fn audit_verify(
         Some(difference) => println!("first totals that differ:\n  {difference}"),
         None => println!(
             "the totals rows agree (as of the server's seq {}); the difference is in pledges, rejections or counts",
-            totals["as_of_seq"]
+            totals.as_of_seq
         ),
     }
     anyhow::bail!(
@@ -318,10 +306,6 @@ pub async fn audit_verify(
     )
 }
 
-fn row_line(row: &Value) -> String {
-    crate::replay::COLUMNS
-        .iter()
-        .map(|k| row[*k].as_str().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join(" ")
+fn row_line(row: &TotalRow) -> String {
+    crate::replay::fields(row).join(" ")
 }

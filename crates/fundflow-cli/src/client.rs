@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use serde_json::Value;
+use fundflow_api::{ProblemBody, Status, SubmitReply, SubmitResult};
+use serde::de::DeserializeOwned;
 
 /// Events per request when submitting a file: well below the server's default of 10,000 lines
 /// and 1 MiB, so a file of any size goes through in steady steps.
@@ -21,7 +22,7 @@ pub struct Client {
 #[derive(Debug, Default)]
 pub struct Totals {
     /// Per status.
-    pub by_status: std::collections::BTreeMap<String, u64>,
+    pub by_status: std::collections::BTreeMap<Status, u64>,
     /// The first few refusals, to show.
     pub refusals: Vec<String>,
 }
@@ -44,7 +45,7 @@ impl Client {
         content_type: &str,
         body: Vec<u8>,
         wait: bool,
-    ) -> anyhow::Result<Vec<Value>> {
+    ) -> anyhow::Result<Vec<SubmitResult>> {
         let url = format!(
             "{}/v1/events{}",
             self.base,
@@ -58,53 +59,66 @@ impl Client {
             .body(body)
             .send()
             .await;
-        let (status, body) = json_reply(&url, response).await?;
-        if let Some(results) = body.get("results").and_then(Value::as_array) {
-            return Ok(results.clone());
+        let (status, body) = reply_bytes(&url, response).await?;
+        if status.is_success()
+            && let Ok(reply) = serde_json::from_slice::<SubmitReply>(&body)
+        {
+            return Ok(reply.results);
         }
-        if status.is_client_error() && body.get("status").is_some_and(Value::is_number) {
-            // A problem about the request as a whole (401, 403, 413, 415 ...).
-            anyhow::bail!(
-                "the server refused the request ({status}): {}",
-                body["detail"].as_str().unwrap_or("")
-            );
+        // One event's result, rejected (422) or not; a problem otherwise.
+        if let Ok(result) = serde_json::from_slice::<SubmitResult>(&body) {
+            return Ok(vec![result]);
         }
+        let problem: ProblemBody = decode(&url, status, &body)?;
         if status.is_server_error() {
             anyhow::bail!(
                 "the server could not take the request ({status}): {}",
-                body["detail"].as_str().unwrap_or("")
+                problem.detail
             );
         }
-        Ok(vec![body])
+        // A problem about the request as a whole (401, 403, 413, 415 ...).
+        anyhow::bail!(
+            "the server refused the request ({status}): {}",
+            problem.detail
+        )
     }
 
-    /// GETs a JSON document.
-    pub async fn get_json(&self, path_and_query: &str) -> anyhow::Result<Value> {
+    /// GETs a JSON reply of type `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> anyhow::Result<T> {
         let url = format!("{}{path_and_query}", self.base);
         let response = self.http.get(&url).bearer_auth(&self.token).send().await;
-        let (status, body) = json_reply(&url, response).await?;
+        let (status, body) = reply_bytes(&url, response).await?;
         if !status.is_success() {
-            anyhow::bail!(
-                "{url} answered {status}: {}",
-                body["detail"].as_str().unwrap_or("")
-            );
+            let detail = serde_json::from_slice::<ProblemBody>(&body)
+                .map(|p| p.detail)
+                .unwrap_or_default();
+            anyhow::bail!("{url} answered {status}: {detail}");
         }
-        Ok(body)
+        decode(&url, status, &body)
     }
 }
 
-/// The status and JSON body of a reply, or why there is none.
-async fn json_reply(
+/// The status and body of a reply, or why there is none.
+async fn reply_bytes(
     url: &str,
     response: reqwest::Result<reqwest::Response>,
-) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+) -> anyhow::Result<(reqwest::StatusCode, bytes::Bytes)> {
     let response = response.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let body = response
-        .json()
+        .bytes()
         .await
-        .with_context(|| format!("{url} answered {status} without a JSON body"))?;
+        .with_context(|| format!("{url} answered {status} but the body could not be read"))?;
     Ok((status, body))
+}
+
+fn decode<T: DeserializeOwned>(
+    url: &str,
+    status: reqwest::StatusCode,
+    body: &[u8],
+) -> anyhow::Result<T> {
+    serde_json::from_slice(body)
+        .with_context(|| format!("{url} answered {status} without the JSON reply expected"))
 }
 
 /// Bytes per request, well below the server's default body limit of 1 MiB.
@@ -244,19 +258,14 @@ pub async fn submit(path: &Path, url: &str, token: &str, wait: bool) -> anyhow::
     {
         let results = client.post_events(content_type, body, wait).await?;
         for result in &results {
-            let status = result["status"].as_str().unwrap_or("unknown").to_owned();
-            if matches!(status.as_str(), "refused" | "conflict" | "rejected")
-                && totals.refusals.len() < 20
-            {
+            let status = result.status;
+            if status.is_failure() && totals.refusals.len() < 20 {
                 // The server counts lines within the request; tell the file's line.
-                let line = result["line"]
-                    .as_u64()
-                    .and_then(|l| lines.get(usize::try_from(l).ok()?.checked_sub(1)?))
+                let line = result
+                    .line
+                    .and_then(|l| lines.get(l.checked_sub(1)?))
                     .map_or(String::new(), |l| format!("line {l}: "));
-                let detail = result["problem"]["detail"]
-                    .as_str()
-                    .or(result["message"].as_str())
-                    .unwrap_or("");
+                let detail = result.detail().unwrap_or("");
                 totals.refusals.push(format!("{line}{status}: {detail}"));
             }
             *totals.by_status.entry(status).or_default() += 1;
@@ -274,9 +283,9 @@ pub async fn submit(path: &Path, url: &str, token: &str, wait: bool) -> anyhow::
     for refusal in &totals.refusals {
         writeln!(out, "  {refusal}")?;
     }
-    let refused = ["refused", "conflict"]
+    let refused = [Status::Refused, Status::Conflict]
         .iter()
-        .map(|s| totals.by_status.get(*s).copied().unwrap_or(0))
+        .map(|s| totals.by_status.get(s).copied().unwrap_or(0))
         .sum::<u64>();
     if refused > 0 {
         anyhow::bail!("{refused} events were refused (see above); the others went through");

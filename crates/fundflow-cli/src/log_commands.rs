@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context;
-use fundflow_domain::Report;
+use fundflow_api::Report;
 use fundflow_log::{AppendRequest, Appended, EventLog};
 use fundflow_projector::{Projector, ProjectorConfig, ReadModel, RunUntil};
 use fundflow_proto::{Message, RecordReader, v1};

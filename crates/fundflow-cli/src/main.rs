@@ -576,59 +576,43 @@ async fn totals_from_server(
             query.push(format!("{key}={value}"));
         }
     }
-    let reply = client
-        .get_json(&format!("/v1/totals?{}", query.join("&")))
+    let reply: fundflow_api::TotalsReply = client
+        .get(&format!("/v1/totals?{}", query.join("&")))
         .await?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&reply)?),
         Format::Csv => {
-            println!("scope,key,kind,currency,amount,usd_equivalent,unconverted");
-            for row in reply["rows"].as_array().into_iter().flatten() {
-                let cell = |k: &str| row[k].as_str().unwrap_or("").to_owned();
-                println!(
-                    "{},{},{},{},{},{},{}",
-                    cell("scope"),
-                    cell("key"),
-                    cell("kind"),
-                    cell("currency"),
-                    cell("amount"),
-                    cell("usd_equivalent"),
-                    cell("unconverted")
-                );
+            println!("{}", replay::COLUMNS.join(","));
+            for row in &reply.rows {
+                println!("{}", replay::fields(row).join(","));
             }
         }
         Format::Table => {
             println!(
                 "as of seq {}, model digest {}",
-                reply["as_of_seq"],
-                reply["model_digest"].as_str().unwrap_or("(busy)")
+                reply.as_of_seq,
+                reply.model_digest.as_deref().unwrap_or("(busy)")
             );
-            print_total_rows(&reply["rows"]);
+            print_total_rows(&reply.rows);
         }
     }
     Ok(())
 }
 
 /// Prints totals rows (as the API gives them) as a table for people.
-pub fn print_total_rows(rows: &serde_json::Value) {
+pub fn print_total_rows(rows: &[fundflow_api::TotalRow]) {
     println!(
         "  {:<4} {:<34} {:<17} {:<4} {:>20} {:>20}",
         "key", "name", "kind", "cur", "amount", "usd_equivalent"
     );
-    for row in rows.as_array().into_iter().flatten() {
-        let cell = |k: &str| row[k].as_str().unwrap_or("").to_owned();
-        let mut name = cell("name");
+    for row in rows {
+        let mut name = row.name.clone();
         if name.chars().count() > 34 {
             name = name.chars().take(33).collect::<String>() + "…";
         }
         println!(
             "  {:<4} {:<34} {:<17} {:<4} {:>20} {:>20}",
-            cell("key"),
-            name,
-            cell("kind"),
-            cell("currency"),
-            cell("amount"),
-            cell("usd_equivalent")
+            row.key, name, row.kind, row.currency, row.amount, row.usd_equivalent
         );
     }
 }

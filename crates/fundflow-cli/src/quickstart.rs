@@ -192,13 +192,8 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
             .await?;
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for result in &results {
-            *counts
-                .entry(result["status"].as_str().unwrap_or("unknown"))
-                .or_default() += 1;
-            if let Some(detail) = result["problem"]["detail"]
-                .as_str()
-                .or(result["message"].as_str())
-            {
+            *counts.entry(result.status.as_str()).or_default() += 1;
+            if let Some(detail) = result.detail() {
                 println!("  {partner}: {detail}");
             }
         }
@@ -208,27 +203,22 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
 
     let reviewer = Client::new(&base, token_of(&demo, "reviewer")?)?;
     for scope in ["global", "region", "country"] {
-        let reply = reviewer
-            .get_json(&format!("/v1/totals?scope={scope}"))
-            .await?;
+        let reply: fundflow_api::TotalsReply =
+            reviewer.get(&format!("/v1/totals?scope={scope}")).await?;
         let title = match scope {
             "global" => "World totals",
             "region" => "Totals by M49 region",
             _ => "Totals by recipient country",
         };
-        println!("\n{title} (as of seq {}):", reply["as_of_seq"]);
-        crate::print_total_rows(&reply["rows"]);
+        println!("\n{title} (as of seq {}):", reply.as_of_seq);
+        crate::print_total_rows(&reply.rows);
     }
-    let in_kind = reviewer.get_json("/v1/in-kind?scope=country").await?;
+    let in_kind: fundflow_api::InKindReply = reviewer.get("/v1/in-kind?scope=country").await?;
     println!("\nIn-kind quantities by country:");
-    for row in in_kind["rows"].as_array().into_iter().flatten() {
+    for row in &in_kind.rows {
         println!(
             "  {:<4} {:<28} {:>12} {} of {}",
-            row["key"].as_str().unwrap_or(""),
-            row["name"].as_str().unwrap_or(""),
-            row["quantity"].as_str().unwrap_or(""),
-            row["unit"].as_str().unwrap_or(""),
-            row["item"].as_str().unwrap_or(""),
+            row.key, row.name, row.quantity, row.unit, row.item,
         );
     }
 

@@ -5,8 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use fundflow_domain::Report;
-use fundflow_domain::report::TotalRow;
+use fundflow_api::{Report, TotalRow};
 use fundflow_gen::{GenConfig, LogGenerator};
 
 use crate::Format;
@@ -42,12 +41,13 @@ pub const COLUMNS: [&str; 7] = [
     "unconverted",
 ];
 
-fn fields(row: &TotalRow) -> [&str; 7] {
+/// The [`COLUMNS`] of a row.
+pub fn fields(row: &TotalRow) -> [&str; 7] {
     [
         row.scope.as_str(),
-        row.key,
-        row.kind,
-        row.currency,
+        &row.key,
+        &row.kind,
+        &row.currency,
         &row.amount,
         &row.usd_equivalent,
         &row.unconverted,

@@ -11,9 +11,9 @@
 //!
 //! The API: the fold, its values and the model at the root; by role, [`digest`] (the digest
 //! chains and outcome bytes others must compute as the fold does), [`wire`] (checks on envelope
-//! fields, "same content"), [`limits`] (every named maximum), [`money`] (parsing and formatting
-//! amounts) and [`report`] (the report shapes). Inside, the graph is one-way: `values` ←
-//! `ledger` → `model` ← `report`.
+//! fields, "same content"), [`limits`] (every named maximum) and [`money`] (parsing and
+//! formatting amounts). The report shapes and everything else that speaks JSON live in
+//! `fundflow-api`. Inside, the graph is one-way: `values` ← `ledger` → `model`.
 
 mod event;
 mod fingerprint;
@@ -27,7 +27,6 @@ mod values;
 pub mod digest;
 pub mod limits;
 pub mod money;
-pub mod report;
 
 /// Checks on the wire envelope's fields that the gateway, the CLI and the tools share with the
 /// fold, so that each is defined once.
@@ -41,7 +40,6 @@ pub use ledger::{Ledger, PledgeView, Source, Touched};
 pub use model::{DirectQuantity, ModelState, PledgeRow, minor_unit, sorted_totals};
 pub use node::{Node, Scope};
 pub use reject::{RejectCode, Rejection};
-pub use report::Report;
 pub use values::{
     Checkpoint, Digest32, Outcome, PledgeLine, QuantityKey, RejectedEvent, Total, TotalKey,
     TotalKind, currency_code,

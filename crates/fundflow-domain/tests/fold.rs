@@ -280,8 +280,8 @@ fn a_reversal_undoes_exactly_the_event_and_the_digest_returns_to_the_same_totals
         .when(envelope(P, 3, reversal(2)))
         .then_applied();
     assert_eq!(
-        fundflow_domain::Report::of(&ledger).totals,
-        fundflow_domain::Report::of(&before).totals
+        fundflow_api::Report::of(&ledger).totals,
+        fundflow_api::Report::of(&before).totals
     );
     let npl = Node::country("NPL").unwrap();
     assert_eq!(
@@ -394,7 +394,7 @@ fn hex(bytes: &[u8]) -> String {
 /// every code.
 fn check(setup: Vec<v1::Envelope>, input: Input, code: RejectCode) -> RejectCode {
     let mut given = given(setup);
-    let before = fundflow_domain::Report::of(&given.ledger);
+    let before = fundflow_api::Report::of(&given.ledger);
     let then = match input {
         Input::Event(e) => given.when(e),
         Input::Bytes(b) => given.when_bytes(&b),
@@ -430,7 +430,7 @@ fn check(setup: Vec<v1::Envelope>, input: Input, code: RejectCode) -> RejectCode
             }
         }
     };
-    let after = fundflow_domain::Report::of(&then.then_rejected(code));
+    let after = fundflow_api::Report::of(&then.then_rejected(code));
     assert_eq!(before.totals, after.totals, "{code} changed a total");
     assert_eq!(
         before.in_kind_items, after.in_kind_items,

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use fundflow_domain::{Ledger, Node, Outcome, Report, Scope, TotalKey, TotalKind};
+use fundflow_api::Report;
+use fundflow_domain::{Ledger, Node, Outcome, Scope, TotalKey, TotalKind};
 use fundflow_gen::{
     envelope, flow, in_kind, parallel_funding, payment, pledge, reversal, with_rate,
 };

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use fundflow_domain::{Ledger, Report};
+use fundflow_api::Report;
+use fundflow_domain::Ledger;
 use fundflow_gen::{GenConfig, LogGenerator};
 use fundflow_log::embedded::EmbeddedLog;
 use fundflow_log::{AppendRequest, EventLog};

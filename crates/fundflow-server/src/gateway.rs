@@ -5,7 +5,7 @@
 //! Why a resend is safe: the log stores each (partner, event id) once and answers a second
 //! append with the first record's seq (see `fundflow_log`), at any distance in time. The gateway
 //! then reads that record back and compares content: the same content is a `duplicate`, other
-//! content a 409 conflict naming the original. The fold keeps its own duplicate and conflict
+//! content a conflict naming the original. The fold keeps its own duplicate and conflict
 //! checks for records that reach the log by other paths.
 //!
 //! Why nothing is half-written: a request's events are handed to one appender task as a unit, so
@@ -22,18 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fundflow_domain::Event;
+use fundflow_api::{InvalidEvent, ReceivedEvent, Status};
 use fundflow_domain::wire::same_content;
+use fundflow_domain::{Event, Rejection};
 use fundflow_log::{AppendRequest, Appended, EventLog};
 use fundflow_projector::{FoldNotice, ReadModel};
 use fundflow_proto::{Message, v1};
-use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{broadcast, mpsc, oneshot};
-
-use crate::json::{self, EventObject};
-use crate::problem::Problem;
 
 /// What a submission says, before validation.
 #[derive(Debug)]
@@ -41,127 +38,129 @@ use crate::problem::Problem;
 #[allow(clippy::large_enum_variant)]
 pub enum Input {
     /// A JSON object (or a CSV event), or why it could not be read.
-    Object(Result<EventObject, Problem>),
+    Object(Result<ReceivedEvent, InvalidEvent>),
     /// A protobuf envelope from a NATS client.
     Envelope(v1::Envelope),
 }
 
+/// Why one event was refused before the log. The client fixes the event (or, for a conflict,
+/// sends a reversal and a new event); sending it unchanged again is refused the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The event breaks a rule that needs no ledger state.
+    #[error(transparent)]
+    Invalid(#[from] InvalidEvent),
+    /// The event names another partner than the one submitting it (field `partner_id`).
+    #[error("{message}")]
+    NotThePartner {
+        /// The rule, naming both partners.
+        message: String,
+    },
+    /// The id is taken by an event with other content.
+    #[error("event {event_id} was recorded at seq {seq} with different content")]
+    Conflict {
+        /// The id.
+        event_id: String,
+        /// Where the event recorded under it is.
+        seq: u64,
+    },
+}
+
+impl From<fundflow_api::EventError> for Refusal {
+    fn from(error: fundflow_api::EventError) -> Refusal {
+        match error {
+            fundflow_api::EventError::Invalid(invalid) => Refusal::Invalid(invalid),
+            fundflow_api::EventError::NotThePartner { message } => {
+                Refusal::NotThePartner { message }
+            }
+        }
+    }
+}
+
 /// The verdict on one submitted event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
     /// Appended to the log; the fold has not judged it yet (or `wait` ran out).
     Accepted,
     /// Already in the log with the same content: counted once.
     Duplicate,
     /// Folded and applied.
     Applied,
-    /// Folded and rejected by a rule that needs ledger state (see `code`).
-    Rejected,
-    /// Refused before the log: invalid input (see `problem`).
-    Refused,
-    /// Refused: the id is taken by other content (see `problem`).
-    Conflict,
+    /// Folded and rejected by a rule that needs ledger state.
+    Rejected(Rejection),
+    /// Refused before the log.
+    Refused(Refusal),
 }
 
-/// One event's result, as HTTP and NATS return it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SubmitResult {
-    /// The line (NDJSON) or first row (CSV) it came from, counting from 1.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-    /// The event id, given or derived.
-    #[serde(skip_serializing_if = "Option::is_none")]
+impl Verdict {
+    /// The verdict's name on the wire.
+    pub fn status(&self) -> Status {
+        match self {
+            Verdict::Accepted => Status::Accepted,
+            Verdict::Duplicate => Status::Duplicate,
+            Verdict::Applied => Status::Applied,
+            Verdict::Rejected(_) => Status::Rejected,
+            Verdict::Refused(Refusal::Conflict { .. }) => Status::Conflict,
+            Verdict::Refused(_) => Status::Refused,
+        }
+    }
+}
+
+/// One event's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The event id, given or derived, when there is one.
     pub event_id: Option<String>,
-    /// Where it is in the log.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Where it is in the log (for a conflict: where the other event is).
     pub seq: Option<u64>,
-    /// The verdict.
-    pub status: Status,
-    /// For `rejected`: the rejection code.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    /// For `rejected`: the field to blame.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// For `rejected`: the rule, in one sentence.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// For `refused` and `conflict`: the problem, as an HTTP error body would give it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<Problem>,
+    /// What became of it.
+    pub verdict: Verdict,
 }
 
-impl SubmitResult {
-    fn problem(event_id: Option<String>, problem: Problem) -> SubmitResult {
-        let status = if problem.code == "event_id_conflict" {
-            Status::Conflict
-        } else {
-            Status::Refused
+impl Submitted {
+    fn refused(event_id: Option<String>, refusal: Refusal) -> Submitted {
+        let seq = match &refusal {
+            Refusal::Conflict { seq, .. } => Some(*seq),
+            _ => None,
         };
-        SubmitResult {
-            line: None,
+        Submitted {
             event_id,
-            seq: problem.seq,
-            status,
-            code: None,
-            field: None,
-            message: None,
-            problem: Some(problem),
+            seq,
+            verdict: Verdict::Refused(refusal),
         }
     }
 
-    fn appended(event_id: String, seq: u64, status: Status) -> SubmitResult {
-        SubmitResult {
-            line: None,
+    fn appended(event_id: String, seq: u64, verdict: Verdict) -> Submitted {
+        Submitted {
             event_id: Some(event_id),
             seq: Some(seq),
-            status,
-            code: None,
-            field: None,
-            message: None,
-            problem: None,
+            verdict,
         }
     }
 }
 
-/// Counts of a request's results.
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
-pub struct Summary {
-    /// Appended, not yet judged.
-    pub accepted: usize,
-    /// Already there.
-    pub duplicate: usize,
-    /// Folded and applied.
-    pub applied: usize,
-    /// Folded and rejected.
-    pub rejected: usize,
-    /// Invalid, not appended.
-    pub refused: usize,
-    /// Id taken by other content, not appended.
-    pub conflict: usize,
-}
-
-impl Summary {
-    /// Counts `results`.
-    pub fn of(results: &[SubmitResult]) -> Summary {
-        let mut summary = Summary::default();
-        for result in results {
-            *match result.status {
-                Status::Accepted => &mut summary.accepted,
-                Status::Duplicate => &mut summary.duplicate,
-                Status::Applied => &mut summary.applied,
-                Status::Rejected => &mut summary.rejected,
-                Status::Refused => &mut summary.refused,
-                Status::Conflict => &mut summary.conflict,
-            } += 1;
-        }
-        summary
-    }
+/// Why a request's events are not known to be appended: the log or the appender failed. The
+/// client sends the request again (safely: resends count once).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The appender task is gone (the process is stopping).
+    #[error("the appender has stopped")]
+    AppenderStopped,
+    /// The log refused or failed the append.
+    #[error("the event log did not take the events ({0}); sending them again is safe")]
+    NotAppended(String),
+    /// A resend's first copy could not be read back to compare.
+    #[error("cannot read record {seq} back: {message}")]
+    ReadBack {
+        /// The record.
+        seq: u64,
+        /// The log's error.
+        message: String,
+    },
 }
 
 /// Why an input was refused, with its event id when it has one.
-type Refusal = (Option<String>, Problem);
+type Refused = (Option<String>, Refusal);
 
 /// Most records one group append takes.
 const GROUP_RECORDS_MAX: usize = 8192;
@@ -247,19 +246,19 @@ impl Gateway {
 
     /// Validates, appends and (with `wait`) waits for the fold; one result per input, in order.
     /// Only a failure of the log itself is an error, and then nothing of the request is known
-    /// to be appended: the caller reports 503 and the client sends again (safely).
+    /// to be appended: the front reports it as unavailable and the client sends again (safely).
     pub async fn submit(
         &self,
         partner_id: &str,
         inputs: Vec<Input>,
         wait: bool,
-    ) -> Result<Vec<SubmitResult>, Problem> {
+    ) -> Result<Vec<Submitted>, SubmitError> {
         let recorded_at = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
             .unwrap_or_default();
-        let mut results: Vec<Option<SubmitResult>> = Vec::with_capacity(inputs.len());
+        let mut results: Vec<Option<Submitted>> = Vec::with_capacity(inputs.len());
         let mut requests = Vec::new();
         let mut envelopes = Vec::new();
         for input in inputs {
@@ -269,8 +268,8 @@ impl Gateway {
                     requests.push(request);
                     envelopes.push((results.len() - 1, envelope));
                 }
-                Err((event_id, problem)) => {
-                    results.push(Some(SubmitResult::problem(event_id, problem)))
+                Err((event_id, refusal)) => {
+                    results.push(Some(Submitted::refused(event_id, refusal)))
                 }
             }
         }
@@ -283,15 +282,11 @@ impl Gateway {
             self.appender
                 .send((requests, reply))
                 .await
-                .map_err(|_| Problem::unavailable("the appender has stopped"))?;
+                .map_err(|_| SubmitError::AppenderStopped)?;
             appended
                 .await
-                .map_err(|_| Problem::unavailable("the appender has stopped"))?
-                .map_err(|err| {
-                    Problem::unavailable(format!(
-                        "the event log did not take the events ({err}); sending them again is safe"
-                    ))
-                })?
+                .map_err(|_| SubmitError::AppenderStopped)?
+                .map_err(SubmitError::NotAppended)?
         };
         let mut waiting = BTreeMap::new();
         for ((index, envelope), appended) in envelopes.into_iter().zip(appended) {
@@ -299,16 +294,18 @@ impl Gateway {
             let result = match appended {
                 Appended::Stored { seq } => {
                     waiting.insert(seq, index);
-                    SubmitResult::appended(event_id, seq, Status::Accepted)
+                    Submitted::appended(event_id, seq, Verdict::Accepted)
                 }
                 Appended::Duplicate { seq } => self.resend_or_conflict(&envelope, seq).await?,
             };
-            metrics::counter!("fundflow_gateway_events_total", "status" => status_name(result.status)).increment(1);
+            metrics::counter!("fundflow_gateway_events_total", "status" => result.verdict.status().as_str()).increment(1);
             results[index] = Some(result);
         }
         for result in results.iter().flatten() {
-            if result.status == Status::Refused {
-                metrics::counter!("fundflow_gateway_events_total", "status" => status_name(result.status)).increment(1);
+            let status = result.verdict.status();
+            if status == Status::Refused {
+                metrics::counter!("fundflow_gateway_events_total", "status" => status.as_str())
+                    .increment(1);
             }
         }
         if wait && !waiting.is_empty() {
@@ -323,23 +320,22 @@ impl Gateway {
         partner_id: &str,
         input: Input,
         recorded_at: &str,
-    ) -> Result<(v1::Envelope, AppendRequest), Refusal> {
+    ) -> Result<(v1::Envelope, AppendRequest), Refused> {
         let envelope = match input {
             Input::Object(object) => {
-                let object = object.map_err(|p| (None, p))?;
-                let event_id = json::event_id_of(partner_id, &object).ok();
-                json::to_envelope(partner_id, object, recorded_at).map_err(|p| (event_id, p))?
+                let object = object.map_err(|invalid| (None, invalid.into()))?;
+                let event_id = object.event_id(partner_id).ok();
+                object
+                    .into_envelope(partner_id, recorded_at)
+                    .map_err(|error| (event_id, error.into()))?
             }
             Input::Envelope(mut envelope) => {
                 if envelope.partner_id != partner_id {
-                    return Err((
-                        Some(envelope.event_id),
-                        Problem::forbidden(format!(
-                            "partner_id {:?} is not the partner of this subject ({partner_id:?})",
-                            envelope.partner_id
-                        ))
-                        .with_field("partner_id"),
-                    ));
+                    let message = format!(
+                        "partner_id {:?} is not the partner of this subject ({partner_id:?})",
+                        envelope.partner_id
+                    );
+                    return Err((Some(envelope.event_id), Refusal::NotThePartner { message }));
                 }
                 // The gateway's clock, not the sender's, says when the event was recorded.
                 envelope.recorded_at = recorded_at.to_owned();
@@ -348,20 +344,21 @@ impl Gateway {
         };
         let event_id = Some(envelope.event_id.clone());
         if let Err(rejection) = Event::from_envelope(&envelope) {
-            return Err((event_id, Problem::rejected(&rejection)));
+            return Err((event_id, InvalidEvent::from(&rejection).into()));
         }
         let size = envelope.encoded_len();
         if size > fundflow_domain::limits::ENVELOPE_BYTES_MAX {
             return Err((
                 event_id,
-                Problem::bad_request(
+                InvalidEvent::new(
                     "too_large",
                     "",
                     format!(
                         "the event encodes to {size} bytes, more than the limit of {}; split it",
                         fundflow_domain::limits::ENVELOPE_BYTES_MAX
                     ),
-                ),
+                )
+                .into(),
             ));
         }
         let request = AppendRequest {
@@ -376,10 +373,14 @@ impl Gateway {
         &self,
         envelope: &v1::Envelope,
         seq: u64,
-    ) -> Result<SubmitResult, Problem> {
-        let stored =
-            self.log.get(seq).await.map_err(|err| {
-                Problem::unavailable(format!("cannot read record {seq} back: {err}"))
+    ) -> Result<Submitted, SubmitError> {
+        let stored = self
+            .log
+            .get(seq)
+            .await
+            .map_err(|err| SubmitError::ReadBack {
+                seq,
+                message: err.to_string(),
             })?;
         // A publish whose ack was lost and whose retry found its own first copy is reported
         // `duplicate` too: counted once either way, which is what matters.
@@ -387,11 +388,14 @@ impl Gateway {
             .and_then(|record| v1::Envelope::decode(record.bytes.as_ref()).ok())
             .is_some_and(|earlier| same_content(&earlier, envelope));
         Ok(if same {
-            SubmitResult::appended(envelope.event_id.clone(), seq, Status::Duplicate)
+            Submitted::appended(envelope.event_id.clone(), seq, Verdict::Duplicate)
         } else {
-            SubmitResult::problem(
+            Submitted::refused(
                 Some(envelope.event_id.clone()),
-                Problem::conflict(&envelope.event_id, seq),
+                Refusal::Conflict {
+                    event_id: envelope.event_id.clone(),
+                    seq,
+                },
             )
         })
     }
@@ -400,7 +404,7 @@ impl Gateway {
         &self,
         notices: &mut broadcast::Receiver<Arc<FoldNotice>>,
         mut waiting: BTreeMap<u64, usize>,
-        results: &mut [Option<SubmitResult>],
+        results: &mut [Option<Submitted>],
     ) {
         let deadline = tokio::time::Instant::now() + self.wait_max;
         while !waiting.is_empty() {
@@ -438,7 +442,7 @@ impl Gateway {
     fn judge_from_model(
         &self,
         waiting: &mut BTreeMap<u64, usize>,
-        results: &mut [Option<SubmitResult>],
+        results: &mut [Option<Submitted>],
     ) {
         let Some(model) = &self.model else {
             return;
@@ -455,25 +459,9 @@ impl Gateway {
     }
 }
 
-fn judge(result: &mut SubmitResult, rejection: Option<&fundflow_domain::Rejection>) {
-    match rejection {
-        None => result.status = Status::Applied,
-        Some(rejection) => {
-            result.status = Status::Rejected;
-            result.code = Some(rejection.code.as_str().to_owned());
-            result.field = (!rejection.field.is_empty()).then(|| rejection.field.clone());
-            result.message = Some(rejection.message.clone());
-        }
-    }
-}
-
-fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Accepted => "accepted",
-        Status::Duplicate => "duplicate",
-        Status::Applied => "applied",
-        Status::Rejected => "rejected",
-        Status::Refused => "refused",
-        Status::Conflict => "conflict",
-    }
+fn judge(result: &mut Submitted, rejection: Option<&Rejection>) {
+    result.verdict = match rejection {
+        None => Verdict::Applied,
+        Some(rejection) => Verdict::Rejected(rejection.clone()),
+    };
 }

@@ -1,5 +1,7 @@
 //! The HTTP API (axum): routes, authentication, limits, content types and metrics. Handlers
-//! only translate; the gateway and the queries do the work.
+//! only translate; the gateway and the queries do the work. [`problem_of`] is the one place
+//! where the services' typed errors become HTTP statuses (NATS replies reuse it, so that one
+//! client reads both).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +20,97 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
 
+use fundflow_api::{SubmitReply, SubmitResult, Summary};
+
 use crate::access::{AccessControl, Principal, Role};
-use crate::csv_import;
-use crate::gateway::{Gateway, Input, Status, SubmitResult, Summary};
-use crate::json;
+use crate::csv_import::{self, CsvError};
+use crate::gateway::{Gateway, Input, Refusal, SubmitError, Submitted, Verdict};
 use crate::problem::Problem;
-use crate::query::{Queries, TotalsFilter, totals_csv};
+use crate::query::{Queries, QueryError, TotalsFilter, totals_csv};
+
+/// A service's typed error, on its way to becoming a problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// One event refused before the log.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The log did not take a request's events.
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    /// A read has no answer.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// A CSV export could not be read as a whole.
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+}
+
+/// The problem of `error`: its HTTP status, code, field and detail. The one place that chooses
+/// statuses for the services' errors.
+pub fn problem_of(error: ServiceError) -> Problem {
+    match error {
+        ServiceError::Refused(Refusal::Invalid(invalid)) => {
+            let mut problem = Problem::bad_request(invalid.code, "", invalid.message.clone());
+            problem.field = (!invalid.field.is_empty()).then_some(invalid.field);
+            problem
+        }
+        ServiceError::Refused(Refusal::NotThePartner { message }) => {
+            Problem::forbidden(message).with_field("partner_id")
+        }
+        ServiceError::Refused(Refusal::Conflict { event_id, seq }) => {
+            Problem::conflict(&event_id, seq)
+        }
+        ServiceError::Submit(error) => Problem::unavailable(error.to_string()),
+        ServiceError::Query(QueryError::InvalidFilter { code, detail }) => {
+            Problem::bad_query(code, detail)
+        }
+        ServiceError::Query(QueryError::NotFound(detail)) => Problem::not_found(detail),
+        ServiceError::Query(QueryError::Unavailable(detail)) => Problem::unavailable(detail),
+        ServiceError::Csv(error @ CsvError::Invalid(_)) => {
+            Problem::bad_query("invalid_csv", error.to_string())
+        }
+        ServiceError::Csv(error @ CsvError::TooManyRows { .. }) => {
+            Problem::too_large(error.to_string())
+        }
+    }
+}
+
+macro_rules! problem_from {
+    ($($error:ty),*) => {$(
+        impl From<$error> for Problem {
+            fn from(error: $error) -> Problem {
+                problem_of(error.into())
+            }
+        }
+    )*};
+}
+
+problem_from!(Refusal, SubmitError, QueryError, CsvError);
+
+/// The wire result of one submitted event.
+pub fn submit_result(submitted: Submitted) -> SubmitResult {
+    let status = submitted.verdict.status();
+    let mut result = SubmitResult {
+        line: None,
+        event_id: submitted.event_id,
+        seq: submitted.seq,
+        status,
+        code: None,
+        field: None,
+        message: None,
+        problem: None,
+    };
+    match submitted.verdict {
+        Verdict::Accepted | Verdict::Duplicate | Verdict::Applied => {}
+        Verdict::Rejected(rejection) => {
+            result.code = Some(rejection.code.as_str().to_owned());
+            result.field = (!rejection.field.is_empty()).then_some(rejection.field);
+            result.message = Some(rejection.message);
+        }
+        Verdict::Refused(refusal) => result.problem = Some(problem_of(refusal.into()).into()),
+    }
+    result
+}
 
 /// The OpenAPI 3 document of this API, served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -342,7 +429,10 @@ async fn submit_inner(
     })?;
     let lines_max = app.limits.lines_max;
     let (inputs, lines): (Vec<Input>, Vec<usize>) = match shape {
-        Shape::One => (vec![Input::Object(json::parse_event(&bytes))], vec![1]),
+        Shape::One => (
+            vec![Input::Object(fundflow_api::parse_event(&bytes))],
+            vec![1],
+        ),
         Shape::Lines => {
             let mut inputs = Vec::new();
             let mut lines = Vec::new();
@@ -355,7 +445,7 @@ async fn submit_inner(
                         "more than {lines_max} events in one request; split it"
                     )));
                 }
-                inputs.push(Input::Object(json::parse_event(line)));
+                inputs.push(Input::Object(fundflow_api::parse_event(line)));
                 lines.push(i + 1);
             }
             (inputs, lines)
@@ -366,34 +456,34 @@ async fn submit_inner(
             .unzip(),
     };
     let wait = params.wait.unwrap_or(false);
-    let mut results = gateway.submit(&partner_id, inputs, wait).await?;
+    let mut submitted = gateway.submit(&partner_id, inputs, wait).await?;
     if let Shape::One = shape {
-        let Some(result) = results.pop() else {
+        let Some(one) = submitted.pop() else {
             return Err(Problem::unavailable("no result for the event"));
         };
-        return Ok(single_response(result));
+        return Ok(single_response(one));
     }
-    for (result, line) in results.iter_mut().zip(lines) {
-        result.line = Some(line);
-    }
-    let summary = Summary::of(&results);
-    Ok(axum::Json(json!({"results": results, "summary": summary})).into_response())
+    let results: Vec<SubmitResult> = submitted
+        .into_iter()
+        .zip(lines)
+        .map(|(one, line)| SubmitResult {
+            line: Some(line),
+            ..submit_result(one)
+        })
+        .collect();
+    let summary = Summary::of(results.iter().map(|r| r.status));
+    Ok(axum::Json(SubmitReply { results, summary }).into_response())
 }
 
-fn single_response(result: SubmitResult) -> Response {
-    let status = match result.status {
-        Status::Accepted => StatusCode::ACCEPTED,
-        Status::Duplicate => StatusCode::OK,
-        Status::Applied => StatusCode::CREATED,
-        Status::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
-        Status::Refused | Status::Conflict => {
-            if let Some(problem) = result.problem {
-                return problem.into_response();
-            }
-            StatusCode::BAD_REQUEST
-        }
+fn single_response(submitted: Submitted) -> Response {
+    let status = match submitted.verdict {
+        Verdict::Accepted => StatusCode::ACCEPTED,
+        Verdict::Duplicate => StatusCode::OK,
+        Verdict::Applied => StatusCode::CREATED,
+        Verdict::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Verdict::Refused(refusal) => return problem_of(refusal.into()).into_response(),
     };
-    (status, axum::Json(result)).into_response()
+    (status, axum::Json(submit_result(submitted))).into_response()
 }
 
 fn queries(app: &App) -> Result<&Queries, Problem> {
@@ -427,7 +517,9 @@ async fn totals(
     // The checkpoint travels in headers, so that the CSV stays one table.
     let mut response = (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"))],
-        totals_csv(&reply.rows),
+        totals_csv(&reply.rows).map_err(|err| {
+            Problem::unavailable(format!("the totals could not be written as CSV: {err}"))
+        })?,
     )
         .into_response();
     let headers = response.headers_mut();
@@ -526,4 +618,87 @@ pub fn starting_router(metrics: PrometheusHandle) -> Router {
             )
         })
         .layer(middleware::from_fn(track))
+}
+
+#[cfg(test)]
+mod tests {
+    use fundflow_api::InvalidEvent;
+
+    use super::*;
+
+    #[test]
+    fn each_service_error_gets_its_status_code_and_field() {
+        let invalid = InvalidEvent::new("invalid_type", "amount.value", "must be a string");
+        let problem = problem_of(Refusal::Invalid(invalid).into());
+        assert_eq!(
+            (
+                problem.status,
+                problem.code.as_str(),
+                problem.field.as_deref()
+            ),
+            (400, "invalid_type", Some("amount.value"))
+        );
+        assert_eq!(problem.kind, "urn:fundflow:problem:invalid_type");
+        assert_eq!(problem.detail, "amount.value: must be a string");
+        let problem = problem_of(
+            Refusal::NotThePartner {
+                message: "not yours".into(),
+            }
+            .into(),
+        );
+        assert_eq!(
+            (problem.status, problem.field.as_deref()),
+            (403, Some("partner_id"))
+        );
+        let problem = problem_of(
+            Refusal::Conflict {
+                event_id: "e".into(),
+                seq: 7,
+            }
+            .into(),
+        );
+        assert_eq!(
+            (problem.status, problem.code.as_str(), problem.seq),
+            (409, "event_id_conflict", Some(7))
+        );
+        let problem = problem_of(CsvError::TooManyRows { rows_max: 2 }.into());
+        assert_eq!(problem.status, 413);
+        let problem = problem_of(CsvError::Invalid("unknown column \"amout\"".into()).into());
+        assert_eq!(
+            (problem.status, problem.code.as_str()),
+            (400, "invalid_csv")
+        );
+        assert!(problem.detail.contains("amout"));
+        let problem = problem_of(QueryError::NotFound("no pledge".into()).into());
+        assert_eq!(problem.status, 404);
+        let problem = problem_of(SubmitError::AppenderStopped.into());
+        assert_eq!(problem.status, 503);
+    }
+
+    #[test]
+    fn a_refused_result_carries_the_problem_and_a_rejected_one_its_code() {
+        let refused = submit_result(Submitted {
+            event_id: Some("e".into()),
+            seq: Some(3),
+            verdict: Verdict::Refused(Refusal::Conflict {
+                event_id: "e".into(),
+                seq: 3,
+            }),
+        });
+        assert_eq!(refused.status, fundflow_api::Status::Conflict);
+        assert_eq!(refused.problem.map(|p| p.status), Some(409));
+        let rejected = submit_result(Submitted {
+            event_id: Some("e".into()),
+            seq: Some(4),
+            verdict: Verdict::Rejected(fundflow_domain::Rejection {
+                code: fundflow_domain::RejectCode::Overpaid,
+                field: String::new(),
+                message: "too much".into(),
+            }),
+        });
+        assert_eq!(
+            (rejected.code.as_deref(), rejected.field, rejected.problem),
+            (Some("overpaid"), None, None)
+        );
+    }
 }

@@ -13,14 +13,14 @@ pub mod app;
 pub mod csv_import;
 pub mod gateway;
 pub mod http;
-pub mod json;
 pub mod nats_auth;
 pub mod nats_service;
 pub mod problem;
 pub mod query;
 
 pub use access::{AccessControl, Principal, Role};
-pub use gateway::{Gateway, Input, Status, SubmitResult, Summary};
+pub use fundflow_api::{Status, SubmitResult, Summary};
+pub use gateway::{Gateway, Input, Refusal, SubmitError, Submitted, Verdict};
 pub use http::{App, Limits, router};
 pub use problem::Problem;
-pub use query::Queries;
+pub use query::{Queries, QueryError};

@@ -21,8 +21,10 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use crate::gateway::{Gateway, Input, SubmitResult};
-use crate::json;
+use fundflow_api::{InvalidEvent, Status, SubmitResult};
+
+use crate::gateway::{Gateway, Input};
+use crate::http::{ServiceError, problem_of, submit_result};
 use crate::problem::Problem;
 
 /// Where partners submit: `fundflow.v1.submit.<partner_id>`.
@@ -108,7 +110,16 @@ pub async fn serve_submissions(
             let span = tracing::info_span!("nats_submit", subject = %message.subject);
             let body =
                 tracing::Instrument::instrument(answer(&gateway, &partners, &message), span).await;
-            let payload = serde_json::to_vec(&body).unwrap_or_default();
+            // A reply is strings and numbers, which always encode; were one not to, the
+            // partner's request times out and is sent again (safely), rather than be answered
+            // with an empty payload.
+            let payload = match serde_json::to_vec(&body) {
+                Ok(payload) => payload,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot encode a NATS reply");
+                    return;
+                }
+            };
             if let Err(err) = client.publish(reply, Bytes::from(payload)).await {
                 tracing::warn!(error = %err, "cannot reply to a NATS submission");
             }
@@ -133,7 +144,7 @@ async fn answer(
     gateway: &Gateway,
     partners: &BTreeSet<String>,
     message: &async_nats::Message,
-) -> serde_json::Value {
+) -> SubmitResult {
     let partner_id = message
         .subject
         .as_str()
@@ -150,11 +161,11 @@ async fn answer(
         header(headers, "Content-Type").is_some_and(|v| v.starts_with("application/json"));
     let wait = header(headers, WAIT_HEADER).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let input = if is_json {
-        Input::Object(json::parse_event(&message.payload))
+        Input::Object(fundflow_api::parse_event(&message.payload))
     } else {
         match v1::Envelope::decode(message.payload.as_ref()) {
             Ok(envelope) => Input::Envelope(envelope),
-            Err(err) => Input::Object(Err(Problem::bad_request(
+            Err(err) => Input::Object(Err(InvalidEvent::new(
                 RejectCode::Undecodable.as_str(),
                 "",
                 format!(
@@ -165,10 +176,10 @@ async fn answer(
     };
     match gateway.submit(partner_id, vec![input], wait).await {
         Ok(mut results) => match results.pop() {
-            Some(result) => result_body(&result),
+            Some(result) => submit_result(result),
             None => problem_body(Problem::unavailable("no result for the event")),
         },
-        Err(problem) => problem_body(problem),
+        Err(error) => problem_body(problem_of(ServiceError::Submit(error))),
     }
 }
 
@@ -176,12 +187,19 @@ fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
     headers?.get(name).map(|v| v.as_str())
 }
 
-fn result_body(result: &SubmitResult) -> serde_json::Value {
-    serde_json::to_value(result).unwrap_or_default()
-}
-
-fn problem_body(problem: Problem) -> serde_json::Value {
-    serde_json::json!({"status": "refused", "problem": problem})
+/// A request that did not get as far as a result is `refused`, with the problem HTTP would
+/// give, so that a NATS client reads the same fields as an HTTP one.
+fn problem_body(problem: Problem) -> SubmitResult {
+    SubmitResult {
+        line: None,
+        event_id: None,
+        seq: None,
+        status: Status::Refused,
+        code: None,
+        field: None,
+        message: None,
+        problem: Some(problem.into()),
+    }
 }
 
 /// Publishes the projector's notices on [`FOLDED_SUBJECT`] until the channel closes.

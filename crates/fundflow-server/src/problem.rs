@@ -3,57 +3,39 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fundflow_domain::Rejection;
+use fundflow_api::ProblemBody;
 use serde::Serialize;
 
-/// A problem, ready to be sent: boxed, so that the `Result`s carrying it stay small.
+/// A problem, ready to be sent: boxed, so that the `Result`s carrying it stay small. Only the
+/// front builds one: [`crate::http::problem_of`] maps the services' typed errors to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct Problem(Box<ProblemDetails>);
+pub struct Problem(Box<ProblemBody>);
 
 impl std::ops::Deref for Problem {
-    type Target = ProblemDetails;
-    fn deref(&self) -> &ProblemDetails {
+    type Target = ProblemBody;
+    fn deref(&self) -> &ProblemBody {
         &self.0
     }
 }
 
 impl std::ops::DerefMut for Problem {
-    fn deref_mut(&mut self) -> &mut ProblemDetails {
+    fn deref_mut(&mut self) -> &mut ProblemBody {
         &mut self.0
     }
 }
 
-/// The members of a problem details object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProblemDetails {
-    /// `urn:fundflow:problem:<code>`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// A short, fixed summary of the kind of problem.
-    pub title: &'static str,
-    /// The HTTP status.
-    pub status: u16,
-    /// The field and the rule, in one sentence.
-    pub detail: String,
-    /// A stable code: a domain rejection code or one of the API's own.
-    pub code: String,
-    /// The offending field's path, when one field is to blame.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// For a conflict: the event already recorded under the id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
-    /// For a conflict: where that event is in the log.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seq: Option<u64>,
+impl From<Problem> for ProblemBody {
+    fn from(problem: Problem) -> ProblemBody {
+        *problem.0
+    }
 }
 
 impl Problem {
     fn new(status: StatusCode, title: &'static str, code: &str, detail: String) -> Problem {
-        Problem(Box::new(ProblemDetails {
+        Problem(Box::new(ProblemBody {
             kind: format!("urn:fundflow:problem:{code}"),
-            title,
+            title: title.to_owned(),
             status: status.as_u16(),
             detail,
             code: code.to_owned(),
@@ -74,20 +56,6 @@ impl Problem {
         let mut problem = Problem::new(StatusCode::BAD_REQUEST, "invalid event", code, detail);
         if !field.is_empty() {
             problem.field = Some(field.to_owned());
-        }
-        problem
-    }
-
-    /// 400 from the domain's gate.
-    pub fn rejected(rejection: &Rejection) -> Problem {
-        let mut problem = Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid event",
-            rejection.code.as_str(),
-            rejection.message.clone(),
-        );
-        if !rejection.field.is_empty() {
-            problem.field = Some(rejection.field.clone());
         }
         problem
     }

@@ -9,19 +9,17 @@
 
 use std::sync::Arc;
 
-use fundflow_domain::currency_code;
-use fundflow_domain::minor_unit;
+use fundflow_api::{
+    CheckpointReply, EventObject, EventOutcome, EventReply, InKindReply, PledgeLineReply,
+    PledgeReply, TotalRow, TotalsReply, item_rows, total_rows,
+};
+use fundflow_domain::{currency_code, minor_unit};
 use fundflow_domain::money::format_at_scale;
-use fundflow_domain::report::{ItemRow, TotalRow, item_rows, total_rows};
 use fundflow_domain::{ModelState, Scope, TotalKind};
 use fundflow_log::EventLog;
 use fundflow_projector::{ProjectorError, ReadModel};
 use fundflow_proto::{Message, v1};
-use serde::Serialize;
 use tokio::sync::Mutex;
-
-use crate::json::envelope_to_json;
-use crate::problem::Problem;
 
 /// Filters of `GET /v1/totals`.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -39,102 +37,23 @@ pub struct TotalsFilter {
     pub format: Option<String>,
 }
 
-/// `GET /v1/totals`.
-#[derive(Debug, Serialize)]
-pub struct TotalsReply {
-    /// The checkpoint the rows are at.
-    pub as_of_seq: u64,
-    /// The log digest at that checkpoint.
-    pub log_digest: String,
-    /// The model digest at that checkpoint; `null` while the projector is too busy for it to be
-    /// computed at a checkpoint that still holds.
-    pub model_digest: Option<String>,
-    /// The rows.
-    pub rows: Vec<TotalRow>,
-}
-
-/// `GET /v1/in-kind`.
-#[derive(Debug, Serialize)]
-pub struct InKindReply {
-    /// The checkpoint the rows are at.
-    pub as_of_seq: u64,
-    /// The rows.
-    pub rows: Vec<ItemRow>,
-}
-
-/// `GET /v1/pledges/{pledge_id}`.
-#[derive(Debug, Serialize)]
-pub struct PledgeReply {
-    /// The checkpoint.
-    pub as_of_seq: u64,
-    /// Whose pledge.
-    pub partner_id: String,
-    /// The partner's id of it.
-    pub pledge_id: String,
-    /// Its currency.
-    pub currency: &'static str,
-    /// Per recipient.
-    pub lines: Vec<PledgeLineReply>,
-    /// Sum over the recipients.
-    pub pledged: String,
-    /// Sum over the recipients.
-    pub paid: String,
-    /// Sum over the recipients.
-    pub outstanding: String,
-}
-
-/// One recipient of a pledge.
-#[derive(Debug, Serialize)]
-pub struct PledgeLineReply {
-    /// Its scope.
-    pub scope: Scope,
-    /// Its code.
-    pub key: &'static str,
-    /// Its name.
-    pub name: &'static str,
-    /// Promised.
-    pub pledged: String,
-    /// Paid so far.
-    pub paid: String,
-    /// Still to pay.
-    pub outstanding: String,
-}
-
-/// `GET /v1/events/{event_id}`.
-#[derive(Debug, Serialize)]
-pub struct EventReply {
-    /// The event id as stored.
-    pub event_id: String,
-    /// Whose.
-    pub partner_id: String,
-    /// Where it is in the log.
-    pub seq: u64,
-    /// `applied`, `rejected`, or `pending` (not folded yet).
-    pub outcome: &'static str,
-    /// For `rejected`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<&'static str>,
-    /// For `rejected`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The event as JSON (absent when the record is not a readable envelope).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event: Option<serde_json::Value>,
-}
-
-/// `GET /v1/checkpoint`.
-#[derive(Debug, Serialize)]
-pub struct CheckpointReply {
-    /// The last sequence folded.
-    pub seq: u64,
-    /// The log digest after it.
-    pub log_digest: String,
-    /// The model digest at it (`null` as for totals).
-    pub model_digest: Option<String>,
-    /// Records applied.
-    pub applied: u64,
-    /// Records rejected.
-    pub rejected: u64,
+/// Why a read has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A filter names no scope, kind or currency there is; the client fixes the request.
+    #[error("{detail}")]
+    InvalidFilter {
+        /// `invalid_scope`, `invalid_kind` or `invalid_currency`.
+        code: &'static str,
+        /// The filter and the values it may take.
+        detail: String,
+    },
+    /// Nothing by that id (as of the checkpoint the message names).
+    #[error("{0}")]
+    NotFound(String),
+    /// The read model or the log cannot be read now; the client may ask again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The read side. Cheap to clone.
@@ -145,8 +64,12 @@ pub struct Queries {
     digest: Arc<Mutex<Option<(u64, String)>>>,
 }
 
-fn unavailable(err: ProjectorError) -> Problem {
-    Problem::unavailable(format!("the read model cannot be read: {err}"))
+fn unavailable(err: ProjectorError) -> QueryError {
+    QueryError::Unavailable(format!("the read model cannot be read: {err}"))
+}
+
+fn join_failed(err: tokio::task::JoinError) -> QueryError {
+    QueryError::Unavailable(format!("the read failed: {err}"))
 }
 
 impl Queries {
@@ -164,17 +87,17 @@ impl Queries {
         &self.model
     }
 
-    async fn snapshot(&self) -> Result<ModelState, Problem> {
+    async fn snapshot(&self) -> Result<ModelState, QueryError> {
         let model = self.model.clone();
         tokio::task::spawn_blocking(move || model.totals_snapshot())
             .await
-            .map_err(|err| Problem::unavailable(format!("the read failed: {err}")))?
+            .map_err(join_failed)?
             .map_err(unavailable)
     }
 
     /// The model digest at `seq`, from the cache or computed once; `None` when the projector
     /// moved on while it was computed (a busy projector: ask again once it has caught up).
-    async fn model_digest(&self, seq: u64) -> Result<Option<String>, Problem> {
+    async fn model_digest(&self, seq: u64) -> Result<Option<String>, QueryError> {
         let mut cached = self.digest.lock().await;
         if let Some((at, digest)) = &*cached
             && *at == seq
@@ -187,10 +110,7 @@ impl Queries {
             let after = model.checkpoint()?.unwrap_or_default();
             Ok::<_, ProjectorError>((state, after))
         });
-        let (state, after) = read
-            .await
-            .map_err(|err| Problem::unavailable(format!("the read failed: {err}")))?
-            .map_err(unavailable)?;
+        let (state, after) = read.await.map_err(join_failed)?.map_err(unavailable)?;
         // The state's parts are read one after another; it is one fold's state only if no batch
         // landed meanwhile, which the checkpoint read before (in `state`) and after tells.
         if state.checkpoint != after {
@@ -202,34 +122,34 @@ impl Queries {
     }
 
     /// `GET /v1/totals`.
-    pub async fn totals(&self, filter: &TotalsFilter) -> Result<TotalsReply, Problem> {
+    pub async fn totals(&self, filter: &TotalsFilter) -> Result<TotalsReply, QueryError> {
         let scope = match filter.scope.as_deref() {
             None => None,
             Some(name) => Some(Scope::parse(name).ok_or_else(|| {
-                Problem::bad_query(
-                    "invalid_scope",
-                    format!(
-                        "scope {name:?} is not one of country, region, subregion, intermediate, global"
-                    ),
-                )
+                let names = Scope::ALL.map(Scope::as_str).join(", ");
+                QueryError::InvalidFilter {
+                    code: "invalid_scope",
+                    detail: format!("scope {name:?} is not one of {names}"),
+                }
             })?),
         };
         let kind = match filter.kind.as_deref() {
             None => None,
             Some(name) => Some(TotalKind::parse(name).ok_or_else(|| {
-                Problem::bad_query(
-                    "invalid_kind",
-                    format!("kind {name:?} is not one of pledged, paid, parallel_funding, in_kind"),
-                )
+                let names = TotalKind::ALL.map(TotalKind::as_str).join(", ");
+                QueryError::InvalidFilter {
+                    code: "invalid_kind",
+                    detail: format!("kind {name:?} is not one of {names}"),
+                }
             })?),
         };
         if let Some(code) = &filter.currency
             && fundflow_refdata::currency_by_code(code).is_none()
         {
-            return Err(Problem::bad_query(
-                "invalid_currency",
-                format!("currency {code:?} is not an ISO 4217 code"),
-            ));
+            return Err(QueryError::InvalidFilter {
+                code: "invalid_currency",
+                detail: format!("currency {code:?} is not an ISO 4217 code"),
+            });
         }
         let state = self.snapshot().await?;
         let seq = state.checkpoint.last_seq;
@@ -248,11 +168,12 @@ impl Queries {
     }
 
     /// `GET /v1/in-kind`.
-    pub async fn in_kind(&self, scope: Option<&str>) -> Result<InKindReply, Problem> {
+    pub async fn in_kind(&self, scope: Option<&str>) -> Result<InKindReply, QueryError> {
         let scope = match scope {
             None => None,
-            Some(name) => Some(Scope::parse(name).ok_or_else(|| {
-                Problem::bad_query("invalid_scope", format!("scope {name:?} is not a scope"))
+            Some(name) => Some(Scope::parse(name).ok_or_else(|| QueryError::InvalidFilter {
+                code: "invalid_scope",
+                detail: format!("scope {name:?} is not a scope"),
             })?),
         };
         let state = self.snapshot().await?;
@@ -263,7 +184,11 @@ impl Queries {
     }
 
     /// `GET /v1/pledges/{pledge_id}` of one partner.
-    pub async fn pledge(&self, partner_id: &str, pledge_id: &str) -> Result<PledgeReply, Problem> {
+    pub async fn pledge(
+        &self,
+        partner_id: &str,
+        pledge_id: &str,
+    ) -> Result<PledgeReply, QueryError> {
         let checkpoint = self
             .model
             .checkpoint()
@@ -274,7 +199,7 @@ impl Queries {
             .pledge(partner_id, pledge_id)
             .map_err(unavailable)?
             .ok_or_else(|| {
-                Problem::not_found(format!(
+                QueryError::NotFound(format!(
                     "partner {partner_id} has no active pledge {pledge_id:?} as of seq {}",
                     checkpoint.last_seq
                 ))
@@ -292,8 +217,8 @@ impl Queries {
                 paid = paid.saturating_add(line.paid);
                 PledgeLineReply {
                     scope: line.node.scope(),
-                    key: line.node.key(),
-                    name: line.node.name(),
+                    key: line.node.key().to_owned(),
+                    name: line.node.name().to_owned(),
                     pledged: money(line.pledged),
                     paid: money(line.paid),
                     outstanding: money(line.outstanding()),
@@ -304,7 +229,7 @@ impl Queries {
             as_of_seq: checkpoint.last_seq,
             partner_id: row.partner_id,
             pledge_id: row.pledge_id,
-            currency,
+            currency: currency.to_owned(),
             lines,
             pledged: money(pledged),
             paid: money(paid),
@@ -313,22 +238,22 @@ impl Queries {
     }
 
     /// `GET /v1/events/{event_id}` of one partner.
-    pub async fn event(&self, partner_id: &str, event_id: &str) -> Result<EventReply, Problem> {
+    pub async fn event(&self, partner_id: &str, event_id: &str) -> Result<EventReply, QueryError> {
         let record = self
             .log
             .find(partner_id, event_id)
             .await
-            .map_err(|err| Problem::unavailable(format!("the event log cannot be read: {err}")))?
+            .map_err(|err| QueryError::Unavailable(format!("the event log cannot be read: {err}")))?
             .ok_or_else(|| {
-                Problem::not_found(format!("partner {partner_id} has no event {event_id}"))
+                QueryError::NotFound(format!("partner {partner_id} has no event {event_id}"))
             })?;
         let envelope = v1::Envelope::decode(record.bytes.as_ref()).ok();
         let (outcome, code, message) = match self.model.outcome(record.seq).map_err(unavailable)? {
-            None => ("pending", None, None),
-            Some(Ok(())) => ("applied", None, None),
+            None => (EventOutcome::Pending, None, None),
+            Some(Ok(())) => (EventOutcome::Applied, None, None),
             Some(Err(rejection)) => (
-                "rejected",
-                Some(rejection.code.as_str()),
+                EventOutcome::Rejected,
+                Some(rejection.code.as_str().to_owned()),
                 Some(rejection.message),
             ),
         };
@@ -341,12 +266,12 @@ impl Queries {
             outcome,
             code,
             message,
-            event: envelope.as_ref().map(envelope_to_json),
+            event: envelope.as_ref().and_then(EventObject::of_envelope),
         })
     }
 
     /// `GET /v1/checkpoint`.
-    pub async fn checkpoint(&self) -> Result<CheckpointReply, Problem> {
+    pub async fn checkpoint(&self) -> Result<CheckpointReply, QueryError> {
         let state = self.snapshot().await?;
         let checkpoint = state.checkpoint;
         Ok(CheckpointReply {
@@ -360,9 +285,9 @@ impl Queries {
 }
 
 /// The totals rows as CSV, the columns of `fundflow totals --format csv` plus the name.
-pub fn totals_csv(rows: &[TotalRow]) -> String {
+pub fn totals_csv(rows: &[TotalRow]) -> Result<Vec<u8>, csv::Error> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let _ = writer.write_record([
+    writer.write_record([
         "scope",
         "key",
         "name",
@@ -371,18 +296,20 @@ pub fn totals_csv(rows: &[TotalRow]) -> String {
         "amount",
         "usd_equivalent",
         "unconverted",
-    ]);
+    ])?;
     for row in rows {
-        let _ = writer.write_record([
+        writer.write_record([
             row.scope.as_str(),
-            row.key,
-            row.name,
-            row.kind,
-            row.currency,
+            &row.key,
+            &row.name,
+            &row.kind,
+            &row.currency,
             &row.amount,
             &row.usd_equivalent,
             &row.unconverted,
-        ]);
+        ])?;
     }
-    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+    writer
+        .into_inner()
+        .map_err(|err| csv::Error::from(err.into_error()))
 }

@@ -1,17 +1,33 @@
 //! The report of a ledger's state in the shape every command prints (`replay-file`, `totals`,
-//! `audit replay`): digests, rejected records, totals and in-kind quantities, with every amount a
-//! string at its currency's minor-unit scale.
+//! `audit replay`) and the API returns (`GET /v1/totals`, `GET /v1/in-kind`): digests, rejected
+//! records, totals and in-kind quantities, with every amount a string at its currency's
+//! minor-unit scale. It lives in the API layer, not the domain, because it is a JSON shape.
 
-use serde::Serialize;
+use fundflow_domain::{currency_code, sorted_totals};
+use fundflow_domain::money::{USD_SCALE, format_at_scale, format_quantity};
+use fundflow_domain::{Ledger, ModelState, Scope};
+use serde::{Deserialize, Serialize};
 
-use crate::ledger::Ledger;
-use crate::model::{ModelState, sorted_totals};
-use crate::money::{USD_SCALE, format_at_scale, format_quantity};
-use crate::node::Scope;
-use crate::values::currency_code;
+/// `Scope` as its name, both ways (the domain's type is `Serialize` only).
+pub(crate) mod scope_name {
+    use fundflow_domain::Scope;
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    /// Writes the name.
+    pub fn serialize<S: Serializer>(scope: &Scope, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(scope.as_str())
+    }
+
+    /// Reads a name.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Scope, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Scope::parse(&name)
+            .ok_or_else(|| de::Error::invalid_value(de::Unexpected::Str(&name), &"a scope name"))
+    }
+}
 
 /// Everything a reviewer or auditor needs to compare two replays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// The last sequence number folded.
     pub last_seq: u64,
@@ -28,31 +44,32 @@ pub struct Report {
 }
 
 /// A rejected record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRow {
     /// Where it is in the log.
     pub seq: u64,
     /// The event id as given, or empty.
     pub event_id: String,
     /// The rejection code.
-    pub code: &'static str,
+    pub code: String,
     /// The field and the rule, in one sentence.
     pub message: String,
 }
 
 /// One total.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TotalRow {
     /// `country`, `region`, `subregion`, `intermediate` or `global`.
+    #[serde(with = "scope_name")]
     pub scope: Scope,
     /// Alpha-3 code of a country, three-digit M49 code of an area, `001` for global.
-    pub key: &'static str,
+    pub key: String,
     /// The country's or area's name.
-    pub name: &'static str,
+    pub name: String,
     /// `pledged`, `paid`, `parallel_funding` or `in_kind`.
-    pub kind: &'static str,
+    pub kind: String,
     /// ISO 4217 code.
-    pub currency: &'static str,
+    pub currency: String,
     /// The total in `currency`.
     pub amount: String,
     /// USD equivalent of the converted part.
@@ -62,14 +79,15 @@ pub struct TotalRow {
 }
 
 /// One in-kind quantity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemRow {
     /// As for totals.
+    #[serde(with = "scope_name")]
     pub scope: Scope,
     /// As for totals.
-    pub key: &'static str,
+    pub key: String,
     /// As for totals.
-    pub name: &'static str,
+    pub name: String,
     /// Item code or name.
     pub item: String,
     /// Unit.
@@ -92,7 +110,7 @@ impl Report {
             .map(|r| RejectedRow {
                 seq: r.seq,
                 event_id: r.event_id.clone(),
-                code: r.rejection.code.as_str(),
+                code: r.rejection.code.as_str().to_owned(),
                 message: r.rejection.message.clone(),
             })
             .collect();
@@ -118,10 +136,10 @@ pub fn total_rows(state: &ModelState, scope: Option<Scope>) -> Vec<TotalRow> {
             });
             TotalRow {
                 scope: key.node.scope(),
-                key: key.node.key(),
-                name: key.node.name(),
-                kind: key.kind.as_str(),
-                currency,
+                key: key.node.key().to_owned(),
+                name: key.node.name().to_owned(),
+                kind: key.kind.as_str().to_owned(),
+                currency: currency.to_owned(),
                 amount: format_at_scale(total.amount, minor),
                 usd_equivalent: format_at_scale(total.usd_equivalent, USD_SCALE),
                 unconverted: format_at_scale(total.unconverted, minor),
@@ -139,15 +157,15 @@ pub fn item_rows(state: &ModelState, scope: Option<Scope>) -> Vec<ItemRow> {
         .filter(|((node, _, _), _)| scope.is_none_or(|s| node.scope() == s))
         .map(|((node, item, unit), quantity)| ItemRow {
             scope: node.scope(),
-            key: node.key(),
-            name: node.name(),
+            key: node.key().to_owned(),
+            name: node.name().to_owned(),
             item: item.to_owned(),
             unit: unit.to_owned(),
             quantity: format_quantity(quantity),
         })
         .collect();
     in_kind_items.sort_unstable_by(|a, b| {
-        (a.scope, a.key, &a.item, &a.unit).cmp(&(b.scope, b.key, &b.item, &b.unit))
+        (a.scope, &a.key, &a.item, &a.unit).cmp(&(b.scope, &b.key, &b.item, &b.unit))
     });
     in_kind_items
 }
