@@ -3,9 +3,9 @@
 //! records, totals and in-kind quantities, with every amount a string at its currency's
 //! minor-unit scale. It lives in the API layer, not the domain, because it is a JSON shape.
 
-use fundflow_domain::{currency_code, sorted_totals};
 use fundflow_domain::money::{USD_SCALE, format_at_scale, format_quantity};
 use fundflow_domain::{Ledger, ModelState, Scope};
+use fundflow_domain::{currency_code, sorted_totals};
 use serde::{Deserialize, Serialize};
 
 /// `Scope` as its name, both ways (the domain's type is `Serialize` only).

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use fundflow_api::{Report, item_rows};
-use fundflow_domain::{Node, currency_code, minor_unit};
 use fundflow_domain::money::{USD_SCALE, format_at_scale};
+use fundflow_domain::{Node, currency_code, minor_unit};
 
 use crate::replay::Replay;
 

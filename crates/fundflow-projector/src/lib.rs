@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fundflow_domain::digest::outcome_byte;
-use fundflow_domain::{Ledger, Outcome, RejectCode, Rejection, Source};
+use fundflow_domain::{Ledger, Outcome, RejectCode, Source};
 use fundflow_log::{EventLog, LogError, READ_REOPEN_BACKOFF, Record};
+use fundflow_proto::v1::FoldRejection;
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::Instrument;
 
@@ -92,18 +93,11 @@ pub struct ProjectorConfig {
     pub notices: Option<broadcast::Sender<Arc<FoldNotice>>>,
 }
 
-/// What one durable batch folded: the records from `first_seq` to `last_seq` are in the read
-/// model, each applied except those in `rejected`. Sent after the batch is flushed, so whoever
-/// acts on it can read the model and find the batch there.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FoldNotice {
-    /// The first record of the batch.
-    pub first_seq: u64,
-    /// The last record of the batch, now the checkpoint.
-    pub last_seq: u64,
-    /// The batch's rejected records and why.
-    pub rejected: Vec<(u64, Rejection)>,
-}
+/// What one durable batch folded (`fundflow.v1.FoldNotice`, the message that also crosses
+/// processes on `fundflow.v1.folded`): the records from `first_seq` to `last_seq` are in the
+/// read model, each applied except those in `rejected`. Sent after the batch is flushed, so
+/// whoever acts on it can read the model and find the batch there.
+pub use fundflow_proto::v1::FoldNotice;
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
@@ -175,13 +169,16 @@ impl Projector {
     ) -> Result<Projector, ProjectorError> {
         // sled blocks, and may wait for its directory lock: not on the runtime.
         let model_dir = dir.to_owned();
-        let model = tokio::task::spawn_blocking(move || ReadModel::open(&model_dir))
-            .await
-            .map_err(|source| ProjectorError::TaskFailed {
-                task: "opening the read model",
-                source,
-            })??;
-        let checkpoint = model.checkpoint()?;
+        let (mut model, checkpoint) = tokio::task::spawn_blocking(move || {
+            let model = ReadModel::open(&model_dir)?;
+            let checkpoint = model.checkpoint()?;
+            Ok::<_, ProjectorError>((model, checkpoint))
+        })
+        .await
+        .map_err(|source| ProjectorError::TaskFailed {
+            task: "opening the read model",
+            source,
+        })??;
         // The log's length at start sizes the event index, so it does not rehash while it fills.
         let log_last_seq = log.last_seq().await?;
         let hint = usize::try_from(log_last_seq).unwrap_or(usize::MAX);
@@ -207,8 +204,19 @@ impl Projector {
                     hex::encode(ledger.log_digest()),
                 )));
             }
-            let stored = model.state()?.model_digest();
-            let refolded = ledger.model_digest();
+            // A scan of the whole model and a digest of the whole state: not on the runtime.
+            let (model_back, ledger_back, stored, refolded) =
+                tokio::task::spawn_blocking(move || {
+                    let stored = model.state()?.model_digest();
+                    let refolded = ledger.model_digest();
+                    Ok::<_, ProjectorError>((model, ledger, stored, refolded))
+                })
+                .await
+                .map_err(|source| ProjectorError::TaskFailed {
+                    task: "checking the read model",
+                    source,
+                })??;
+            (model, ledger) = (model_back, ledger_back);
             if stored != refolded {
                 return Err(ProjectorError::Mismatch(format!(
                     "the read model's state (model digest {}) differs from a refold of the log ({}); rebuild it",
@@ -360,7 +368,12 @@ impl Projector {
                     last_seq: checkpoint.last_seq,
                     rejected: rejected
                         .iter()
-                        .map(|r| (r.seq, r.rejection.clone()))
+                        .map(|r| FoldRejection {
+                            seq: r.seq,
+                            code: r.rejection.code.as_str().to_owned(),
+                            field: r.rejection.field.clone(),
+                            message: r.rejection.message.clone(),
+                        })
                         .collect(),
                 }));
             }

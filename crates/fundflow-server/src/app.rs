@@ -9,7 +9,7 @@
 //! as the log is long. Every task the process runs is in one [`JoinSet`]: a part that dies stops
 //! the process with its error, and a stop waits for each of them, bounded by [`STOP_GRACE`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,15 +19,20 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use fundflow_domain::Rejection;
 use fundflow_log::jetstream::{JetStreamConfig, JetStreamLog};
 use fundflow_log::{EventLog, LogError, embedded::EmbeddedLog};
-use fundflow_projector::{FoldNotice, Projector, ProjectorConfig, ProjectorError, RunUntil};
+use fundflow_projector::{
+    FoldNotice, Projector, ProjectorConfig, ProjectorError, ReadModel, RunUntil,
+};
+use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
+use crate::gateway::Verdicts;
 use crate::{AccessControl, App, Gateway, Limits, Queries, nats_service};
 
 /// How long a stop waits for requests and the batch in hand (the systemd units allow 60 s).
@@ -397,6 +402,9 @@ pub async fn start(config: AppConfig, listener: TcpListener) -> Result<Running, 
             Ok(mut router) => *router = crate::router(parts),
             Err(poisoned) => *poisoned.into_inner() = crate::router(parts),
         }
+        // Only the HTTP server holds the router now: once it stops, the gateway's last clones
+        // go with it, and its appender (a task here) finishes what it holds and ends.
+        drop(front);
         let _ = started_tx.send(true);
         // The parts' tasks are joined here: the first to fail stops the others (briefly: what
         // failed may be the store they wait on) and ends this task with its error.
@@ -493,7 +501,20 @@ async fn assemble(
         }
     }
     if mode.runs_gateway() {
-        let gateway = Gateway::new(log.clone(), notices_tx.clone(), model, config.wait);
+        let verdicts: Arc<dyn Verdicts> = match model {
+            Some(model) => Arc::new(ProjectorVerdicts {
+                notices: notices_tx.clone(),
+                model,
+            }),
+            None => Arc::new(RelayedVerdicts {
+                notices: notices_tx.clone(),
+            }),
+        };
+        let (gateway, appending) = Gateway::new(log.clone(), verdicts, config.wait);
+        tasks.spawn(async move {
+            appending.await;
+            Ok(())
+        });
         if let Some(client) = &nats {
             if mode == Mode::Gateway {
                 let client = client.clone();
@@ -527,6 +548,58 @@ async fn assemble(
     }
     tracing::info!(mode = ?mode, log = log.kind(), "serving");
     Ok(app)
+}
+
+/// Verdicts in a process with a projector: its notices, and its read model for a receiver that
+/// fell behind them.
+struct ProjectorVerdicts {
+    notices: broadcast::Sender<Arc<FoldNotice>>,
+    model: ReadModel,
+}
+
+impl Verdicts for ProjectorVerdicts {
+    fn subscribe(&self) -> broadcast::Receiver<Arc<FoldNotice>> {
+        self.notices.subscribe()
+    }
+
+    fn known(&self, seqs: Vec<u64>) -> BoxFuture<'_, BTreeMap<u64, Result<(), Rejection>>> {
+        let model = self.model.clone();
+        Box::pin(async move {
+            // Point reads of sled: not on the runtime.
+            let read = tokio::task::spawn_blocking(move || {
+                seqs.into_iter()
+                    .filter_map(|seq| match model.outcome(seq) {
+                        Ok(Some(outcome)) => Some((seq, outcome)),
+                        Ok(None) => None,
+                        Err(err) => {
+                            tracing::warn!(seq, error = %err, "cannot read an outcome from the read model");
+                            None
+                        }
+                    })
+                    .collect()
+            });
+            read.await.unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "reading outcomes failed");
+                BTreeMap::new()
+            })
+        })
+    }
+}
+
+/// Verdicts in a gateway process: the notices relayed from `fundflow.v1.folded`, and nothing
+/// else (a waiter that missed its notice times out as `accepted`).
+struct RelayedVerdicts {
+    notices: broadcast::Sender<Arc<FoldNotice>>,
+}
+
+impl Verdicts for RelayedVerdicts {
+    fn subscribe(&self) -> broadcast::Receiver<Arc<FoldNotice>> {
+        self.notices.subscribe()
+    }
+
+    fn known(&self, _seqs: Vec<u64>) -> BoxFuture<'_, BTreeMap<u64, Result<(), Rejection>>> {
+        Box::pin(std::future::ready(BTreeMap::new()))
+    }
 }
 
 /// Runs what `config.mode` runs on `listener` until `shutdown` resolves (then stops in order)

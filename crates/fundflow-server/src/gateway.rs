@@ -24,10 +24,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use fundflow_api::{InvalidEvent, ReceivedEvent, Status};
 use fundflow_domain::wire::same_content;
-use fundflow_domain::{Event, Rejection};
+use fundflow_domain::{Event, RejectCode, Rejection};
 use fundflow_log::{AppendRequest, Appended, EventLog};
-use fundflow_projector::{FoldNotice, ReadModel};
+use fundflow_proto::v1::FoldNotice;
 use fundflow_proto::{Message, v1};
+use futures::future::BoxFuture;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -149,6 +150,10 @@ pub enum SubmitError {
     /// The log refused or failed the append.
     #[error("the event log did not take the events ({0}); sending them again is safe")]
     NotAppended(String),
+    /// The server's clock gave a time that cannot be written as RFC 3339 (before year 0 or past
+    /// 9999): nothing is appended with a made-up `recorded_at`.
+    #[error("the server's clock reads {0}, which cannot be recorded")]
+    Clock(String),
     /// A resend's first copy could not be read back to compare.
     #[error("cannot read record {seq} back: {message}")]
     ReadBack {
@@ -207,36 +212,51 @@ async fn append_in_groups(log: EventLog, mut jobs: mpsc::Receiver<AppendJob>) {
     }
 }
 
+/// Requests whose events wait for the appender; more wait for room (backpressure on the
+/// fronts, not memory).
+const APPEND_QUEUE_CAPACITY: usize = 1024;
+
+/// How the gateway learns the fold's verdicts: the port the fold's side implements. In a
+/// process with a projector, its notices and its read model; in a gateway process, the notices
+/// relayed from `fundflow.v1.folded`. The gateway itself never reads a read model, so the write
+/// side does not depend on the read side.
+pub trait Verdicts: Send + Sync + 'static {
+    /// The notices of the batches folded from now on.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<FoldNotice>>;
+
+    /// The verdicts this side already knows for `seqs` (asked when a receiver fell behind the
+    /// notices): `Ok(())` applied, `Err` rejected; a seq not yet folded, or not known here, is
+    /// left out.
+    fn known(&self, seqs: Vec<u64>) -> BoxFuture<'_, BTreeMap<u64, Result<(), Rejection>>>;
+}
+
 /// The submit side of the server. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
     log: EventLog,
     appender: mpsc::Sender<AppendJob>,
-    notices: broadcast::Sender<Arc<FoldNotice>>,
-    model: Option<ReadModel>,
+    verdicts: Arc<dyn Verdicts>,
     wait_max: Duration,
 }
 
 impl Gateway {
-    /// A gateway appending to `log` (spawns its appender task: call within a tokio runtime);
-    /// `notices` announce folded batches (from the projector in
-    /// this process, or relayed from NATS); `model`, when this process has one, answers for
-    /// batches whose notice was missed.
+    /// A gateway appending to `log`, learning verdicts from `verdicts`, and the appender that
+    /// does its appends: the caller runs that future (in its task set), which ends once every
+    /// clone of the gateway is gone and the appends in hand are done.
     pub fn new(
         log: EventLog,
-        notices: broadcast::Sender<Arc<FoldNotice>>,
-        model: Option<ReadModel>,
+        verdicts: Arc<dyn Verdicts>,
         wait_max: Duration,
-    ) -> Gateway {
-        let (appender, jobs) = mpsc::channel(1024);
-        tokio::spawn(append_in_groups(log.clone(), jobs));
-        Gateway {
+    ) -> (Gateway, impl Future<Output = ()> + Send + 'static) {
+        let (appender, jobs) = mpsc::channel(APPEND_QUEUE_CAPACITY);
+        let appending = append_in_groups(log.clone(), jobs);
+        let gateway = Gateway {
             log,
             appender,
-            notices,
-            model,
+            verdicts,
             wait_max,
-        }
+        };
+        (gateway, appending)
     }
 
     /// The log events are appended to.
@@ -253,11 +273,12 @@ impl Gateway {
         inputs: Vec<Input>,
         wait: bool,
     ) -> Result<Vec<Submitted>, SubmitError> {
-        let recorded_at = OffsetDateTime::now_utc()
+        let now = OffsetDateTime::now_utc();
+        let recorded_at = now
             .replace_nanosecond(0)
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_default();
+            .ok_or_else(|| SubmitError::Clock(now.to_string()))?;
         let mut results: Vec<Option<Submitted>> = Vec::with_capacity(inputs.len());
         let mut requests = Vec::new();
         let mut envelopes = Vec::new();
@@ -274,7 +295,7 @@ impl Gateway {
             }
         }
         // Subscribed before appending, so that no notice of these events can pass unseen.
-        let mut notices = self.notices.subscribe();
+        let mut notices = self.verdicts.subscribe();
         let appended = if requests.is_empty() {
             Vec::new()
         } else {
@@ -410,6 +431,20 @@ impl Gateway {
         while !waiting.is_empty() {
             match tokio::time::timeout_at(deadline, notices.recv()).await {
                 Ok(Ok(notice)) => {
+                    if notice.first_seq > notice.last_seq {
+                        tracing::warn!(
+                            first = notice.first_seq,
+                            last = notice.last_seq,
+                            "a fold notice with an empty range; ignored"
+                        );
+                        continue;
+                    }
+                    // A code this build does not know (a newer projector) makes the notice
+                    // unusable: its waiters time out as `accepted` rather than be told `applied`.
+                    let Some(rejected) = rejections(&notice) else {
+                        tracing::warn!("a fold notice with an unknown rejection code; ignored");
+                        continue;
+                    };
                     let folded: Vec<u64> = waiting
                         .range(notice.first_seq..=notice.last_seq)
                         .map(|(seq, _)| *seq)
@@ -418,45 +453,59 @@ impl Gateway {
                         let Some(index) = waiting.remove(&seq) else {
                             continue;
                         };
-                        let rejection = notice
-                            .rejected
-                            .iter()
-                            .find(|(s, _)| *s == seq)
-                            .map(|(_, r)| r);
                         if let Some(result) = results[index].as_mut() {
-                            judge(result, rejection);
+                            judge(result, rejected.get(&seq));
                         }
                     }
                 }
-                // Too slow to keep up with the notices: the read model, where there is one,
-                // has the verdicts that were missed.
+                // Too slow to keep up with the notices: the fold's side may know the verdicts
+                // that were missed.
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    self.judge_from_model(&mut waiting, results);
+                    self.judge_known(&mut waiting, results).await;
                 }
                 Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
             }
         }
-        self.judge_from_model(&mut waiting, results);
+        self.judge_known(&mut waiting, results).await;
     }
 
-    fn judge_from_model(
+    async fn judge_known(
         &self,
         waiting: &mut BTreeMap<u64, usize>,
         results: &mut [Option<Submitted>],
     ) {
-        let Some(model) = &self.model else {
+        if waiting.is_empty() {
             return;
-        };
-        waiting.retain(|seq, index| match model.outcome(*seq) {
-            Ok(Some(outcome)) => {
+        }
+        let known = self.verdicts.known(waiting.keys().copied().collect()).await;
+        waiting.retain(|seq, index| match known.get(seq) {
+            Some(outcome) => {
                 if let Some(result) = results[*index].as_mut() {
-                    judge(result, outcome.err().as_ref());
+                    judge(result, outcome.as_ref().err());
                 }
                 false
             }
-            _ => true,
+            None => true,
         });
     }
+}
+
+/// The notice's rejections by seq, or `None` if one has a code this build does not know.
+fn rejections(notice: &FoldNotice) -> Option<BTreeMap<u64, Rejection>> {
+    notice
+        .rejected
+        .iter()
+        .map(|r| {
+            Some((
+                r.seq,
+                Rejection {
+                    code: RejectCode::from_str_code(&r.code)?,
+                    field: r.field.clone(),
+                    message: r.message.clone(),
+                },
+            ))
+        })
+        .collect()
 }
 
 fn judge(result: &mut Submitted, rejection: Option<&Rejection>) {

@@ -14,11 +14,10 @@ use std::sync::Arc;
 
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
-use fundflow_domain::{RejectCode, Rejection};
-use fundflow_projector::FoldNotice;
+use fundflow_domain::RejectCode;
+use fundflow_proto::v1::FoldNotice;
 use fundflow_proto::{Message, v1};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use fundflow_api::{InvalidEvent, Status, SubmitResult};
@@ -36,22 +35,10 @@ pub const FOLDED_SUBJECT: &str = "fundflow.v1.folded";
 /// The header that asks a NATS submission to wait for the fold.
 pub const WAIT_HEADER: &str = "Fundflow-Wait";
 
-/// A fold notice on the wire (JSON: it is small, rare in rejections, and read by people
-/// debugging).
-#[derive(Debug, Serialize, Deserialize)]
-struct NoticeWire {
-    first_seq: u64,
-    last_seq: u64,
-    rejected: Vec<RejectedWire>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct RejectedWire {
-    seq: u64,
-    code: String,
-    field: String,
-    message: String,
-}
+/// NATS submissions answered at once; more wait in the subscription until one is done (each
+/// may wait up to `--wait-secs` for the fold, so without a bound a burst would hold one task
+/// each).
+pub const SUBMISSIONS_IN_HAND_MAX: usize = 256;
 
 /// Serves submissions of the `partners` the access config lists until `stop` turns true.
 pub async fn serve_submissions(
@@ -86,6 +73,10 @@ pub async fn serve_submissions(
             break;
         };
         while in_hand.try_join_next().is_some() {}
+        // Bounded: wait for one in hand to be answered before taking another.
+        while in_hand.len() >= SUBMISSIONS_IN_HAND_MAX {
+            in_hand.join_next().await;
+        }
         let partner_id = message
             .subject
             .as_str()
@@ -202,7 +193,8 @@ fn problem_body(problem: Problem) -> SubmitResult {
     }
 }
 
-/// Publishes the projector's notices on [`FOLDED_SUBJECT`] until the channel closes.
+/// Publishes the projector's notices on [`FOLDED_SUBJECT`], as `fundflow.v1.FoldNotice`
+/// protobuf, until the channel closes.
 pub async fn publish_notices(client: Client, mut notices: broadcast::Receiver<Arc<FoldNotice>>) {
     loop {
         let notice = match notices.recv().await {
@@ -213,22 +205,8 @@ pub async fn publish_notices(client: Client, mut notices: broadcast::Receiver<Ar
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        let wire = NoticeWire {
-            first_seq: notice.first_seq,
-            last_seq: notice.last_seq,
-            rejected: notice
-                .rejected
-                .iter()
-                .map(|(seq, r)| RejectedWire {
-                    seq: *seq,
-                    code: r.code.as_str().to_owned(),
-                    field: r.field.clone(),
-                    message: r.message.clone(),
-                })
-                .collect(),
-        };
-        let payload = serde_json::to_vec(&wire).unwrap_or_default();
-        if let Err(err) = client.publish(FOLDED_SUBJECT, Bytes::from(payload)).await {
+        let payload = Bytes::from(notice.encode_to_vec());
+        if let Err(err) = client.publish(FOLDED_SUBJECT, payload).await {
             tracing::warn!(error = %err, "cannot publish a fold notice");
         }
     }
@@ -241,35 +219,11 @@ pub async fn relay_notices(
 ) -> Result<(), async_nats::SubscribeError> {
     let mut subscription = client.subscribe(FOLDED_SUBJECT).await?;
     while let Some(message) = subscription.next().await {
-        let Ok(wire) = serde_json::from_slice::<NoticeWire>(&message.payload) else {
-            tracing::warn!("an unreadable fold notice");
-            continue;
-        };
-        // A code this build does not know (a newer projector) makes the notice unusable: its
-        // waiters time out as `accepted` rather than be told `applied`.
-        let rejected: Option<Vec<_>> = wire
-            .rejected
-            .into_iter()
-            .map(|r| {
-                Some((
-                    r.seq,
-                    Rejection {
-                        code: RejectCode::from_str_code(&r.code)?,
-                        field: r.field,
-                        message: r.message,
-                    },
-                ))
-            })
-            .collect();
-        let Some(rejected) = rejected else {
-            tracing::warn!("a fold notice with an unknown rejection code; ignored");
-            continue;
-        };
-        let _ = notices.send(Arc::new(FoldNotice {
-            first_seq: wire.first_seq,
-            last_seq: wire.last_seq,
-            rejected,
-        }));
+        match FoldNotice::decode(message.payload.as_ref()) {
+            // Nobody waiting is not an error.
+            Ok(notice) => drop(notices.send(Arc::new(notice))),
+            Err(err) => tracing::warn!(error = %err, "an unreadable fold notice; ignored"),
+        }
     }
     Ok(())
 }

@@ -13,9 +13,9 @@ use fundflow_api::{
     CheckpointReply, EventObject, EventOutcome, EventReply, InKindReply, PledgeLineReply,
     PledgeReply, TotalRow, TotalsReply, item_rows, total_rows,
 };
-use fundflow_domain::{currency_code, minor_unit};
 use fundflow_domain::money::format_at_scale;
 use fundflow_domain::{ModelState, Scope, TotalKind};
+use fundflow_domain::{currency_code, minor_unit};
 use fundflow_log::EventLog;
 use fundflow_projector::{ProjectorError, ReadModel};
 use fundflow_proto::{Message, v1};
