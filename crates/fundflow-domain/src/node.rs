@@ -10,8 +10,7 @@ use fundflow_refdata::{COUNTRIES, REGIONS, RegionLevel};
 pub struct Node(u16);
 
 /// The level a total is reported at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     /// One country, keyed by its alpha-3 code.
     Country,

@@ -31,8 +31,7 @@ impl Outcome {
 }
 
 /// The four kinds of total a flow can count towards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TotalKind {
     /// Promised (`PledgeRecorded`).
     Pledged,

@@ -318,6 +318,40 @@ impl ReadModel {
             .transpose()
     }
 
+    /// A pledge and the checkpoint it is at, read as one snapshot (a batch written between two
+    /// reads would otherwise pair one batch's pledge with another's seq).
+    pub fn pledge_at_checkpoint(
+        &self,
+        partner_id: &str,
+        pledge_id: &str,
+    ) -> Result<(Checkpoint, Option<PledgeRow>), ProjectorError> {
+        let key = pledge_key(partner_id, pledge_id);
+        let (checkpoint, value) = self
+            .tree
+            .transaction(|tx| Ok((tx.get(CHECKPOINT)?, tx.get(&key)?)))
+            .map_err(|err: sled::transaction::TransactionError<()>| match err {
+                sled::transaction::TransactionError::Storage(e) => {
+                    ProjectorError::storage("cannot read a pledge", e)
+                }
+                sled::transaction::TransactionError::Abort(()) => {
+                    ProjectorError::corrupt("a read-only transaction aborted")
+                }
+            })?;
+        let checkpoint = match checkpoint {
+            Some(bytes) => decode_checkpoint(&bytes)
+                .ok_or_else(|| ProjectorError::corrupt("an unreadable checkpoint"))?,
+            None => Checkpoint::default(),
+        };
+        let row = value
+            .map(|value| {
+                decode_pledge(partner_id.to_owned(), pledge_id.to_owned(), &value).ok_or_else(
+                    || ProjectorError::corrupt("an unreadable pledge in the read model"),
+                )
+            })
+            .transpose()?;
+        Ok((checkpoint, row))
+    }
+
     /// The outcome of the record at `seq` once folded: `Some(Ok(()))` applied,
     /// `Some(Err(rejection))` rejected, `None` not folded yet.
     pub fn outcome(&self, seq: u64) -> Result<Option<Result<(), Rejection>>, ProjectorError> {

@@ -163,26 +163,120 @@ pub struct App {
 
 /// The router of `app`.
 pub fn router(app: App) -> Router {
-    let mut router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/v1/openapi.json", get(openapi));
-    if app.gateway.is_some() {
-        router = router.route("/v1/events", post(submit));
-    }
-    if app.queries.is_some() {
-        router = router
-            .route("/v1/totals", get(totals))
-            .route("/v1/in-kind", get(in_kind))
-            .route("/v1/pledges/{pledge_id}", get(pledge))
-            .route("/v1/events/{event_id}", get(event))
-            .route("/v1/checkpoint", get(checkpoint));
+    let mut router = Router::new();
+    for route in Route::ALL {
+        let served = match route.needs() {
+            Needs::Nothing => true,
+            Needs::Gateway => app.gateway.is_some(),
+            Needs::Queries => app.queries.is_some(),
+        };
+        if served {
+            router = router.route(route.path(), route.handler());
+        }
     }
     router
         .fallback(|| async { Problem::not_found("no such route; see /v1/openapi.json") })
         .layer(middleware::from_fn(track))
         .with_state(app)
+}
+
+/// Every route of the API. The router is built from this list, and a test checks the OpenAPI
+/// document against it, so a route cannot be served without being documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /readyz`.
+    Readyz,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /v1/openapi.json`.
+    OpenApi,
+    /// `POST /v1/events`.
+    Submit,
+    /// `GET /v1/totals`.
+    Totals,
+    /// `GET /v1/in-kind`.
+    InKind,
+    /// `GET /v1/pledges/{pledge_id}`.
+    Pledge,
+    /// `GET /v1/events/{event_id}`.
+    Event,
+    /// `GET /v1/checkpoint`.
+    Checkpoint,
+}
+
+/// Which part of a process a route needs (a `gateway` has no queries, a `project` no
+/// submissions).
+enum Needs {
+    Nothing,
+    Gateway,
+    Queries,
+}
+
+impl Route {
+    /// Every route.
+    pub const ALL: [Route; 10] = [
+        Route::Healthz,
+        Route::Readyz,
+        Route::Metrics,
+        Route::OpenApi,
+        Route::Submit,
+        Route::Totals,
+        Route::InKind,
+        Route::Pledge,
+        Route::Event,
+        Route::Checkpoint,
+    ];
+
+    /// Its HTTP method.
+    pub fn method(self) -> &'static str {
+        match self {
+            Route::Submit => "POST",
+            _ => "GET",
+        }
+    }
+
+    /// Its path, as the router and the OpenAPI document write it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Healthz => "/healthz",
+            Route::Readyz => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/v1/openapi.json",
+            Route::Submit => "/v1/events",
+            Route::Totals => "/v1/totals",
+            Route::InKind => "/v1/in-kind",
+            Route::Pledge => "/v1/pledges/{pledge_id}",
+            Route::Event => "/v1/events/{event_id}",
+            Route::Checkpoint => "/v1/checkpoint",
+        }
+    }
+
+    fn needs(self) -> Needs {
+        match self {
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi => Needs::Nothing,
+            Route::Submit => Needs::Gateway,
+            Route::Totals | Route::InKind | Route::Pledge | Route::Event | Route::Checkpoint => {
+                Needs::Queries
+            }
+        }
+    }
+
+    fn handler(self) -> axum::routing::MethodRouter<App> {
+        match self {
+            Route::Healthz => get(healthz),
+            Route::Readyz => get(readyz),
+            Route::Metrics => get(metrics_text),
+            Route::OpenApi => get(openapi),
+            Route::Submit => post(submit),
+            Route::Totals => get(totals),
+            Route::InKind => get(in_kind),
+            Route::Pledge => get(pledge),
+            Route::Event => get(event),
+            Route::Checkpoint => get(checkpoint),
+        }
+    }
 }
 
 /// Counts and times every request by route and status; one span per request.

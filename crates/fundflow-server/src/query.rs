@@ -7,7 +7,7 @@
 //! pass over the model; it is computed at most once per checkpoint and cached, and every reply
 //! at that checkpoint reuses it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fundflow_api::{
     CheckpointReply, EventObject, EventOutcome, EventReply, InKindReply, PledgeLineReply,
@@ -19,7 +19,6 @@ use fundflow_domain::{currency_code, minor_unit};
 use fundflow_log::EventLog;
 use fundflow_projector::{ProjectorError, ReadModel};
 use fundflow_proto::{Message, v1};
-use tokio::sync::Mutex;
 
 /// Filters of `GET /v1/totals`.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -97,9 +96,17 @@ impl Queries {
 
     /// The model digest at `seq`, from the cache or computed once; `None` when the projector
     /// moved on while it was computed (a busy projector: ask again once it has caught up).
+    fn cached_digest(&self) -> std::sync::MutexGuard<'_, Option<(u64, String)>> {
+        // A panic while holding it can only have left a whole value or none: keep using it.
+        self.digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn model_digest(&self, seq: u64) -> Result<Option<String>, QueryError> {
-        let mut cached = self.digest.lock().await;
-        if let Some((at, digest)) = &*cached
+        // The lock is held only to look and to store, never across the scan: requests at a
+        // seq already digested are answered at once while another computes a newer one.
+        if let Some((at, digest)) = &*self.cached_digest()
             && *at == seq
         {
             return Ok(Some(digest.clone()));
@@ -117,7 +124,7 @@ impl Queries {
             return Ok(None);
         }
         let digest = hex::encode(state.model_digest());
-        *cached = Some((after.last_seq, digest.clone()));
+        *self.cached_digest() = Some((after.last_seq, digest.clone()));
         Ok((after.last_seq == seq).then_some(digest))
     }
 
@@ -189,21 +196,19 @@ impl Queries {
         partner_id: &str,
         pledge_id: &str,
     ) -> Result<PledgeReply, QueryError> {
-        let checkpoint = self
-            .model
-            .checkpoint()
-            .map_err(unavailable)?
-            .unwrap_or_default();
-        let row = self
-            .model
-            .pledge(partner_id, pledge_id)
-            .map_err(unavailable)?
-            .ok_or_else(|| {
-                QueryError::NotFound(format!(
-                    "partner {partner_id} has no active pledge {pledge_id:?} as of seq {}",
-                    checkpoint.last_seq
-                ))
-            })?;
+        let model = self.model.clone();
+        let (partner, pledge) = (partner_id.to_owned(), pledge_id.to_owned());
+        let (checkpoint, row) =
+            tokio::task::spawn_blocking(move || model.pledge_at_checkpoint(&partner, &pledge))
+                .await
+                .map_err(join_failed)?
+                .map_err(unavailable)?;
+        let row = row.ok_or_else(|| {
+            QueryError::NotFound(format!(
+                "partner {partner_id} has no active pledge {pledge_id:?} as of seq {}",
+                checkpoint.last_seq
+            ))
+        })?;
         let currency = currency_code(row.currency);
         let scale = minor_unit(currency);
         let money = |d| format_at_scale(d, scale);
@@ -248,7 +253,13 @@ impl Queries {
                 QueryError::NotFound(format!("partner {partner_id} has no event {event_id}"))
             })?;
         let envelope = v1::Envelope::decode(record.bytes.as_ref()).ok();
-        let (outcome, code, message) = match self.model.outcome(record.seq).map_err(unavailable)? {
+        let model = self.model.clone();
+        let seq = record.seq;
+        let outcome = tokio::task::spawn_blocking(move || model.outcome(seq))
+            .await
+            .map_err(join_failed)?
+            .map_err(unavailable)?;
+        let (outcome, code, message) = match outcome {
             None => (EventOutcome::Pending, None, None),
             Some(Ok(())) => (EventOutcome::Applied, None, None),
             Some(Err(rejection)) => (
