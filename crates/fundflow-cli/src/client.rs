@@ -89,9 +89,10 @@ impl Client {
         let response = self.http.get(&url).bearer_auth(&self.token).send().await;
         let (status, body) = reply_bytes(&url, response).await?;
         if !status.is_success() {
+            // Not every error reply is a problem (a proxy's page, say): then its text.
             let detail = serde_json::from_slice::<ProblemBody>(&body)
                 .map(|p| p.detail)
-                .unwrap_or_default();
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
             anyhow::bail!("{url} answered {status}: {detail}");
         }
         decode(&url, status, &body)

@@ -480,7 +480,11 @@ async fn submit_inner(
 ) -> Result<Response, Problem> {
     let principal = authenticate(app, headers)?;
     require(principal, &[Role::Partner], "submit events")?;
-    let partner_id = principal.partner_id.clone().unwrap_or_default();
+    // The access config gives every partner an id; a partner principal without one is a bug.
+    let Some(partner_id) = principal.partner_id.clone() else {
+        debug_assert!(false, "a partner principal without a partner id");
+        return Err(Problem::forbidden("this token names no partner"));
+    };
     let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
     let gateway = app
         .gateway
