@@ -293,3 +293,63 @@ pub async fn submit(path: &Path, url: &str, token: &str, wait: bool) -> anyhow::
     }
     Ok(())
 }
+
+/// `fundflow totals --url`: the totals a server gives, printed as asked.
+pub async fn totals_from_server(
+    url: &str,
+    token: &str,
+    filter: &crate::log_commands::TotalsFilter,
+    format: crate::Format,
+) -> anyhow::Result<()> {
+    use crate::Format;
+    let client = Client::new(url, token)?;
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("scope", &filter.scope),
+        ("kind", &filter.kind),
+        ("currency", &filter.currency),
+    ] {
+        if let Some(value) = value {
+            query.push(format!("{key}={value}"));
+        }
+    }
+    let reply: fundflow_api::TotalsReply = client
+        .get(&format!("/v1/totals?{}", query.join("&")))
+        .await?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&reply)?),
+        Format::Csv => {
+            println!("{}", crate::replay::COLUMNS.join(","));
+            for row in &reply.rows {
+                println!("{}", crate::replay::fields(row).join(","));
+            }
+        }
+        Format::Table => {
+            println!(
+                "as of seq {}, model digest {}",
+                reply.as_of_seq,
+                reply.model_digest.as_deref().unwrap_or("(busy)")
+            );
+            print_total_rows(&reply.rows);
+        }
+    }
+    Ok(())
+}
+
+/// Prints totals rows (as the API gives them) as a table for people.
+pub fn print_total_rows(rows: &[fundflow_api::TotalRow]) {
+    println!(
+        "  {:<4} {:<34} {:<17} {:<4} {:>20} {:>20}",
+        "key", "name", "kind", "cur", "amount", "usd_equivalent"
+    );
+    for row in rows {
+        let mut name = row.name.clone();
+        if name.chars().count() > 34 {
+            name = name.chars().take(33).collect::<String>() + "…";
+        }
+        println!(
+            "  {:<4} {:<34} {:<17} {:<4} {:>20} {:>20}",
+            row.key, name, row.kind, row.currency, row.amount, row.usd_equivalent
+        );
+    }
+}

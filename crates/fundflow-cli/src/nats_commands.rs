@@ -1,5 +1,6 @@
-//! `nkey new` and `nats-config`: the NATS users of a deployment, kept in the same access config
-//! as the HTTP principals so that the two never drift.
+//! The access config's commands: `token new` (an HTTP principal's token), `nkey new` and
+//! `nats-config` (the NATS users of a deployment, kept in the same access config as the HTTP
+//! principals so that the two never drift).
 
 use std::io::Write;
 use std::path::Path;
@@ -103,6 +104,39 @@ pub fn nats_config(config: &Path, stream: &str, out: Option<&Path>) -> anyhow::R
         users.len(),
         file.nats.service_nkeys.len(),
         out.display()
+    );
+    Ok(())
+}
+
+/// `fundflow token new`: a fresh token and the config lines that hold its hash.
+pub fn token_new(role: &str, name: &str, id: Option<&str>) -> anyhow::Result<()> {
+    let (token, hash) = fundflow_server::access::new_token()
+        .map_err(|err| anyhow::anyhow!("cannot draw a random token: {err}"))?;
+    use fundflow_server::access::{AccessFile, PartnerEntry, ReaderEntry};
+    let name = if name.is_empty() { "(name)" } else { name }.to_owned();
+    let reader = || ReaderEntry {
+        name: name.clone(),
+        token_sha256: hash.clone(),
+        nats_nkey: None,
+    };
+    let mut entry = AccessFile::default();
+    match (role, id) {
+        ("partner", Some(id)) => entry.partners.push(PartnerEntry {
+            id: id.to_owned(),
+            name: name.clone(),
+            token_sha256: hash.clone(),
+            nats_nkey: None,
+        }),
+        ("partner", None) => anyhow::bail!("a partner token needs --id <partner_id>"),
+        ("reviewer", _) => entry.reviewers.push(reader()),
+        ("auditor", _) => entry.auditors.push(reader()),
+        (other, _) => anyhow::bail!("role {other:?} is not partner, reviewer or auditor"),
+    }
+    let entry = entry.to_toml()?;
+    println!("token (give it to its holder, keep it nowhere else):\n  {token}\n");
+    println!(
+        "config lines (paste into the --config file):\n{}",
+        entry.trim_end()
     );
     Ok(())
 }

@@ -211,7 +211,7 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
             _ => "Totals by recipient country",
         };
         println!("\n{title} (as of seq {}):", reply.as_of_seq);
-        crate::print_total_rows(&reply.rows);
+        crate::client::print_total_rows(&reply.rows);
     }
     let in_kind: fundflow_api::InKindReply = reviewer.get("/v1/in-kind?scope=country").await?;
     println!("\nIn-kind quantities by country:");

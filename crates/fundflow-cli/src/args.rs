@@ -1,0 +1,364 @@
+//! The command line: every command and flag of `fundflow`, as clap parses them, and the checks
+//! of flag values that need the reference data.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{audit, serve};
+
+/// An event-sourced ledger for donations and resource mobilization.
+#[derive(Parser)]
+#[command(name = "fundflow", version, about)]
+pub(crate) struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    /// How logs are written to standard error (level from RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Try fundflow on this machine: embedded log, the sample dataset through the gateway,
+    /// totals printed, and the server running on 127.0.0.1:8080 until Ctrl-C.
+    Quickstart {
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        http: serve::HttpArgs,
+        /// Exit after printing the totals instead of serving.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// Run the HTTP API, the gateway and the projector in one process.
+    Serve {
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        http: serve::HttpArgs,
+    },
+    /// Run a stateless submit gateway (HTTP and NATS) on the JetStream log.
+    Gateway {
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(flatten)]
+        http: serve::HttpArgs,
+    },
+    /// Submit a file of events (NDJSON, or CSV when it ends in .csv) to a server.
+    Submit {
+        /// The file.
+        file: PathBuf,
+        /// The server.
+        #[arg(long, env = "FUNDFLOW_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The partner's bearer token.
+        #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Wait for the fold's verdict on each event.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The log as a portable file: export it, verify an export.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+    /// Replay the log independently: totals as of a seq or a date, a check of a running server,
+    /// a report a person can sign.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Bearer tokens for the access config.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// NATS user keys (NKeys) for the access config.
+    Nkey {
+        #[command(subcommand)]
+        command: NkeyCommand,
+    },
+    /// Write nats-server's `authorization` block (the users and their permissions) from the
+    /// access config, for the configs in deploy/nats.
+    NatsConfig {
+        /// The access config (TOML) the gateways and projectors use.
+        #[arg(long, env = "FUNDFLOW_CONFIG")]
+        config: PathBuf,
+        /// The JetStream stream's name.
+        #[arg(long, env = "FUNDFLOW_STREAM", default_value = "FUNDFLOW")]
+        stream: String,
+        /// Where to write it (replaced atomically); standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Fold a file of length-delimited envelopes (or a log export) and print its totals and
+    /// digests.
+    ReplayFile {
+        /// The file: envelopes as prost length-delimited records, seq 1, 2, 3, ... in file order,
+        /// or an export of `fundflow log export`.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Write a seeded, realistic synthetic log for tests and benchmarks.
+    GenLog {
+        /// How many records.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// The seed: the same seed gives the same file, byte for byte.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write it.
+        file: PathBuf,
+    },
+    /// Publish a file of length-delimited envelopes onto the log, in file order.
+    PublishFile {
+        /// The file, as written by `gen-log`.
+        file: PathBuf,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Fold the log into the read model in DATA_DIR and keep it current; with --config, also
+    /// serve the query API.
+    Project {
+        #[command(flatten)]
+        log: LogArgs,
+        /// Fold up to the log's last sequence at start, then exit.
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        http: serve::HttpArgs,
+    },
+    /// Drop the read model in DATA_DIR and fold the log again from sequence 1.
+    Rebuild {
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Print totals: from a server with --url, else from the read model in DATA_DIR (which no
+    /// process may hold open).
+    Totals {
+        /// The data directory of `fundflow project`.
+        #[arg(long, env = "FUNDFLOW_DATA_DIR", default_value = "fundflow-data")]
+        data_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// A server to ask instead of the local read model.
+        #[arg(long, env = "FUNDFLOW_URL")]
+        url: Option<String>,
+        /// A reviewer's or auditor's token, with --url.
+        #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Only this scope: country, region, subregion, intermediate or global.
+        #[arg(long, value_parser = parse_scope)]
+        scope: Option<String>,
+        /// Only this kind: pledged, paid, parallel_funding or in_kind.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<String>,
+        /// Only this currency (an ISO 4217 code).
+        #[arg(long, value_parser = parse_currency)]
+        currency: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LogCommand {
+    /// Write the log as length-delimited LogRecords with their digest chain, plus
+    /// OUT.manifest.json.
+    Export {
+        #[command(flatten)]
+        source: audit::SourceArgs,
+        #[command(flatten)]
+        stream: audit::StreamArgs,
+        /// The export file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check an export: the digest chain, every record, the sequence and the manifest.
+    Verify {
+        /// The export file (its manifest is beside it).
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Fold the log afresh, in memory, and print its totals and digests.
+    Replay {
+        #[command(flatten)]
+        source: audit::SourceArgs,
+        #[command(flatten)]
+        stream: audit::StreamArgs,
+        #[command(flatten)]
+        cutoff: audit::CutoffArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+    /// Compare a running server's checkpoint with an independent replay; exit 0 only on a match.
+    Verify {
+        /// The server.
+        #[arg(long, env = "FUNDFLOW_URL")]
+        url: String,
+        /// An auditor's token.
+        #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+        token: String,
+        #[command(flatten)]
+        source: audit::SourceArgs,
+        #[command(flatten)]
+        stream: audit::StreamArgs,
+    },
+    /// Write a report (Markdown, or HTML with --html) of a replay.
+    Report {
+        #[command(flatten)]
+        source: audit::SourceArgs,
+        #[command(flatten)]
+        stream: audit::StreamArgs,
+        #[command(flatten)]
+        cutoff: audit::CutoffArgs,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// HTML instead of Markdown (also chosen by an --out ending in .html).
+        #[arg(long)]
+        html: bool,
+        /// `md` or `html` (the same as --html).
+        #[arg(long, value_parser = ["md", "html"])]
+        format: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Print a fresh random token and the config lines that grant it a role.
+    New {
+        /// partner, reviewer or auditor.
+        #[arg(long, default_value = "partner")]
+        role: String,
+        /// The principal's name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// For a partner: its partner id.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum NkeyCommand {
+    /// Write a fresh NATS user seed to a file (mode 0600) and print the public key with the
+    /// config line that grants it a role.
+    New {
+        /// Where to write the seed; an existing file is never overwritten.
+        #[arg(long)]
+        seed_file: PathBuf,
+        /// service (gateways and projectors), partner or auditor.
+        #[arg(long, default_value = "partner")]
+        role: String,
+    },
+}
+
+/// Which log, and where the read model lives.
+#[derive(Args, Clone)]
+pub struct LogArgs {
+    /// The NATS servers of the JetStream log, comma-separated (a cluster's nodes).
+    #[arg(
+        long,
+        env = "FUNDFLOW_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// A NATS credentials file (JWT and seed).
+    #[arg(long, env = "FUNDFLOW_NATS_CREDS", conflicts_with = "nats_nkey")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding the NATS user's NKey seed (see `fundflow nkey new`).
+    #[arg(long, env = "FUNDFLOW_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// The connection's name on the NATS servers' monitoring pages (default: `fundflow
+    /// serve`, `fundflow gateway` or `fundflow project` for the servers, `fundflow` otherwise).
+    #[arg(long, env = "FUNDFLOW_NATS_NAME")]
+    pub nats_name: Option<String>,
+    /// Use the embedded log in DATA_DIR/log instead of NATS (one machine, no server).
+    #[arg(long)]
+    pub embedded: bool,
+    /// The JetStream stream's name.
+    #[arg(long, env = "FUNDFLOW_STREAM", default_value = "FUNDFLOW")]
+    pub stream: String,
+    /// Replicas of the stream when creating it (1 on one node, 3 in a cluster); an existing
+    /// stream must have as many.
+    #[arg(long, env = "FUNDFLOW_REPLICAS")]
+    pub replicas: Option<usize>,
+    /// JetStream's duplicate window in seconds when creating the stream; an existing stream
+    /// must have the same.
+    #[arg(long)]
+    pub duplicate_window_secs: Option<u64>,
+    /// Where the read model (DATA_DIR/model) and the embedded log (DATA_DIR/log) live.
+    #[arg(long, env = "FUNDFLOW_DATA_DIR", default_value = "fundflow-data")]
+    pub data_dir: PathBuf,
+}
+
+impl LogArgs {
+    /// The library's log config (a log that may create its stream: the auditor's tools build
+    /// their own, read only).
+    pub fn config(&self) -> fundflow_server::app::LogConfig {
+        fundflow_server::app::LogConfig {
+            nats_url: self.nats_url.clone(),
+            nats_creds: self.nats_creds.clone(),
+            nats_nkey: self.nats_nkey.clone(),
+            nats_name: self.nats_name.clone(),
+            read_only: false,
+            embedded: self.embedded,
+            stream: self.stream.clone(),
+            replicas: self.replicas,
+            duplicate_window: self
+                .duplicate_window_secs
+                .map(std::time::Duration::from_secs),
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
+/// How a report is printed.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// The JSON document every fundflow command that reports totals prints.
+    Json,
+    /// An aligned table for people.
+    Table,
+    /// Comma-separated totals, one row per line, with a header.
+    Csv,
+}
+
+/// `--scope`, checked here for the local read model and a server alike (the server checks
+/// again: it is its own API).
+fn parse_scope(name: &str) -> Result<String, String> {
+    fundflow_domain::Scope::parse(name)
+        .map(|_| name.to_owned())
+        .ok_or_else(|| "not one of country, region, subregion, intermediate, global".to_owned())
+}
+
+/// `--kind`.
+fn parse_kind(name: &str) -> Result<String, String> {
+    fundflow_domain::TotalKind::parse(name)
+        .map(|_| name.to_owned())
+        .ok_or_else(|| "not one of pledged, paid, parallel_funding, in_kind".to_owned())
+}
+
+/// `--currency`.
+fn parse_currency(code: &str) -> Result<String, String> {
+    fundflow_refdata::currency_by_code(code)
+        .map(|_| code.to_owned())
+        .ok_or_else(|| "not an ISO 4217 currency code".to_owned())
+}

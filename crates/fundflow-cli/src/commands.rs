@@ -1,0 +1,124 @@
+//! Which module runs which command: the dispatch from parsed arguments to the command's own
+//! function, each returning an error that `main` reports in one sentence.
+
+use fundflow_server::app::Mode;
+
+use crate::args::{AuditCommand, Command, LogCommand, NkeyCommand, TokenCommand};
+use crate::{audit, client, log_commands, nats_commands, quickstart, replay, serve};
+
+/// Runs one command.
+pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::ReplayFile { file, format } => replay::replay_file(&file, format),
+        Command::GenLog { events, seed, file } => replay::gen_log(&file, events, seed),
+        Command::Totals {
+            data_dir,
+            format,
+            url,
+            token,
+            scope,
+            kind,
+            currency,
+        } => {
+            let filter = log_commands::TotalsFilter {
+                scope,
+                kind,
+                currency,
+            };
+            match url {
+                None => log_commands::totals(&data_dir, format, &filter),
+                Some(url) => {
+                    client::totals_from_server(
+                        &url,
+                        token.as_deref().unwrap_or(""),
+                        &filter,
+                        format,
+                    )
+                    .await
+                }
+            }
+        }
+        Command::PublishFile { file, log } => log_commands::publish_file(&file, &log).await,
+        Command::Project { log, once, http } => {
+            if once && http.config.is_some() {
+                anyhow::bail!(
+                    "--once folds and exits, so it serves no query API: drop --config, or --once"
+                );
+            }
+            if http.config.is_none() {
+                log_commands::project(&log, once).await
+            } else {
+                serve::run(Mode::Project, &log, &http).await
+            }
+        }
+        Command::Serve { log, http } => serve::run(Mode::Serve, &log, &http).await,
+        Command::Gateway { log, http } => serve::run(Mode::Gateway, &log, &http).await,
+        Command::Quickstart { log, http, exit } => quickstart::run(&log, &http, exit).await,
+        Command::Submit {
+            file,
+            url,
+            token,
+            wait,
+        } => client::submit(&file, &url, &token, wait).await,
+        Command::Token {
+            command: TokenCommand::New { role, name, id },
+        } => nats_commands::token_new(&role, &name, id.as_deref()),
+        Command::Nkey {
+            command: NkeyCommand::New { seed_file, role },
+        } => nats_commands::nkey_new(&seed_file, &role),
+        Command::NatsConfig {
+            config,
+            stream,
+            out,
+        } => nats_commands::nats_config(&config, &stream, out.as_deref()),
+        Command::Log {
+            command:
+                LogCommand::Export {
+                    source,
+                    stream,
+                    out,
+                },
+        } => audit::export(&source, &stream, &out).await,
+        Command::Log {
+            command: LogCommand::Verify { path },
+        } => audit::verify_export(&path),
+        Command::Audit {
+            command:
+                AuditCommand::Replay {
+                    source,
+                    stream,
+                    cutoff,
+                    format,
+                },
+        } => audit::audit_replay(&source, &stream, &cutoff, format).await,
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    url,
+                    token,
+                    source,
+                    stream,
+                },
+        } => audit::audit_verify(&url, &token, &source, &stream).await,
+        Command::Audit {
+            command:
+                AuditCommand::Report {
+                    source,
+                    stream,
+                    cutoff,
+                    out,
+                    html,
+                    format,
+                },
+        } => {
+            let html = html
+                || format.as_deref() == Some("html")
+                || (format.is_none()
+                    && out
+                        .extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("html")));
+            audit::audit_report(&source, &stream, &cutoff, &out, html).await
+        }
+        Command::Rebuild { log } => log_commands::rebuild(&log).await,
+    }
+}
