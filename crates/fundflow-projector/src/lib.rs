@@ -267,7 +267,7 @@ impl Projector {
         }
         // Room for the reader to run ahead while a batch is written: what queues up is folded
         // and written together next time.
-        let (batches_tx, batches_rx) = mpsc::channel::<Vec<Record>>(64);
+        let (batches_tx, batches_rx) = mpsc::channel::<Vec<Record>>(RUN_BATCHES_AHEAD);
         let stop = match &until {
             RunUntil::Stopped(stop) => Some(stop.clone()),
             RunUntil::Seq(_) => None,
@@ -399,6 +399,9 @@ async fn stop_requested(stop: &mut Option<watch::Receiver<bool>>) {
 
 /// How many batches the refold's reader may run ahead of its fold.
 const REFOLD_BATCHES_AHEAD: usize = 64;
+
+/// Batches the running projector's reader may read ahead of the fold thread.
+const RUN_BATCHES_AHEAD: usize = 64;
 
 /// Folds the log's records 1..=`until` into `ledger`, reading with [`EventLog::read_range`]
 /// (which waits out a stalled reader and fails on a gap) on the runtime while the fold runs on
