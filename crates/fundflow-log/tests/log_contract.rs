@@ -233,8 +233,10 @@ async fn a_range_read_survives_a_restart_of_the_server() {
         .batch_max(50)
         .read_wait(Duration::from_millis(500))
         .patience(Duration::from_secs(30));
+    // A batch is what arrived within the wait, at most 50: the read is mid-range either way.
     let first = reader.next_batch().await.unwrap().unwrap();
-    assert_eq!(first.last().map(|r| r.seq), Some(50));
+    let last = first.last().map(|r| r.seq).unwrap();
+    assert!((1..=50).contains(&last), "first batch ended at seq {last}");
     // The reader's consumer goes with the server; the read reopens one once it is back.
     server.kill();
     let restart = tokio::task::spawn_blocking(move || {
