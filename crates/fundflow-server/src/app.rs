@@ -298,6 +298,14 @@ impl Running {
         };
         let cause = match flatten(ended) {
             Err(err) => err,
+            // A part that failed asks everything to stop before its own task ends with the
+            // error (it first gives the other parts a moment), so the HTTP server and the
+            // metrics loop may end cleanly ahead of it: wait for the error itself.
+            Ok(()) if *self.stop.borrow() => {
+                tokio::time::timeout(FAILED_STOP_GRACE * 2, self.first_failure())
+                    .await
+                    .unwrap_or(AppError::EndedEarly("a server task"))
+            }
             Ok(()) => AppError::EndedEarly("a server task"),
         };
         tracing::error!(error = %Chain(&cause), "stopping: a server task failed");
