@@ -96,6 +96,7 @@ pub fn payment(payment_id: &str, pledge_id: &str, flow: Flow) -> Body {
         payment_id: payment_id.to_owned(),
         pledge_id: pledge_id.to_owned(),
         description: String::new(),
+        donor: String::new(),
     })
 }
 
