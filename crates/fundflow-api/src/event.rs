@@ -566,6 +566,7 @@ impl EventObject {
                     payment_id: text(payment_id),
                     pledge_id: text(pledge_id),
                     description: text(description),
+                    donor: String::new(),
                 })
             }
             EventBody::ParallelFundingMobilized {
