@@ -40,6 +40,10 @@ pub enum EventBody<'a> {
         flow: Flow<'a>,
         /// The partner's identifier of the pledge.
         pledge_id: &'a str,
+        /// Who pledges.
+        donor: &'a str,
+        /// The sector, or empty.
+        sector: &'a str,
     },
     /// Funds were paid, against a pledge when `pledge_id` is given.
     ContributionPaid {
@@ -47,16 +51,24 @@ pub enum EventBody<'a> {
         flow: Flow<'a>,
         /// The pledge paid against, if any.
         pledge_id: Option<&'a str>,
+        /// Who paid, if named; else a payment against a pledge counts under the pledge's donor.
+        donor: Option<&'a str>,
     },
     /// Funds were mobilized alongside a grant.
     ParallelFundingMobilized {
         /// Who receives what.
         flow: Flow<'a>,
+        /// The small grant or project the funds back.
+        grant_id: &'a str,
+        /// Who provided the funds.
+        source: &'a str,
     },
     /// Goods were donated; the flow's amount is their value.
     InKindDonationRecorded {
         /// Who receives what, with the goods per allocation.
         flow: Flow<'a>,
+        /// Who donated.
+        donor: &'a str,
     },
     /// An earlier event of the same partner is undone.
     EventReversed {
@@ -108,8 +120,8 @@ impl EventBody<'_> {
         match self {
             EventBody::PledgeRecorded { flow, .. }
             | EventBody::ContributionPaid { flow, .. }
-            | EventBody::ParallelFundingMobilized { flow }
-            | EventBody::InKindDonationRecorded { flow } => Some(flow),
+            | EventBody::ParallelFundingMobilized { flow, .. }
+            | EventBody::InKindDonationRecorded { flow, .. } => Some(flow),
             EventBody::EventReversed { .. } => None,
         }
     }
@@ -225,7 +237,12 @@ impl<'a> Event<'a> {
                     limits::TEXT_LEN_MAX,
                     Required::No,
                 )?;
-                EventBody::PledgeRecorded { flow, pledge_id }
+                EventBody::PledgeRecorded {
+                    flow,
+                    pledge_id,
+                    donor: &p.donor,
+                    sector: &p.sector,
+                }
             }
             Some(Body::ContributionPaid(p)) => {
                 let flow = flow(p.flow.as_ref(), FlowKind::Monetary)?;
@@ -234,26 +251,36 @@ impl<'a> Event<'a> {
                     "" => None,
                     id => Some(id_field("pledge_id", id)?),
                 };
+                text_field("donor", &p.donor, limits::NAME_LEN_MAX, Required::No)?;
                 text_field(
                     "description",
                     &p.description,
                     limits::TEXT_LEN_MAX,
                     Required::No,
                 )?;
-                EventBody::ContributionPaid { flow, pledge_id }
+                let donor = (!p.donor.is_empty()).then_some(p.donor.as_str());
+                EventBody::ContributionPaid {
+                    flow,
+                    pledge_id,
+                    donor,
+                }
             }
             Some(Body::ParallelFundingMobilized(p)) => {
                 let flow = flow(p.flow.as_ref(), FlowKind::Monetary)?;
                 id_field("funding_id", &p.funding_id)?;
                 text_field("source", &p.source, limits::NAME_LEN_MAX, Required::Yes)?;
-                id_field("grant_id", &p.grant_id)?;
+                let grant_id = id_field("grant_id", &p.grant_id)?;
                 text_field(
                     "description",
                     &p.description,
                     limits::TEXT_LEN_MAX,
                     Required::No,
                 )?;
-                EventBody::ParallelFundingMobilized { flow }
+                EventBody::ParallelFundingMobilized {
+                    flow,
+                    grant_id,
+                    source: &p.source,
+                }
             }
             Some(Body::InKindDonationRecorded(p)) => {
                 let flow = flow(p.flow.as_ref(), FlowKind::InKind)?;
@@ -274,7 +301,10 @@ impl<'a> Event<'a> {
                         "must be declared, fair_value or cost",
                     ));
                 }
-                EventBody::InKindDonationRecorded { flow }
+                EventBody::InKindDonationRecorded {
+                    flow,
+                    donor: &p.donor,
+                }
             }
             Some(Body::EventReversed(r)) => {
                 let reverses_event_id = parse_event_id(&r.reverses_event_id).ok_or_else(|| {

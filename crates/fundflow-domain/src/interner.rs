@@ -28,6 +28,11 @@ impl Interner {
         self.ids.get(name).copied()
     }
 
+    /// Every name, by id.
+    pub(crate) fn names(&self) -> &[Box<str>] {
+        &self.names
+    }
+
     /// The name of `id`; ids come only from [`Interner::intern`], so it has one.
     pub(crate) fn name(&self, id: u32) -> &str {
         let name = self.names.get(id as usize);

@@ -37,10 +37,13 @@ pub mod wire {
 
 pub use event::{Allocation, Event, EventBody, Flow, Item};
 pub use ledger::{Ledger, PledgeView, Source, Touched};
-pub use model::{DirectQuantity, ModelState, PledgeRow, minor_unit, sorted_totals};
+pub use model::{
+    DirectQuantity, ModelState, PledgeRow, StateCell, StateQuantityCell, minor_unit, sorted_totals,
+};
 pub use node::{Node, Scope};
 pub use reject::{RejectCode, Rejection};
 pub use values::{
-    Checkpoint, Digest32, Outcome, PledgeLine, QuantityKey, RejectedEvent, Total, TotalKey,
-    TotalKind, currency_code,
+    CellBlock, CellKey, CellLevel, CellRef, Checkpoint, DayOutcomes, Digest32, FlowDims, Month,
+    Outcome, PledgeLine, QuantityCellKey, QuantityCellRef, QuantityKey, RejectedEvent, Total,
+    TotalKey, TotalKind, coarsen, currency_code,
 };

@@ -9,8 +9,11 @@ use sha2::{Digest, Sha256};
 use crate::money::{USD_SCALE, format_at_scale, format_quantity};
 use crate::node::{Node, Scope};
 use crate::values::{
-    Checkpoint, Digest32, PledgeLine, RejectedEvent, Total, TotalKey, currency_code,
+    Checkpoint, DayOutcomes, Digest32, PledgeLine, RejectedEvent, Total, TotalKey, TotalKind,
+    currency_code,
 };
+use fundflow_refdata::CurrencyIndex;
+use time::Date;
 
 /// An in-kind quantity given directly to a recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +36,63 @@ pub struct PledgeRow {
     /// The partner's identifier.
     pub pledge_id: String,
     /// Its currency, an index into `fundflow_refdata::CURRENCIES`.
-    pub currency: fundflow_refdata::CurrencyIndex,
+    pub currency: CurrencyIndex,
     /// Pledged and paid per recipient.
     pub lines: Vec<PledgeLine>,
+    /// Who pledges.
+    pub donor: String,
+    /// The sector, or empty.
+    pub sector: String,
+    /// The pledge's `occurred_on`.
+    pub occurred_on: Date,
+    /// Its USD rate, if it had one.
+    pub usd_rate: Option<Decimal>,
+    /// The sum of its allocations' USD equivalents, with a rate.
+    pub pledged_usd: Option<Decimal>,
+    /// The sum of the USD equivalents of its payments that had a rate.
+    pub paid_usd: Decimal,
+    /// How many of its payments came without a USD rate (then `paid_usd` is not the whole).
+    pub payments_unconverted: u32,
+}
+
+/// A cell of [`ModelState::cells`]; names are indexes into [`ModelState::labels`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateCell {
+    /// The flows' `occurred_on`.
+    pub day: Date,
+    /// Partner, grant, sector and donor names, by index into the state's labels.
+    pub partner: u32,
+    /// See `partner`.
+    pub grant: u32,
+    /// See `partner`.
+    pub sector: u32,
+    /// See `partner`.
+    pub donor: u32,
+    /// The recipient as allocated.
+    pub node: Node,
+    /// What it counts.
+    pub kind: TotalKind,
+    /// The currency.
+    pub currency: CurrencyIndex,
+    /// The sum.
+    pub total: Total,
+}
+
+/// An in-kind quantity cell of [`ModelState::quantity_cells`]; names by index into the labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateQuantityCell {
+    /// The donations' `occurred_on`.
+    pub day: Date,
+    /// Partner, item and unit names, by index into the state's labels.
+    pub partner: u32,
+    /// The recipient as allocated.
+    pub node: Node,
+    /// See `partner`.
+    pub item: u32,
+    /// See `partner`.
+    pub unit: u32,
+    /// How many units.
+    pub quantity: Decimal,
 }
 
 /// See the module docs. Collections are in no particular order.
@@ -51,6 +108,15 @@ pub struct ModelState {
     pub pledges: Vec<PledgeRow>,
     /// Every rejected record, in log order.
     pub rejected_events: Vec<RejectedEvent>,
+    /// The names cells refer to by index, in no particular order (a name may appear twice).
+    pub labels: Vec<String>,
+    /// Every cell at the finest grain (day, partner, grant, sector, donor, recipient, kind,
+    /// currency), in no particular order.
+    pub cells: Vec<StateCell>,
+    /// Every in-kind quantity cell (day, partner, recipient, item, unit).
+    pub quantity_cells: Vec<StateQuantityCell>,
+    /// Records applied and rejected per `occurred_on` day.
+    pub day_outcomes: Vec<(Date, DayOutcomes)>,
 }
 
 impl ModelState {
@@ -91,7 +157,7 @@ impl ModelState {
     /// byte length first (`5:masks`), so no content can forge a line break.
     pub fn write_canonical(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let c = &self.checkpoint;
-        writeln!(out, "fundflow-model-v1")?;
+        writeln!(out, "fundflow-model-v2")?;
         writeln!(out, "last_seq {}", c.last_seq)?;
         writeln!(
             out,
@@ -164,8 +230,113 @@ impl ModelState {
                     format_at_scale(line.paid, minor),
                 )?;
             }
+            let optional = |d: Option<Decimal>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
+            writeln!(
+                out,
+                "pledge-terms {} {}:{} {} {}:{} {}:{} {} {} {} {}",
+                p.partner_id,
+                p.pledge_id.len(),
+                p.pledge_id,
+                p.occurred_on,
+                p.donor.len(),
+                p.donor,
+                p.sector.len(),
+                p.sector,
+                optional(p.usd_rate),
+                p.pledged_usd
+                    .map_or_else(|| "-".to_owned(), |d| format_at_scale(d, USD_SCALE)),
+                format_at_scale(p.paid_usd, USD_SCALE),
+                p.payments_unconverted,
+            )?;
+        }
+        self.write_cells(out)?;
+        for (day, outcomes) in &self.day_outcomes {
+            writeln!(out, "day {day} {} {}", outcomes.applied, outcomes.rejected)?;
         }
         Ok(())
+    }
+
+    /// The cells and quantity cells of the canonical form, sorted by their names' order (the
+    /// labels' indexes are the state's own, so they are ranked by name first).
+    fn write_cells(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let rank = self.label_ranks();
+        let name = |i: u32| self.labels.get(i as usize).map_or("", String::as_str);
+        let r = |i: u32| rank.get(i as usize).copied().unwrap_or(u32::MAX);
+        let mut cells: Vec<&StateCell> = self.cells.iter().collect();
+        cells.sort_unstable_by_key(|c| {
+            (
+                c.day,
+                r(c.partner),
+                r(c.grant),
+                r(c.sector),
+                r(c.donor),
+                c.node.scope(),
+                c.node.key(),
+                c.kind,
+                currency_code(c.currency),
+            )
+        });
+        for c in cells {
+            let currency = currency_code(c.currency);
+            let minor = minor_unit(currency);
+            let (partner, grant, sector, donor) =
+                (name(c.partner), name(c.grant), name(c.sector), name(c.donor));
+            writeln!(
+                out,
+                "cell {} {}:{partner} {}:{grant} {}:{sector} {}:{donor} {} {} {} {currency} {} {} {}",
+                c.day,
+                partner.len(),
+                grant.len(),
+                sector.len(),
+                donor.len(),
+                c.node.scope().as_str(),
+                c.node.key(),
+                c.kind.as_str(),
+                format_at_scale(c.total.amount, minor),
+                format_at_scale(c.total.usd_equivalent, USD_SCALE),
+                format_at_scale(c.total.unconverted, minor),
+            )?;
+        }
+        let mut quantities: Vec<&StateQuantityCell> = self.quantity_cells.iter().collect();
+        quantities.sort_unstable_by_key(|q| {
+            (
+                q.day,
+                r(q.partner),
+                q.node.scope(),
+                q.node.key(),
+                r(q.item),
+                r(q.unit),
+            )
+        });
+        for q in quantities {
+            let (partner, item, unit) = (name(q.partner), name(q.item), name(q.unit));
+            writeln!(
+                out,
+                "item-cell {} {}:{partner} {} {} {}:{item} {}:{unit} {}",
+                q.day,
+                partner.len(),
+                q.node.scope().as_str(),
+                q.node.key(),
+                item.len(),
+                unit.len(),
+                format_quantity(q.quantity)
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Each label's rank in the sorted set of distinct names: equal names rank equal.
+    fn label_ranks(&self) -> Vec<u32> {
+        let mut sorted: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        self.labels
+            .iter()
+            .map(|label| {
+                let at = sorted.binary_search(&label.as_str()).unwrap_or(usize::MAX);
+                u32::try_from(at).unwrap_or(u32::MAX)
+            })
+            .collect()
     }
 }
 

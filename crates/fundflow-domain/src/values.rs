@@ -4,6 +4,7 @@
 
 use fundflow_refdata::{CURRENCIES, CurrencyIndex};
 use rust_decimal::Decimal;
+use time::Date;
 
 use crate::node::Node;
 use crate::reject::{RejectCode, Rejection};
@@ -120,8 +121,18 @@ impl Total {
         }
     }
 
-    pub(crate) fn is_zero(&self) -> bool {
+    /// Whether every part is zero.
+    pub fn is_zero(&self) -> bool {
         self.amount.is_zero() && self.usd_equivalent.is_zero() && self.unconverted.is_zero()
+    }
+
+    /// The sum of two parts of one direct total. Every direct total is capped by
+    /// [`crate::limits::total_max`], far inside `Decimal`'s range, so the sum of parts of one
+    /// cannot overflow; an overflow here is a bug, asserted in debug builds.
+    pub fn plus(&self, other: &Total) -> Total {
+        let sum = self.checked(*other, Sign::Add);
+        debug_assert!(sum.is_some(), "{self:?} + {other:?} overflows");
+        sum.unwrap_or_else(|| self.saturating_add(other))
     }
 }
 
@@ -242,4 +253,256 @@ impl Amount for Decimal {
 /// The ISO code of a currency index.
 pub fn currency_code(currency: CurrencyIndex) -> &'static str {
     CURRENCIES.get(usize::from(currency)).map_or("", |c| c.code)
+}
+
+/// A calendar month, counted as `year * 12 + (month - 1)`, so that months order and subtract as
+/// numbers and fit a `u32` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Month(pub u32);
+
+impl Month {
+    /// The month of `date`. Dates before year 0 do not pass the wire format's `YYYY-MM-DD`.
+    pub fn of(date: Date) -> Month {
+        let year = u32::try_from(date.year()).unwrap_or(0);
+        Month(year * 12 + u32::from(u8::from(date.month())) - 1)
+    }
+
+    /// The month `year`-`month` (1 to 12); `None` for a month that does not exist.
+    pub fn new(year: i32, month: u8) -> Option<Month> {
+        let year = u32::try_from(year).ok()?;
+        (1..=12)
+            .contains(&month)
+            .then(|| Month(year * 12 + u32::from(month) - 1))
+    }
+
+    /// Its year.
+    pub fn year(self) -> i32 {
+        // At most u32::MAX / 12, which fits.
+        i32::try_from(self.0 / 12).unwrap_or(i32::MAX)
+    }
+
+    /// Its month of the year, 1 to 12.
+    pub fn month(self) -> u8 {
+        // Always below 12.
+        u8::try_from(self.0 % 12).unwrap_or(0) + 1
+    }
+
+    /// Its quarter of the year, 1 to 4.
+    pub fn quarter(self) -> u8 {
+        (self.month() - 1) / 3 + 1
+    }
+
+    /// The first day of the month.
+    pub fn first_day(self) -> Option<Date> {
+        let month = time::Month::try_from(self.month()).ok()?;
+        Date::from_calendar_date(self.year(), month, 1).ok()
+    }
+
+    /// The last day of the month.
+    pub fn last_day(self) -> Option<Date> {
+        Month(self.0 + 1).first_day()?.previous_day()
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year(), self.month())
+    }
+}
+
+/// One partner's month of cells: the unit in which the fold keeps cells and the read model
+/// stores and rewrites them, so that a batch rewrites the blocks it touched and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CellBlock {
+    /// The month of the flows' `occurred_on`.
+    pub month: Month,
+    /// The partner, interned (see [`crate::Ledger::partner_name`]).
+    pub partner: u32,
+}
+
+/// The key of a cell within its [`CellBlock`]: the finest grain the fold sums at. Grant, sector
+/// and donor are interned labels ([`crate::Ledger::label`]); the empty label is a value of its
+/// own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CellKey {
+    /// The flow's `occurred_on`.
+    pub day: Date,
+    /// The grant: a pledge's id, a payment's pledge, parallel funding's grant; else empty.
+    pub grant: u32,
+    /// A pledge's sector, inherited by its payments; else empty.
+    pub sector: u32,
+    /// The donor (parallel funding's source), a payment inheriting its pledge's; else empty.
+    pub donor: u32,
+    /// The recipient as allocated.
+    pub node: Node,
+    /// What the cell counts.
+    pub kind: TotalKind,
+    /// The currency.
+    pub currency: CurrencyIndex,
+}
+
+/// The key of an in-kind quantity cell within its [`CellBlock`]; item and unit interned as in
+/// [`QuantityKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QuantityCellKey {
+    /// The donation's `occurred_on`.
+    pub day: Date,
+    /// The recipient as allocated.
+    pub node: Node,
+    /// Interned item name.
+    pub item: u32,
+    /// Interned unit name.
+    pub unit: u32,
+}
+
+/// How fine a set of cells is. Coarser levels are sums of the finer ones, kept so that a query
+/// reads as few cells as its dimensions allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CellLevel {
+    /// (year, partner, recipient, kind, currency).
+    Year,
+    /// (month, partner, grant, recipient, kind, currency).
+    Month,
+    /// (day, partner, grant, sector, donor, recipient, kind, currency): the fold's own cells.
+    Day,
+}
+
+/// One cell as every reader sees it, names borrowed; a dimension the level does not keep is
+/// `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellRef<'a> {
+    /// The year.
+    pub year: i32,
+    /// The month, at the Month and Day levels.
+    pub month: Option<Month>,
+    /// The day, at the Day level.
+    pub day: Option<Date>,
+    /// The partner id.
+    pub partner: &'a str,
+    /// The grant, at the Month and Day levels.
+    pub grant: Option<&'a str>,
+    /// The sector, at the Day level.
+    pub sector: Option<&'a str>,
+    /// The donor, at the Day level.
+    pub donor: Option<&'a str>,
+    /// The recipient as allocated.
+    pub node: Node,
+    /// What it counts.
+    pub kind: TotalKind,
+    /// The currency.
+    pub currency: CurrencyIndex,
+    /// The sum.
+    pub total: Total,
+}
+
+impl CellRef<'_> {
+    /// The level this cell is at.
+    pub fn level(&self) -> CellLevel {
+        match (self.month, self.day) {
+            (None, _) => CellLevel::Year,
+            (Some(_), None) => CellLevel::Month,
+            (Some(_), Some(_)) => CellLevel::Day,
+        }
+    }
+}
+
+/// One in-kind quantity cell, names borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantityCellRef<'a> {
+    /// The donation's `occurred_on`.
+    pub day: Date,
+    /// The partner id.
+    pub partner: &'a str,
+    /// The recipient as allocated.
+    pub node: Node,
+    /// Item code or name.
+    pub item: &'a str,
+    /// Unit.
+    pub unit: &'a str,
+    /// How many units.
+    pub quantity: Decimal,
+}
+
+/// How many records whose `occurred_on` is one day were applied and rejected. A record whose
+/// date cannot be read counts in no day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayOutcomes {
+    /// Applied records (reversals included).
+    pub applied: u64,
+    /// Rejected records.
+    pub rejected: u64,
+}
+
+/// The dimensions an applied flow counts under, names resolved: what a read model indexes it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowDims<'a> {
+    /// The submitting partner.
+    pub partner: &'a str,
+    /// The flow's `occurred_on`.
+    pub occurred_on: Date,
+    /// As in [`CellKey::grant`].
+    pub grant: &'a str,
+    /// As in [`CellKey::sector`].
+    pub sector: &'a str,
+    /// As in [`CellKey::donor`].
+    pub donor: &'a str,
+}
+
+/// Sums cells into `level` (which must not be finer than theirs): Month drops day, sector and
+/// donor; Year drops month and grant too. The result is sorted by its keys and holds no zero
+/// cell. Cells are parts of direct totals, which the fold caps far below `Decimal`'s range, so a
+/// sum cannot overflow.
+pub fn coarsen<'a>(cells: impl Iterator<Item = CellRef<'a>>, level: CellLevel) -> Vec<CellRef<'a>> {
+    type Key<'a> = (
+        i32,
+        Option<Month>,
+        Option<Date>,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Node,
+        TotalKind,
+        CurrencyIndex,
+    );
+    let mut sums: std::collections::BTreeMap<Key<'a>, Total> = std::collections::BTreeMap::new();
+    for cell in cells {
+        debug_assert!(cell.level() >= level, "cells are coarsened, never refined");
+        let keep_month = level >= CellLevel::Month;
+        let keep_day = level == CellLevel::Day;
+        let key = (
+            cell.year,
+            cell.month.filter(|_| keep_month),
+            cell.day.filter(|_| keep_day),
+            cell.partner,
+            cell.grant.filter(|_| keep_month),
+            cell.sector.filter(|_| keep_day),
+            cell.donor.filter(|_| keep_day),
+            cell.node,
+            cell.kind,
+            cell.currency,
+        );
+        let sum = sums.entry(key).or_default();
+        *sum = sum.plus(&cell.total);
+    }
+    sums.into_iter()
+        .filter(|(_, total)| !total.is_zero())
+        .map(
+            |((year, month, day, partner, grant, sector, donor, node, kind, currency), total)| {
+                CellRef {
+                    year,
+                    month,
+                    day,
+                    partner,
+                    grant,
+                    sector,
+                    donor,
+                    node,
+                    kind,
+                    currency,
+                    total,
+                }
+            },
+        )
+        .collect()
 }

@@ -42,6 +42,22 @@ pub(super) struct Record<'e> {
     /// The new direct quantities, one per key touched.
     pub(super) quantities: Vec<(ItemName<'e>, Decimal)>,
     pub(super) pledge: PledgeChange<'e>,
+    /// The flow's `occurred_on`.
+    pub(super) day: time::Date,
+    /// The cell labels it counts under, before interning.
+    pub(super) grant: Label<'e>,
+    pub(super) sector: Label<'e>,
+    pub(super) donor: Label<'e>,
+    /// The flow's USD rate, kept with a pledge.
+    pub(super) usd_rate: Option<Decimal>,
+}
+
+/// A cell label: a name from the event, interned once the event applies, or one already
+/// interned (a payment's pledge's sector and donor).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Label<'e> {
+    Name(&'e str),
+    Interned(u32),
 }
 
 /// A quantity's key before its names are interned: recipient, item, unit.
@@ -80,13 +96,19 @@ impl Ledger {
         partner: Option<u32>,
         event: &Event<'e>,
     ) -> Result<Change<'e>, Rejection> {
-        let (kind, flow, pledge) = match &event.body {
+        let none = Label::Name("");
+        let (kind, flow, pledge, (grant, sector, donor)) = match &event.body {
             EventBody::EventReversed { reverses_event_id } => {
                 return self
                     .decide_reversal(partner, *reverses_event_id)
                     .map(Change::Reverse);
             }
-            EventBody::PledgeRecorded { flow, pledge_id } => {
+            EventBody::PledgeRecorded {
+                flow,
+                pledge_id,
+                donor,
+                sector,
+            } => {
                 if self.active_pledge(partner, pledge_id).is_some() {
                     return Err(Rejection::new(
                         RejectCode::PledgeExists,
@@ -99,25 +121,52 @@ impl Ledger {
                     TotalKind::Pledged,
                     flow,
                     PledgeChange::Record { pledge_id, lines },
+                    (Label::Name(pledge_id), Label::Name(sector), Label::Name(donor)),
                 )
             }
             EventBody::ContributionPaid {
                 flow,
                 pledge_id: Some(pledge_id),
+                donor,
             } => {
-                let pledge = self.check_payment(partner, pledge_id, flow)?;
-                (TotalKind::Paid, flow, PledgeChange::Pay(pledge))
+                let index = self.check_payment(partner, pledge_id, flow)?;
+                // A payment counts under its pledge: its grant, its sector, and its donor unless
+                // the payment names its own.
+                let pledge = &self.pledges[index as usize];
+                let donor = donor.map_or(Label::Interned(pledge.donor), Label::Name);
+                (
+                    TotalKind::Paid,
+                    flow,
+                    PledgeChange::Pay(index),
+                    (Label::Name(pledge_id), Label::Interned(pledge.sector), donor),
+                )
             }
             EventBody::ContributionPaid {
                 flow,
                 pledge_id: None,
-            } => (TotalKind::Paid, flow, PledgeChange::None),
-            EventBody::ParallelFundingMobilized { flow } => {
-                (TotalKind::ParallelFunding, flow, PledgeChange::None)
-            }
-            EventBody::InKindDonationRecorded { flow } => {
-                (TotalKind::InKind, flow, PledgeChange::None)
-            }
+                donor,
+            } => (
+                TotalKind::Paid,
+                flow,
+                PledgeChange::None,
+                (none, none, Label::Name(donor.unwrap_or(""))),
+            ),
+            EventBody::ParallelFundingMobilized {
+                flow,
+                grant_id,
+                source,
+            } => (
+                TotalKind::ParallelFunding,
+                flow,
+                PledgeChange::None,
+                (Label::Name(grant_id), none, Label::Name(source)),
+            ),
+            EventBody::InKindDonationRecorded { flow, donor } => (
+                TotalKind::InKind,
+                flow,
+                PledgeChange::None,
+                (none, none, Label::Name(donor)),
+            ),
         };
         let parts: Box<[Part]> = flow
             .allocations
@@ -161,6 +210,11 @@ impl Ledger {
             totals,
             quantities,
             pledge,
+            day: event.occurred_on,
+            grant,
+            sector,
+            donor,
+            usd_rate: flow.usd_rate,
         }))
     }
 

@@ -8,11 +8,17 @@ use std::hash::Hash;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
-use super::decide::{Change, PledgeChange, Record, Reverse};
+use fundflow_refdata::CurrencyIndex;
+
+use super::decide::{Change, Label, PledgeChange, Record, Reverse};
 use super::identity::{EntryState, Identity};
-use super::{Effect, ItemPart, Ledger, Part, PledgeLink, PledgeState, next_index};
+use super::{Effect, EffectDims, ItemPart, Ledger, Part, PledgeLink, PledgeState, next_index};
 use crate::limits;
-use crate::values::{Amount, QuantityKey, Sign, TotalKey};
+use crate::node::Node;
+use crate::values::{
+    Amount, CellBlock, CellKey, FlowDims, Month, QuantityCellKey, QuantityKey, Sign, Total,
+    TotalKey, TotalKind,
+};
 
 /// What one applied event touched: the direct totals and quantities it changed (some may have
 /// gone back to zero, and so be gone) and the pledge it recorded, paid or undid.
@@ -22,9 +28,49 @@ pub struct Touched<'a> {
     effect: Cow<'a, Effect>,
     /// (partner id, pledge id) of the pledge changed, if any.
     pledge: Option<(&'a str, &'a str)>,
+    /// The effect's dimensions, names resolved.
+    dims: FlowDims<'a>,
+    /// For a reversal, the seq of the event undone.
+    reversed_seq: Option<u64>,
 }
 
-impl Touched<'_> {
+impl<'a> Touched<'a> {
+    /// What the flow counts as.
+    pub fn kind(&self) -> TotalKind {
+        self.effect.kind
+    }
+
+    /// Its currency.
+    pub fn currency(&self) -> CurrencyIndex {
+        self.effect.currency
+    }
+
+    /// One (recipient, value, USD equivalent) per allocation, in the event's order.
+    pub fn parts(&self) -> impl Iterator<Item = (Node, Decimal, Option<Decimal>)> + '_ {
+        self.effect.parts.iter().map(|p| (p.node, p.value, p.usd))
+    }
+
+    /// The dimensions it counts under: a payment's inherited from its pledge.
+    pub fn dims(&self) -> FlowDims<'a> {
+        self.dims
+    }
+
+    /// The cell block changed; `None` when nothing was allocated.
+    pub fn block(&self) -> Option<CellBlock> {
+        (!self.effect.parts.is_empty()).then_some(self.effect.dims.block)
+    }
+
+    /// For parallel funding, applied or undone, the grant it names.
+    pub fn parallel_grant(&self) -> Option<&'a str> {
+        (self.effect.kind == TotalKind::ParallelFunding && !self.effect.parts.is_empty())
+            .then_some(self.dims.grant)
+    }
+
+    /// For a reversal, the seq of the event it undid (whose effect this describes).
+    pub fn reversed_seq(&self) -> Option<u64> {
+        self.reversed_seq
+    }
+
     /// The keys of the direct totals changed (a key may come more than once).
     pub fn totals(&self) -> impl Iterator<Item = TotalKey> + '_ {
         let (kind, currency) = (self.effect.kind, self.effect.currency);
@@ -76,6 +122,20 @@ impl Ledger {
     ) -> Touched<'_> {
         let index = next_index(self.effects.len());
         let partner = self.remember(seq, partner_id, identity, EntryState::Applied(index));
+        let mut label = |label: Label<'_>| match label {
+            Label::Name(name) => self.labels.intern(name),
+            Label::Interned(id) => id,
+        };
+        let dims = EffectDims {
+            block: CellBlock {
+                month: Month::of(record.day),
+                partner,
+            },
+            day: record.day,
+            grant: label(record.grant),
+            sector: label(record.sector),
+            donor: label(record.donor),
+        };
         write_values(&mut self.direct_totals, record.totals);
         let items: Box<[ItemPart]> = record
             .items
@@ -111,6 +171,13 @@ impl Ledger {
                     lines,
                     payments_open: 0,
                     active: true,
+                    donor: dims.donor,
+                    sector: dims.sector,
+                    occurred_on: record.day,
+                    usd_rate: record.usd_rate,
+                    pledged_usd: usd_sum(&record.parts),
+                    paid_usd: Decimal::ZERO,
+                    payments_unconverted: 0,
                 });
                 let name = self.pledge_ids.intern(pledge_id);
                 let earlier = self.pledge_index.insert((partner, name), pledge);
@@ -122,18 +189,78 @@ impl Ledger {
                 Some(PledgeLink::Paid(pledge))
             }
         };
-        self.effects.push(Effect {
+        let effect = Effect {
             kind: record.kind,
             currency: record.currency,
             parts: record.parts,
             items,
             pledge,
-        });
+            dims,
+        };
+        self.write_cells(&effect, Sign::Add);
+        self.effects.push(effect);
         let this: &Ledger = self;
         this.check_invariants(&this.effects[index as usize]);
         Touched {
             effect: Cow::Borrowed(&this.effects[index as usize]),
             pledge: pledge.map(|link| this.pledge_names(link)),
+            dims: this.flow_dims(&dims),
+            reversed_seq: None,
+        }
+    }
+
+    /// The names of an effect's dimensions.
+    fn flow_dims(&self, dims: &EffectDims) -> FlowDims<'_> {
+        FlowDims {
+            partner: self.partners.name(dims.block.partner),
+            occurred_on: dims.day,
+            grant: self.labels.name(dims.grant),
+            sector: self.labels.name(dims.sector),
+            donor: self.labels.name(dims.donor),
+        }
+    }
+
+    /// Adds an effect to (or takes it from) its cells, its quantity cells and, for parallel
+    /// funding, its grant's funding. Each cell is a part of a direct total that `decide`
+    /// checked, so this cannot overflow or go below zero.
+    fn write_cells(&mut self, effect: &Effect, sign: Sign) {
+        let dims = &effect.dims;
+        if !effect.parts.is_empty() {
+            let cells = self.cells.entry(dims.block).or_default();
+            for part in &effect.parts {
+                let key = CellKey {
+                    day: dims.day,
+                    grant: dims.grant,
+                    sector: dims.sector,
+                    donor: dims.donor,
+                    node: part.node,
+                    kind: effect.kind,
+                    currency: effect.currency,
+                };
+                step(cells, key, Total::of(part.value, part.usd), sign);
+                if effect.kind == TotalKind::ParallelFunding {
+                    let key = (dims.grant, effect.currency);
+                    step(&mut self.grant_funding, key, Total::of(part.value, part.usd), sign);
+                }
+            }
+            if cells.is_empty() {
+                self.cells.remove(&dims.block);
+            }
+        }
+        if !effect.items.is_empty() {
+            let cells = self.quantity_cells.entry(dims.block).or_default();
+            for item in &effect.items {
+                let key = QuantityCellKey {
+                    day: dims.day,
+                    node: item.node,
+                    item: item.item,
+                    unit: item.unit,
+                };
+                step(cells, key, item.quantity, sign);
+            }
+            if cells.is_empty() {
+                self.quantity_cells.remove(&dims.block);
+            }
         }
     }
 
@@ -146,7 +273,12 @@ impl Ledger {
     ) -> Touched<'_> {
         self.remember(seq, partner_id, identity, EntryState::Reversal);
         debug_assert!((reverse.effect as usize) < self.effects.len());
-        let effect = std::mem::replace(&mut self.effects[reverse.effect as usize], Effect::spent());
+        let dims = self.effects[reverse.effect as usize].dims;
+        let effect = std::mem::replace(
+            &mut self.effects[reverse.effect as usize],
+            Effect::spent(dims),
+        );
+        self.write_cells(&effect, Sign::Subtract);
         write_values(&mut self.direct_totals, reverse.totals);
         write_values(&mut self.direct_quantities, reverse.quantities);
         match effect.pledge {
@@ -161,15 +293,20 @@ impl Ledger {
             Some(PledgeLink::Paid(index)) => self.pay_pledge(index, &effect.parts, Sign::Subtract),
             None => {}
         }
+        let mut reversed_seq = None;
         if let Some(target) = self.events.get_mut(&reverse.target) {
             target.state = EntryState::Reversed;
+            reversed_seq = Some(target.seq);
         }
+        debug_assert!(reversed_seq.is_some(), "decide found the target");
         let this: &Ledger = self;
         this.check_invariants(&effect);
         let pledge = effect.pledge.map(|link| this.pledge_names(link));
         Touched {
+            dims: this.flow_dims(&effect.dims),
             effect: Cow::Owned(effect),
             pledge,
+            reversed_seq,
         }
     }
 
@@ -187,6 +324,18 @@ impl Ledger {
                     Sign::Subtract => line.paid -= part.value,
                 }
             }
+        }
+        match usd_sum(parts) {
+            Some(usd) => match sign {
+                Sign::Add => pledge.paid_usd += usd,
+                Sign::Subtract => pledge.paid_usd -= usd,
+            },
+            None => match sign {
+                Sign::Add => pledge.payments_unconverted += 1,
+                Sign::Subtract => {
+                    pledge.payments_unconverted = pledge.payments_unconverted.saturating_sub(1);
+                }
+            },
         }
         match sign {
             Sign::Add => pledge.payments_open += 1,
@@ -245,6 +394,29 @@ impl Ledger {
                 );
             }
         }
+    }
+}
+
+/// The sum of the parts' USD equivalents, when every part has one (a flow's rate is the whole
+/// flow's, so all or none do). Bounded by the direct totals' cap.
+fn usd_sum(parts: &[Part]) -> Option<Decimal> {
+    parts
+        .iter()
+        .try_fold(Decimal::ZERO, |sum, part| Some(sum + part.usd?))
+}
+
+/// Adds `delta` to (or takes it from) the value at `key`, keeping no zero entry. The callers'
+/// values are parts of checked direct totals, so the step cannot fail: asserted, not clamped.
+fn step<K: Eq + Hash, V: Amount>(map: &mut FxHashMap<K, V>, key: K, delta: V, sign: Sign) {
+    let now = map.get(&key).copied().unwrap_or_default();
+    let Some(next) = now.checked(delta, sign) else {
+        debug_assert!(false, "a cell step overflowed");
+        return;
+    };
+    if next.is_zero() {
+        map.remove(&key);
+    } else {
+        map.insert(key, next);
     }
 }
 

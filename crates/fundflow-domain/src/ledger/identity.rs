@@ -65,17 +65,21 @@ pub(super) struct Identity {
     fingerprint: u64,
 }
 
-/// Decodes the record, or says why it cannot be read as an event at all.
+/// Decodes the record, or says why it cannot be read as an event at all (with the day it
+/// occurred on, when it has a readable one).
 pub(super) fn read(
     seq: u64,
     bytes: &[u8],
     source: Source<'_>,
-) -> Result<v1::Envelope, RejectedEvent> {
-    let unidentified = |rejection| RejectedEvent {
-        seq,
-        event_id: String::new(),
-        partner_id: String::new(),
-        rejection,
+) -> Result<v1::Envelope, (RejectedEvent, Option<time::Date>)> {
+    let unidentified = |rejection| {
+        let rejected = RejectedEvent {
+            seq,
+            event_id: String::new(),
+            partner_id: String::new(),
+            rejection,
+        };
+        (rejected, None)
     };
     if bytes.len() > limits::ENVELOPE_BYTES_MAX {
         let detail = format_args!(
@@ -107,7 +111,8 @@ pub(super) fn read(
                 envelope.partner_id
             ),
         );
-        return Err(rejected(seq, &envelope, rejection));
+        let day = event::parse_date(&envelope.occurred_on);
+        return Err((rejected(seq, &envelope, rejection), day));
     }
     Ok(envelope)
 }

@@ -27,20 +27,24 @@ mod decide;
 mod evolve;
 mod identity;
 
+use std::collections::BTreeMap;
+
 use fundflow_refdata::CurrencyIndex;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
+use time::Date;
 
 use crate::digest::{chain_log, chain_outcome, outcome_code};
 use crate::event::Event;
 use crate::interner::Interner;
 use crate::limits;
-use crate::model::{DirectQuantity, ModelState, PledgeRow};
+use crate::model::{DirectQuantity, ModelState, PledgeRow, StateCell, StateQuantityCell};
 use crate::node::Node;
 use crate::reject::{RejectCode, Rejection};
 use crate::values::{
-    Checkpoint, Digest32, Outcome, PledgeLine, QuantityKey, RejectedEvent, Total, TotalKey,
-    TotalKind, currency_code,
+    CellBlock, CellKey, CellLevel, CellRef, Checkpoint, DayOutcomes, Digest32, Month, Outcome,
+    PledgeLine, QuantityCellKey, QuantityCellRef, QuantityKey, RejectedEvent, Total, TotalKey,
+    TotalKind, coarsen, currency_code,
 };
 
 pub use evolve::Touched;
@@ -56,17 +60,30 @@ pub(crate) struct Effect {
     /// One per in-kind item, in the event's order.
     items: Box<[ItemPart]>,
     pledge: Option<PledgeLink>,
+    /// The cells it counts in.
+    dims: EffectDims,
+}
+
+/// Where an effect counts besides its recipients: its cell block and the cell's other keys.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EffectDims {
+    block: CellBlock,
+    day: Date,
+    grant: u32,
+    sector: u32,
+    donor: u32,
 }
 
 impl Effect {
     /// What is left of an effect once reversed: nothing to undo, nothing to keep in memory.
-    fn spent() -> Effect {
+    fn spent(dims: EffectDims) -> Effect {
         Effect {
             kind: TotalKind::Pledged,
             currency: 0,
             parts: Box::default(),
             items: Box::default(),
             pledge: None,
+            dims,
         }
     }
 }
@@ -106,6 +123,18 @@ struct PledgeState {
     payments_open: u32,
     /// False once reversed; the id may then be pledged again.
     active: bool,
+    /// Interned labels.
+    donor: u32,
+    sector: u32,
+    occurred_on: Date,
+    /// The pledge's USD rate, if it had one (always 1 for USD).
+    usd_rate: Option<Decimal>,
+    /// The sum of its allocations' USD equivalents, with a rate.
+    pledged_usd: Option<Decimal>,
+    /// The sum of the USD equivalents of its converted payments.
+    paid_usd: Decimal,
+    /// Its applied payments that came without a USD rate.
+    payments_unconverted: u32,
 }
 
 /// A pledge as the read side sees it.
@@ -163,6 +192,18 @@ pub struct Ledger {
     /// In-kind item and unit names, interned so that a quantity key is small.
     item_names: Interner,
     unit_names: Interner,
+    /// Grant, sector and donor names of cells (one namespace; "" is a label too).
+    labels: Interner,
+    /// Every applied flow summed at the finest grain, by the block of its partner and month:
+    /// what every total by partner, period, grant, sector and donor is read from.
+    cells: FxHashMap<CellBlock, FxHashMap<CellKey, Total>>,
+    /// In-kind quantities at the finest grain, likewise.
+    quantity_cells: FxHashMap<CellBlock, FxHashMap<QuantityCellKey, Decimal>>,
+    /// Records applied and rejected by their `occurred_on`.
+    day_outcomes: BTreeMap<Date, DayOutcomes>,
+    /// Parallel funding by the grant it names (interned label) and currency, for the pledge
+    /// book's leverage.
+    grant_funding: FxHashMap<(u32, CurrencyIndex), Total>,
     rejected: Vec<RejectedEvent>,
     /// Reused buffer for the content fingerprint's encoding.
     scratch: Vec<u8>,
@@ -233,13 +274,14 @@ impl Ledger {
         self.log_digest = chain_log(&self.log_digest, seq, bytes);
         let mut envelope = match identity::read(seq, bytes, source) {
             Ok(envelope) => envelope,
-            Err(rejected) => return (self.reject(rejected), None),
+            Err((rejected, day)) => return (self.reject(rejected, day), None),
         };
+        let day = crate::event::parse_date(&envelope.occurred_on);
         let identity = match self.identify(&mut envelope) {
             Ok(identity) => identity,
             Err(rejection) => {
                 let rejected = identity::rejected(seq, &envelope, rejection);
-                return (self.reject(rejected), None);
+                return (self.reject(rejected, day), None);
             }
         };
         let decided =
@@ -248,21 +290,30 @@ impl Ledger {
             Err(rejection) => {
                 self.remember(seq, &envelope.partner_id, &identity, EntryState::Rejected);
                 let rejected = identity::rejected(seq, &envelope, rejection);
-                let outcome = self.reject(rejected);
+                let outcome = self.reject(rejected, day);
                 debug_assert_eq!(self.applied_count + self.rejected_count, seen + 1);
                 (outcome, None)
             }
             Ok(change) => {
                 self.applied_count += 1;
                 debug_assert_eq!(self.applied_count + self.rejected_count, seen + 1);
+                // An applied event's date passed the gate.
+                debug_assert!(day.is_some());
+                if let Some(day) = day {
+                    self.day_outcomes.entry(day).or_default().applied += 1;
+                }
                 let touched = self.evolve(seq, &envelope.partner_id, &identity, change);
                 (Outcome::Applied, Some(touched))
             }
         }
     }
 
-    /// Counts and chains a rejected record and keeps it for reports.
-    fn reject(&mut self, rejected: RejectedEvent) -> Outcome {
+    /// Counts and chains a rejected record (under its day, when it has a readable one) and
+    /// keeps it for reports.
+    fn reject(&mut self, rejected: RejectedEvent, day: Option<Date>) -> Outcome {
+        if let Some(day) = day {
+            self.day_outcomes.entry(day).or_default().rejected += 1;
+        }
         self.rejected_count += 1;
         let code = outcome_code(rejected.rejection.code);
         self.rejected_digest = chain_outcome(&self.rejected_digest, rejected.seq, code);
@@ -426,7 +477,69 @@ impl Ledger {
                 .map(|p| self.row_of(p))
                 .collect(),
             rejected_events: self.rejected.clone(),
+            labels: self.state_labels(),
+            cells: self.state_cells(),
+            quantity_cells: self.state_quantity_cells(),
+            day_outcomes: self.day_outcomes().collect(),
         }
+    }
+
+    /// The dictionary of [`ModelState::labels`]: partners, then labels, items and units, so that
+    /// an interned id plus its namespace's offset is its index.
+    fn state_labels(&self) -> Vec<String> {
+        [
+            &self.partners,
+            &self.labels,
+            &self.item_names,
+            &self.unit_names,
+        ]
+        .into_iter()
+        .flat_map(|interner| interner.names().iter().map(|n| n.to_string()))
+        .collect()
+    }
+
+    fn label_offsets(&self) -> [u32; 4] {
+        let partners = next_index(self.partners.names().len());
+        let labels = partners + next_index(self.labels.names().len());
+        let items = labels + next_index(self.item_names.names().len());
+        [0, partners, labels, items]
+    }
+
+    fn state_cells(&self) -> Vec<StateCell> {
+        let [_, labels, _, _] = self.label_offsets();
+        self.cells
+            .iter()
+            .flat_map(|(block, cells)| {
+                cells.iter().map(move |(key, total)| StateCell {
+                    day: key.day,
+                    partner: block.partner,
+                    grant: labels + key.grant,
+                    sector: labels + key.sector,
+                    donor: labels + key.donor,
+                    node: key.node,
+                    kind: key.kind,
+                    currency: key.currency,
+                    total: *total,
+                })
+            })
+            .collect()
+    }
+
+    fn state_quantity_cells(&self) -> Vec<StateQuantityCell> {
+        let [_, _, items, units] = self.label_offsets();
+        self.quantity_cells
+            .iter()
+            .flat_map(|(block, cells)| {
+                cells.iter().map(move |(key, quantity)| StateQuantityCell {
+                    day: key.day,
+                    partner: block.partner,
+                    node: key.node,
+                    item: items + key.item,
+                    unit: units + key.unit,
+                    quantity: *quantity,
+                })
+            })
+            .collect()
     }
 
     fn row_of(&self, p: &PledgeState) -> PledgeRow {
@@ -435,6 +548,119 @@ impl Ledger {
             pledge_id: p.pledge_id.to_string(),
             currency: p.currency,
             lines: p.lines.clone(),
+            donor: self.labels.name(p.donor).to_owned(),
+            sector: self.labels.name(p.sector).to_owned(),
+            occurred_on: p.occurred_on,
+            usd_rate: p.usd_rate,
+            pledged_usd: p.pledged_usd,
+            paid_usd: p.paid_usd,
+            payments_unconverted: p.payments_unconverted,
         }
+    }
+
+    /// The id of an interned partner.
+    pub fn partner_name(&self, id: u32) -> &str {
+        self.partners.name(id)
+    }
+
+    /// The name of a grant, sector or donor label.
+    pub fn label(&self, id: u32) -> &str {
+        self.labels.name(id)
+    }
+
+    /// Every cell block that holds a cell, in no particular order.
+    pub fn cell_blocks(&self) -> impl Iterator<Item = CellBlock> + '_ {
+        self.cells.keys().copied()
+    }
+
+    /// The cells of one block, in no particular order (none when the block is empty).
+    pub fn cell_block(&self, block: CellBlock) -> impl Iterator<Item = (&CellKey, &Total)> {
+        self.cells.get(&block).into_iter().flatten()
+    }
+
+    /// The cells of one block with their names, at the Day level.
+    pub fn cell_refs(&self, block: CellBlock) -> impl Iterator<Item = CellRef<'_>> {
+        let partner = self.partners.name(block.partner);
+        self.cell_block(block)
+            .map(move |(key, total)| self.cell_ref(block.month, partner, key, *total))
+    }
+
+    fn cell_ref<'a>(&'a self, month: Month, partner: &'a str, key: &CellKey, total: Total) -> CellRef<'a> {
+        CellRef {
+            year: month.year(),
+            month: Some(month),
+            day: Some(key.day),
+            partner,
+            grant: Some(self.labels.name(key.grant)),
+            sector: Some(self.labels.name(key.sector)),
+            donor: Some(self.labels.name(key.donor)),
+            node: key.node,
+            kind: key.kind,
+            currency: key.currency,
+            total,
+        }
+    }
+
+    /// Every cell at `level`: the fold's own at the Day level, summed at the coarser ones
+    /// (see [`coarsen`]). In no particular order at the Day level, sorted at the others.
+    pub fn cells(&self, level: CellLevel) -> Vec<CellRef<'_>> {
+        let day = self
+            .cells
+            .keys()
+            .flat_map(|block| self.cell_refs(*block));
+        match level {
+            CellLevel::Day => day.collect(),
+            coarser => coarsen(day, coarser),
+        }
+    }
+
+    /// The in-kind quantity cells of one block, in no particular order.
+    pub fn quantity_block(
+        &self,
+        block: CellBlock,
+    ) -> impl Iterator<Item = (&QuantityCellKey, &Decimal)> {
+        self.quantity_cells.get(&block).into_iter().flatten()
+    }
+
+    /// The in-kind quantity cells of one block with their names.
+    pub fn quantity_refs(&self, block: CellBlock) -> impl Iterator<Item = QuantityCellRef<'_>> {
+        let partner = self.partners.name(block.partner);
+        self.quantity_block(block)
+            .map(move |(key, quantity)| QuantityCellRef {
+                day: key.day,
+                partner,
+                node: key.node,
+                item: self.item_names.name(key.item),
+                unit: self.unit_names.name(key.unit),
+                quantity: *quantity,
+            })
+    }
+
+    /// Every in-kind quantity cell, in no particular order.
+    pub fn quantity_cells(&self) -> Vec<QuantityCellRef<'_>> {
+        self.quantity_cells
+            .keys()
+            .flat_map(|block| self.quantity_refs(*block))
+            .collect()
+    }
+
+    /// Records applied and rejected per `occurred_on` day, in date order.
+    pub fn day_outcomes(&self) -> impl Iterator<Item = (Date, DayOutcomes)> + '_ {
+        self.day_outcomes.iter().map(|(d, o)| (*d, *o))
+    }
+
+    /// The parallel funding naming `grant`, per currency in code order, over all partners.
+    pub fn grant_funding(&self, grant: &str) -> Vec<(CurrencyIndex, Total)> {
+        let Some(label) = self.labels.get(grant) else {
+            return Vec::new();
+        };
+        let mut funding: Vec<(CurrencyIndex, Total)> = self
+            .grant_funding
+            .iter()
+            .filter(|((g, _), _)| *g == label)
+            .map(|((_, currency), total)| (*currency, *total))
+            .collect();
+        funding.sort_unstable_by_key(|(currency, _)| currency_code(*currency));
+        funding
     }
 }
