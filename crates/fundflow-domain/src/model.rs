@@ -279,8 +279,12 @@ impl ModelState {
         for c in cells {
             let currency = currency_code(c.currency);
             let minor = minor_unit(currency);
-            let (partner, grant, sector, donor) =
-                (name(c.partner), name(c.grant), name(c.sector), name(c.donor));
+            let (partner, grant, sector, donor) = (
+                name(c.partner),
+                name(c.grant),
+                name(c.sector),
+                name(c.donor),
+            );
             writeln!(
                 out,
                 "cell {} {}:{partner} {}:{grant} {}:{sector} {}:{donor} {} {} {} {currency} {} {} {}",

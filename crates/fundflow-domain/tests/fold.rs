@@ -783,3 +783,188 @@ fn rejection_messages_name_the_field_and_the_rule() {
         "allocations[1].value: \"5.001\" has more decimals than USD allows (2)"
     );
 }
+
+/// A cell as (day, partner, grant, sector, donor, recipient, kind, amount).
+fn day_cells(
+    ledger: &Ledger,
+) -> Vec<(
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+)> {
+    let mut cells: Vec<_> = ledger
+        .cells(fundflow_domain::CellLevel::Day)
+        .into_iter()
+        .map(|c| {
+            (
+                c.day.unwrap().to_string(),
+                c.partner.to_owned(),
+                c.grant.unwrap().to_owned(),
+                c.sector.unwrap().to_owned(),
+                c.donor.unwrap().to_owned(),
+                c.node.key().to_owned(),
+                c.kind.as_str().to_owned(),
+                c.total.amount.to_string(),
+            )
+        })
+        .collect();
+    cells.sort();
+    cells
+}
+
+#[test]
+fn a_payment_counts_under_its_pledges_grant_sector_and_donor_unless_it_names_its_own_donor() {
+    let pledged = envelope(
+        P,
+        1,
+        pledge("sg-2020-01", flow("100.00", "USD", &[("NGA", "100.00")])),
+    );
+    let paid = envelope(
+        P,
+        2,
+        payment(
+            "pay-1",
+            "sg-2020-01",
+            flow("30.00", "USD", &[("NGA", "30.00")]),
+        ),
+    );
+    let mut named = payment(
+        "pay-2",
+        "sg-2020-01",
+        flow("20.00", "USD", &[("NGA", "20.00")]),
+    );
+    if let v1::envelope::Body::ContributionPaid(p) = &mut named {
+        p.donor = "Municipality of Abuja".into();
+    }
+    let named = edit(envelope(P, 3, named), |e| {
+        e.occurred_on = "2021-03-04".into();
+        e.recorded_at = "2021-03-05T09:00:00Z".into();
+    });
+    let mut elsewhere = parallel_funding("pf-1", flow("7.00", "USD", &[("NGA", "7.00")]));
+    if let v1::envelope::Body::ParallelFundingMobilized(p) = &mut elsewhere {
+        p.grant_id = "sg-2020-01".into();
+    }
+    let elsewhere = envelope("nbrc", 4, elsewhere);
+    let ledger = given([pledged, paid, named, elsewhere]).ledger;
+    let row = |day: &str, partner: &str, sector: &str, donor: &str, kind: &str, amount: &str| {
+        (
+            day.to_owned(),
+            partner.to_owned(),
+            "sg-2020-01".to_owned(),
+            sector.to_owned(),
+            donor.to_owned(),
+            "NGA".to_owned(),
+            kind.to_owned(),
+            amount.to_owned(),
+        )
+    };
+    assert_eq!(
+        day_cells(&ledger),
+        [
+            row(
+                "2020-12-15",
+                P,
+                "health",
+                "Test Foundation",
+                "paid",
+                "30.00"
+            ),
+            row(
+                "2020-12-15",
+                P,
+                "health",
+                "Test Foundation",
+                "pledged",
+                "100.00"
+            ),
+            row(
+                "2020-12-15",
+                "nbrc",
+                "",
+                "Implementing partner",
+                "parallel_funding",
+                "7.00"
+            ),
+            row(
+                "2021-03-04",
+                P,
+                "health",
+                "Municipality of Abuja",
+                "paid",
+                "20.00"
+            ),
+        ]
+    );
+    let funding = ledger.grant_funding("sg-2020-01");
+    assert_eq!(funding.len(), 1);
+    assert_eq!(funding[0].1.usd_equivalent.to_string(), "7.00");
+    let pledge = ledger.pledge_row(P, "sg-2020-01").unwrap();
+    assert_eq!(
+        (
+            pledge.donor.as_str(),
+            pledge.sector.as_str(),
+            pledge.pledged_usd.map(|d| d.to_string()),
+            pledge.paid_usd.to_string(),
+            pledge.payments_unconverted
+        ),
+        (
+            "Test Foundation",
+            "health",
+            Some("100.00".into()),
+            "50.00".into(),
+            0
+        )
+    );
+}
+
+#[test]
+fn a_reversal_takes_a_flow_out_of_the_cells_of_its_own_day_and_outcomes_count_by_day() {
+    let paid = edit(
+        envelope(
+            P,
+            1,
+            payment("pay-1", "", flow("5.00", "EUR", &[("NPL", "5.00")])),
+        ),
+        |e| e.occurred_on = "2020-06-30".into(),
+    );
+    let bad = edit(
+        envelope(
+            P,
+            2,
+            payment("pay-2", "", flow("5.00", "XYZ", &[("NPL", "5.00")])),
+        ),
+        |e| e.occurred_on = "2020-06-30".into(),
+    );
+    let mut ledger = Ledger::new();
+    assert_eq!(ledger.apply(1, &paid.encode_to_vec()), Outcome::Applied);
+    let outcome = ledger.apply(2, &bad.encode_to_vec());
+    assert_eq!(outcome.code(), Some(RejectCode::UnknownCurrency));
+    assert_eq!(day_cells(&ledger).len(), 1);
+    let days: Vec<_> = ledger
+        .day_outcomes()
+        .map(|(d, o)| (d.to_string(), o.applied, o.rejected))
+        .collect();
+    assert_eq!(days, [("2020-06-30".to_owned(), 1, 1)]);
+    let ledger = given([paid, envelope(P, 3, reversal(1))]).ledger;
+    assert!(
+        day_cells(&ledger).is_empty(),
+        "counted in no period once reversed"
+    );
+    assert!(ledger.cells(fundflow_domain::CellLevel::Year).is_empty());
+    let days: Vec<_> = ledger
+        .day_outcomes()
+        .map(|(d, o)| (d.to_string(), o.applied, o.rejected))
+        .collect();
+    assert_eq!(
+        days,
+        [
+            ("2020-06-30".to_owned(), 1, 0),
+            ("2020-12-15".to_owned(), 1, 0)
+        ]
+    );
+}

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use fundflow_api::Report;
-use fundflow_domain::{Ledger, Node, Outcome, Scope, TotalKey, TotalKind};
+use fundflow_domain::{CellLevel, Ledger, Node, Outcome, Scope, TotalKey, TotalKind};
 use fundflow_gen::{
     envelope, flow, in_kind, parallel_funding, payment, pledge, reversal, with_rate,
 };
@@ -102,8 +102,20 @@ fn apply_all(ledger: &mut Ledger, envelopes: &[v1::Envelope]) -> Vec<Outcome> {
         .collect()
 }
 
-/// Everything the property says must be restored: totals, quantities, pledge balances.
-fn balances(ledger: &Ledger) -> (Report, Vec<String>) {
+/// Every cell at every level and every quantity cell, as sorted text.
+fn cells(ledger: &Ledger) -> Vec<String> {
+    let mut cells: Vec<String> = [CellLevel::Year, CellLevel::Month, CellLevel::Day]
+        .into_iter()
+        .flat_map(|level| ledger.cells(level))
+        .map(|c| format!("{c:?}"))
+        .chain(ledger.quantity_cells().iter().map(|q| format!("{q:?}")))
+        .collect();
+    cells.sort();
+    cells
+}
+
+/// Everything the property says must be restored: totals, quantities, pledge balances, cells.
+fn balances(ledger: &Ledger) -> (Report, Vec<String>, Vec<String>) {
     let mut report = Report::of(ledger);
     report.rejected.clear();
     report.last_seq = 0;
@@ -111,7 +123,22 @@ fn balances(ledger: &Ledger) -> (Report, Vec<String>) {
     report.model_digest.clear();
     let mut pledges: Vec<String> = ledger.pledges().map(|p| format!("{p:?}")).collect();
     pledges.sort();
-    (report, pledges)
+    (report, pledges, cells(ledger))
+}
+
+/// The sums of cells per (recipient, kind, currency): at every level, the direct totals.
+fn summed(cells: &[fundflow_domain::CellRef<'_>]) -> BTreeMap<TotalKey, fundflow_domain::Total> {
+    let mut sums = BTreeMap::new();
+    for cell in cells {
+        let key = TotalKey {
+            node: cell.node,
+            kind: cell.kind,
+            currency: cell.currency,
+        };
+        let sum: &mut fundflow_domain::Total = sums.entry(key).or_default();
+        *sum = sum.plus(&cell.total);
+    }
+    sums
 }
 
 proptest! {
@@ -171,6 +198,29 @@ proptest! {
             })
             .collect();
         prop_assert_eq!(direct, naive);
+    }
+
+    #[test]
+    fn cells_at_every_level_add_up_to_the_direct_totals(
+        specs in prop::collection::vec(spec(), 1..30),
+        reversed in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        let mut ledger = Ledger::new();
+        let envelopes: Vec<_> = specs.iter().enumerate().map(|(i, s)| s.envelope(i as u128 + 1)).collect();
+        apply_all(&mut ledger, &envelopes);
+        for index in reversed {
+            let target = &envelopes[index.index(envelopes.len())];
+            let id = fundflow_domain::wire::parse_event_id(&target.event_id).unwrap();
+            let undo = envelope(&target.partner_id, 10_000 + id, reversal(id));
+            apply_all(&mut ledger, &[undo]);
+        }
+        let direct: BTreeMap<TotalKey, fundflow_domain::Total> =
+            ledger.direct_totals().map(|(k, t)| (*k, *t)).collect();
+        for level in [CellLevel::Year, CellLevel::Month, CellLevel::Day] {
+            let cells = ledger.cells(level);
+            prop_assert!(cells.iter().all(|c| !c.total.is_zero() && c.level() == level));
+            prop_assert_eq!(&summed(&cells), &direct, "at {:?}", level);
+        }
     }
 
     #[test]

@@ -121,7 +121,11 @@ impl Ledger {
                     TotalKind::Pledged,
                     flow,
                     PledgeChange::Record { pledge_id, lines },
-                    (Label::Name(pledge_id), Label::Name(sector), Label::Name(donor)),
+                    (
+                        Label::Name(pledge_id),
+                        Label::Name(sector),
+                        Label::Name(donor),
+                    ),
                 )
             }
             EventBody::ContributionPaid {
@@ -138,7 +142,11 @@ impl Ledger {
                     TotalKind::Paid,
                     flow,
                     PledgeChange::Pay(index),
-                    (Label::Name(pledge_id), Label::Interned(pledge.sector), donor),
+                    (
+                        Label::Name(pledge_id),
+                        Label::Interned(pledge.sector),
+                        donor,
+                    ),
                 )
             }
             EventBody::ContributionPaid {

@@ -240,7 +240,12 @@ impl Ledger {
                 step(cells, key, Total::of(part.value, part.usd), sign);
                 if effect.kind == TotalKind::ParallelFunding {
                     let key = (dims.grant, effect.currency);
-                    step(&mut self.grant_funding, key, Total::of(part.value, part.usd), sign);
+                    step(
+                        &mut self.grant_funding,
+                        key,
+                        Total::of(part.value, part.usd),
+                        sign,
+                    );
                 }
             }
             if cells.is_empty() {

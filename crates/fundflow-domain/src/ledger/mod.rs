@@ -585,7 +585,13 @@ impl Ledger {
             .map(move |(key, total)| self.cell_ref(block.month, partner, key, *total))
     }
 
-    fn cell_ref<'a>(&'a self, month: Month, partner: &'a str, key: &CellKey, total: Total) -> CellRef<'a> {
+    fn cell_ref<'a>(
+        &'a self,
+        month: Month,
+        partner: &'a str,
+        key: &CellKey,
+        total: Total,
+    ) -> CellRef<'a> {
         CellRef {
             year: month.year(),
             month: Some(month),
@@ -604,10 +610,7 @@ impl Ledger {
     /// Every cell at `level`: the fold's own at the Day level, summed at the coarser ones
     /// (see [`coarsen`]). In no particular order at the Day level, sorted at the others.
     pub fn cells(&self, level: CellLevel) -> Vec<CellRef<'_>> {
-        let day = self
-            .cells
-            .keys()
-            .flat_map(|block| self.cell_refs(*block));
+        let day = self.cells.keys().flat_map(|block| self.cell_refs(*block));
         match level {
             CellLevel::Day => day.collect(),
             coarser => coarsen(day, coarser),
