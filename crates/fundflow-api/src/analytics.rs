@@ -1,0 +1,1333 @@
+//! The reviewers' analytics (issue 12), shared by the server and by the auditor's replay: the
+//! parameters of `GET /v1/totals` with `group_by` and its filters, and the grouping of cells into
+//! total rows.
+//!
+//! The server reads cells from its read model and a replay from `Ledger::cells`; both hand them
+//! to [`grouped_total_rows`] here, so that the same query at the same seq gives
+//! the same rows by the same code. Neither function knows where its cells come from: the caller
+//! reads the cells of [`TotalsQuery::level`] (or finer) for [`TotalsQuery::periods`], and the
+//! functions filter, roll up and sum.
+//!
+//! No floats: amounts are `Decimal`, summed with checked adds.
+
+use std::fmt;
+
+use fundflow_domain::{
+    CellLevel, CellRef, DayOutcomes, Month, Node, Scope, Total, TotalKind, currency_code, wire,
+};
+use fundflow_refdata::CurrencyIndex;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use time::Date;
+
+use crate::report::{TotalRow, total_row};
+
+/// A query parameter breaks a rule: the client fixes the request (HTTP 400). The front turns it
+/// into a problem whose `field` is `parameter`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct QueryParamError {
+    /// A stable code: `invalid_group_by`, `invalid_date`, `invalid_range`, `invalid_scope`,
+    /// `invalid_kind`, `invalid_currency` or `invalid_partner`.
+    pub code: &'static str,
+    /// The parameter to blame, as the API names it (`group_by`, `from`, ...).
+    pub parameter: &'static str,
+    /// The parameter and the rule, in one sentence that starts with the parameter's name.
+    pub detail: String,
+}
+
+impl QueryParamError {
+    fn new(code: &'static str, parameter: &'static str, rule: impl fmt::Display) -> Self {
+        QueryParamError {
+            code,
+            parameter,
+            detail: format!("{parameter} {rule}"),
+        }
+    }
+}
+
+/// Why cells did not make rows. Neither can follow from a request: each is a caller's bug or a
+/// broken invariant of the fold, reported as an error rather than a panic or a clamped figure
+/// (the front answers 500).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalyticsError {
+    /// The caller read cells coarser than the query needs (see [`TotalsQuery::level`]): they
+    /// lack a dimension it filters or groups by.
+    #[error("a cell at the {got:?} level was given to a query that needs the {needed:?} level")]
+    CellTooCoarse {
+        /// The level the query needs.
+        needed: CellLevel,
+        /// The level of the cell given.
+        got: CellLevel,
+    },
+    /// A sum left `Decimal`'s exact range. Cells are non-negative parts of direct totals, each
+    /// capped at 10^26 by the fold, and no sum here adds more than the reference data's nodes'
+    /// worth of them, so this does not happen while the cap holds.
+    #[error("the sum of {what} leaves the exact decimal range")]
+    Overflow {
+        /// Which figure.
+        what: &'static str,
+    },
+}
+
+/// One dimension a total can be grouped by, besides its recipient, kind and currency. The
+/// declaration order is the fixed order of the columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    /// The submitting partner.
+    Partner,
+    /// The year of `occurred_on`, `"2020"`.
+    Year,
+    /// The quarter of `occurred_on`, `"2020-Q3"`.
+    Quarter,
+    /// The month of `occurred_on`, `"2020-09"`.
+    Month,
+    /// The grant: a pledge's id, a payment's pledge, parallel funding's grant id; else `""`.
+    Grant,
+    /// A pledge's sector, inherited by its payments; else `""`.
+    Sector,
+    /// The donor (parallel funding's source; a payment's own or its pledge's); else `""`.
+    Donor,
+}
+
+impl Dimension {
+    /// Every dimension, in column order.
+    pub const ALL: [Dimension; 7] = [
+        Dimension::Partner,
+        Dimension::Year,
+        Dimension::Quarter,
+        Dimension::Month,
+        Dimension::Grant,
+        Dimension::Sector,
+        Dimension::Donor,
+    ];
+
+    /// The name used in `group_by`, as a row's field and as a CSV column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Partner => "partner",
+            Dimension::Year => "year",
+            Dimension::Quarter => "quarter",
+            Dimension::Month => "month",
+            Dimension::Grant => "grant",
+            Dimension::Sector => "sector",
+            Dimension::Donor => "donor",
+        }
+    }
+
+    /// The dimension named `name`, the inverse of [`Dimension::as_str`].
+    pub fn parse(name: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    /// The coarsest level of cells that keeps this dimension.
+    pub fn level(self) -> CellLevel {
+        match self {
+            Dimension::Partner | Dimension::Year => CellLevel::Year,
+            Dimension::Quarter | Dimension::Month | Dimension::Grant => CellLevel::Month,
+            Dimension::Sector | Dimension::Donor => CellLevel::Day,
+        }
+    }
+
+    /// A row's value of this dimension (`None` when the row is not grouped by it).
+    pub fn value_of(self, row: &TotalRow) -> Option<&str> {
+        match self {
+            Dimension::Partner => row.partner.as_deref(),
+            Dimension::Year => row.year.as_deref(),
+            Dimension::Quarter => row.quarter.as_deref(),
+            Dimension::Month => row.month.as_deref(),
+            Dimension::Grant => row.grant.as_deref(),
+            Dimension::Sector => row.sector.as_deref(),
+            Dimension::Donor => row.donor.as_deref(),
+        }
+    }
+
+    fn names() -> String {
+        Dimension::ALL.map(Dimension::as_str).join(", ")
+    }
+}
+
+/// Parses `group_by`, a comma list of dimension names (spaces around a name are ignored), into
+/// the dimensions in column order. An unknown, empty or repeated name is refused: a typo must not
+/// silently give another grouping.
+pub fn parse_group_by(text: &str) -> Result<Vec<Dimension>, QueryParamError> {
+    let invalid = |rule: String| QueryParamError::new("invalid_group_by", "group_by", rule);
+    let mut dimensions = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err(invalid(format!(
+                "{text:?} has an empty name; give a comma list of {}",
+                Dimension::names()
+            )));
+        }
+        let dimension = Dimension::parse(name).ok_or_else(|| {
+            invalid(format!(
+                "{name:?} is not a dimension; the dimensions are {}",
+                Dimension::names()
+            ))
+        })?;
+        if dimensions.contains(&dimension) {
+            return Err(invalid(format!("names {name:?} twice")));
+        }
+        dimensions.push(dimension);
+    }
+    dimensions.sort_unstable();
+    Ok(dimensions)
+}
+
+/// An inclusive range of `occurred_on` dates, open at either end when not given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Period {
+    /// The first day counted.
+    pub from: Option<Date>,
+    /// The last day counted.
+    pub to: Option<Date>,
+}
+
+impl Period {
+    /// Parses `from` and `to` (ISO dates, `YYYY-MM-DD`); `from` after `to` is refused rather
+    /// than read as an empty period, which is never what was meant.
+    pub fn parse(from: Option<&str>, to: Option<&str>) -> Result<Period, QueryParamError> {
+        let date = |parameter: &'static str, text: Option<&str>| {
+            text.map(|text| {
+                wire::parse_date(text).ok_or_else(|| {
+                    QueryParamError::new(
+                        "invalid_date",
+                        parameter,
+                        format_args!("{text:?} is not a date of the form YYYY-MM-DD"),
+                    )
+                })
+            })
+            .transpose()
+        };
+        let period = Period {
+            from: date("from", from)?,
+            to: date("to", to)?,
+        };
+        if let (Some(from), Some(to)) = (period.from, period.to)
+            && from > to
+        {
+            return Err(QueryParamError::new(
+                "invalid_range",
+                "to",
+                format_args!("{to} is before from {from}"),
+            ));
+        }
+        Ok(period)
+    }
+
+    /// Whether `day` is in the period.
+    pub fn contains(&self, day: Date) -> bool {
+        self.from.is_none_or(|from| from <= day) && self.to.is_none_or(|to| day <= to)
+    }
+
+    /// The coarsest level whose periods the bounds fall on: Year when each bound is open or on
+    /// a year's boundary (`from` a 1 January, `to` a 31 December), Month when on a month's,
+    /// else Day. Cells of that level are whole inside or whole outside the period.
+    pub fn level(&self) -> CellLevel {
+        let from = self.from.map_or(CellLevel::Year, |from| {
+            if from.ordinal() == 1 {
+                CellLevel::Year
+            } else if from.day() == 1 {
+                CellLevel::Month
+            } else {
+                CellLevel::Day
+            }
+        });
+        let to = self.to.map_or(CellLevel::Year, |to| {
+            let last_of_month = to.next_day().is_none_or(|next| next.day() == 1);
+            if last_of_month && to.month() == time::Month::December {
+                CellLevel::Year
+            } else if last_of_month {
+                CellLevel::Month
+            } else {
+                CellLevel::Day
+            }
+        });
+        from.max(to)
+    }
+
+    /// The periods to read at `level`: years at the Year level, months at the Month and Day
+    /// levels (day cells are stored in monthly blocks); `None` when the period is unbounded.
+    pub fn periods(&self, level: CellLevel) -> Option<Periods> {
+        if self.from.is_none() && self.to.is_none() {
+            return None;
+        }
+        Some(match level {
+            CellLevel::Year => Periods::Years {
+                first: self.from.map(Date::year),
+                last: self.to.map(Date::year),
+            },
+            CellLevel::Month | CellLevel::Day => Periods::Months {
+                first: self.from.map(Month::of),
+                last: self.to.map(Month::of),
+            },
+        })
+    }
+
+    /// The records applied and rejected whose `occurred_on` is in the period, from the per-day
+    /// counts of a ledger or a read model: the summary's `events_applied` and `events_rejected`.
+    pub fn outcomes(&self, days: impl IntoIterator<Item = (Date, DayOutcomes)>) -> DayOutcomes {
+        days.into_iter()
+            .filter(|(day, _)| self.contains(*day))
+            .fold(DayOutcomes::default(), |sum, (_, day)| DayOutcomes {
+                // Counts of records in a log: u64 does not run out.
+                applied: sum.applied.saturating_add(day.applied),
+                rejected: sum.rejected.saturating_add(day.rejected),
+            })
+    }
+
+    /// Whether a cell's flows are in the period, judged by the finest date the cell keeps. A
+    /// coarser cell is judged by its month or year, which is exact when the period falls on
+    /// that level's boundaries ([`Period::level`]), as the caller's choice of level ensures.
+    fn admits(&self, cell: &CellRef<'_>) -> bool {
+        match (cell.day, cell.month) {
+            (Some(day), _) => self.contains(day),
+            (None, Some(month)) => {
+                self.from.is_none_or(|from| Month::of(from) <= month)
+                    && self.to.is_none_or(|to| month <= Month::of(to))
+            }
+            (None, None) => {
+                self.from.is_none_or(|from| from.year() <= cell.year)
+                    && self.to.is_none_or(|to| cell.year <= to.year())
+            }
+        }
+    }
+}
+
+/// The years or months of cells a query reads, inclusive, open at an end given as `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Periods {
+    /// Year blocks, for a query at the Year level.
+    Years {
+        /// The first year.
+        first: Option<i32>,
+        /// The last year.
+        last: Option<i32>,
+    },
+    /// Month blocks, for a query at the Month or Day level.
+    Months {
+        /// The first month.
+        first: Option<Month>,
+        /// The last month.
+        last: Option<Month>,
+    },
+}
+
+impl Periods {
+    /// Whether any of `year` is to be read.
+    pub fn contains_year(&self, year: i32) -> bool {
+        let (first, last) = match *self {
+            Periods::Years { first, last } => (first, last),
+            Periods::Months { first, last } => (first.map(Month::year), last.map(Month::year)),
+        };
+        first.is_none_or(|f| f <= year) && last.is_none_or(|l| year <= l)
+    }
+
+    /// Whether `month` is to be read.
+    pub fn contains_month(&self, month: Month) -> bool {
+        match *self {
+            Periods::Years { .. } => self.contains_year(month.year()),
+            Periods::Months { first, last } => {
+                first.is_none_or(|f| f <= month) && last.is_none_or(|l| month <= l)
+            }
+        }
+    }
+}
+
+/// The raw query parameters of `GET /v1/totals` (and of `fundflow totals`, `audit replay`),
+/// as strings, before validation by [`TotalsQuery::parse`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotalsParams {
+    /// `country`, `region`, `subregion`, `intermediate` or `global`; all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// `pledged`, `paid`, `parallel_funding` or `in_kind`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// An ISO 4217 code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// A country's alpha-3 or an area's M49 code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A comma list of dimensions (see [`Dimension`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// A partner id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// A grant id (empty: flows with no grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// A sector (empty: flows with none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector: Option<String>,
+    /// A donor (empty: flows with none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub donor: Option<String>,
+    /// The first `occurred_on` counted, `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The last `occurred_on` counted, `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// A validated totals query. The default is today's plain query: every scope, no filter, no
+/// grouping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TotalsQuery {
+    /// Only rows of this scope.
+    pub scope: Option<Scope>,
+    /// Only this kind.
+    pub kind: Option<TotalKind>,
+    /// Only this currency.
+    pub currency: Option<CurrencyIndex>,
+    /// Only the row of this country or area key.
+    pub key: Option<String>,
+    /// The dimensions grouped by, in column order, each once.
+    pub group_by: Vec<Dimension>,
+    /// Only this partner's flows.
+    pub partner: Option<String>,
+    /// Only flows of this grant (`""` is the value of flows without one).
+    pub grant: Option<String>,
+    /// Only flows of this sector.
+    pub sector: Option<String>,
+    /// Only flows of this donor.
+    pub donor: Option<String>,
+    /// Only flows whose `occurred_on` is in this period.
+    pub period: Period,
+}
+
+impl TotalsQuery {
+    /// Validates the raw parameters; each error names its parameter and the rule. `grant`,
+    /// `sector` and `donor` are free text (empty included) and a `key` that names nothing
+    /// matches nothing, as before.
+    pub fn parse(params: &TotalsParams) -> Result<TotalsQuery, QueryParamError> {
+        let scope = params
+            .scope
+            .as_deref()
+            .map(|name| {
+                Scope::parse(name).ok_or_else(|| {
+                    let names = Scope::ALL.map(Scope::as_str).join(", ");
+                    QueryParamError::new(
+                        "invalid_scope",
+                        "scope",
+                        format_args!("{name:?} is not one of {names}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let kind = params
+            .kind
+            .as_deref()
+            .map(|name| {
+                TotalKind::parse(name).ok_or_else(|| {
+                    let names = TotalKind::ALL.map(TotalKind::as_str).join(", ");
+                    QueryParamError::new(
+                        "invalid_kind",
+                        "kind",
+                        format_args!("{name:?} is not one of {names}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let currency = params
+            .currency
+            .as_deref()
+            .map(|code| {
+                fundflow_refdata::currency_by_code(code).ok_or_else(|| {
+                    QueryParamError::new(
+                        "invalid_currency",
+                        "currency",
+                        format_args!("{code:?} is not an ISO 4217 code"),
+                    )
+                })
+            })
+            .transpose()?;
+        let group_by = params
+            .group_by
+            .as_deref()
+            .map(parse_group_by)
+            .transpose()?
+            .unwrap_or_default();
+        if let Some(partner) = &params.partner
+            && !wire::is_valid_partner_id(partner)
+        {
+            return Err(QueryParamError::new(
+                "invalid_partner",
+                "partner",
+                format_args!("{partner:?} is not a partner id ([a-z0-9][a-z0-9-]{{0,63}})"),
+            ));
+        }
+        Ok(TotalsQuery {
+            scope,
+            kind,
+            currency,
+            key: params.key.clone(),
+            group_by,
+            partner: params.partner.clone(),
+            grant: params.grant.clone(),
+            sector: params.sector.clone(),
+            donor: params.donor.clone(),
+            period: Period::parse(params.from.as_deref(), params.to.as_deref())?,
+        })
+    }
+
+    /// The coarsest level of cells that has every dimension the query groups or filters by,
+    /// and whose periods its `from` and `to` fall on the boundaries of: Year for partner and
+    /// year alone, Month for quarter, month or grant, Day for sector or donor or dates inside a
+    /// month. Reading the coarsest level reads the fewest cells.
+    pub fn level(&self) -> CellLevel {
+        let filters = [
+            (self.partner.is_some(), CellLevel::Year),
+            (self.grant.is_some(), CellLevel::Month),
+            (self.sector.is_some(), CellLevel::Day),
+            (self.donor.is_some(), CellLevel::Day),
+        ];
+        self.group_by
+            .iter()
+            .map(|d| d.level())
+            .chain(filters.into_iter().filter(|(on, _)| *on).map(|(_, l)| l))
+            .fold(self.period.level(), CellLevel::max)
+    }
+
+    /// The years or months to read at [`TotalsQuery::level`]; `None`: all.
+    pub fn periods(&self) -> Option<Periods> {
+        self.period.periods(self.level())
+    }
+
+    fn grouped(&self, dimension: Dimension) -> bool {
+        self.group_by.contains(&dimension)
+    }
+
+    /// Whether a cell's flows count, by every filter that is not about the recipient (those
+    /// apply to the roll-up's nodes).
+    fn admits(&self, cell: &CellRef<'_>) -> bool {
+        let matches = |wanted: &Option<String>, value: Option<&str>| {
+            wanted.as_deref().is_none_or(|w| value == Some(w))
+        };
+        self.kind.is_none_or(|k| cell.kind == k)
+            && self.currency.is_none_or(|c| cell.currency == c)
+            && matches(&self.partner, Some(cell.partner))
+            && matches(&self.grant, cell.grant)
+            && matches(&self.sector, cell.sector)
+            && matches(&self.donor, cell.donor)
+            && self.period.admits(cell)
+    }
+
+    /// Whether a node of a cell's roll-up is reported.
+    fn reports(&self, node: Node) -> bool {
+        self.scope.is_none_or(|s| node.scope() == s)
+            && self.key.as_deref().is_none_or(|k| node.key() == k)
+    }
+}
+
+/// The dimensions of a row, `None` for a dimension not grouped by; their field order is the
+/// column order, which the derived `Ord` sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Dims<'a> {
+    partner: Option<&'a str>,
+    year: Option<i32>,
+    quarter: Option<(i32, u8)>,
+    month: Option<Month>,
+    grant: Option<&'a str>,
+    sector: Option<&'a str>,
+    donor: Option<&'a str>,
+}
+
+/// A row's key before formatting: recipient, dimensions, kind, currency.
+type RowKey<'a> = (Node, Dims<'a>, TotalKind, CurrencyIndex);
+
+/// The total rows of a query, from cells at [`TotalsQuery::level`] or finer: each cell that
+/// passes the filters is added to its recipient and every M49 area above it (those of the
+/// query's scope and key), grouped by the query's dimensions, kind and currency; zero rows are
+/// dropped, and rows are sorted by scope, key, dimensions, kind and currency. Without grouping
+/// or the new filters, the rows are [`crate::total_rows`]'s.
+pub fn grouped_total_rows<'a>(
+    cells: impl IntoIterator<Item = CellRef<'a>>,
+    query: &TotalsQuery,
+) -> Result<Vec<TotalRow>, AnalyticsError> {
+    let overflow = || AnalyticsError::Overflow { what: "a total" };
+    let needed = query.level();
+    let [partner, year, quarter, month, grant, sector, donor] =
+        Dimension::ALL.map(|d| query.grouped(d));
+    // Sum per recipient as allocated first, then roll the sums up: a query that reads finer
+    // cells than it groups by (a replay's day cells, a period cut by day) rolls up each sum
+    // once rather than each cell.
+    let mut direct: FxHashMap<RowKey<'a>, Total> = FxHashMap::default();
+    for cell in cells {
+        check_level(&cell, needed)?;
+        if !query.admits(&cell) {
+            continue;
+        }
+        let dims = Dims {
+            partner: partner.then_some(cell.partner),
+            year: year.then_some(cell.year),
+            quarter: cell
+                .month
+                .filter(|_| quarter)
+                .map(|m| (m.year(), m.quarter())),
+            month: cell.month.filter(|_| month),
+            grant: cell.grant.filter(|_| grant),
+            sector: cell.sector.filter(|_| sector),
+            donor: cell.donor.filter(|_| donor),
+        };
+        let sum = direct
+            .entry((cell.node, dims, cell.kind, cell.currency))
+            .or_default();
+        *sum = add(sum, &cell.total).ok_or_else(overflow)?;
+    }
+    let mut rolled: FxHashMap<RowKey<'a>, Total> = FxHashMap::default();
+    for ((node, dims, kind, currency), total) in direct {
+        for at in node.rollup().filter(|&n| query.reports(n)) {
+            let sum = rolled.entry((at, dims, kind, currency)).or_default();
+            *sum = add(sum, &total).ok_or_else(overflow)?;
+        }
+    }
+    let mut rows: Vec<(RowKey<'a>, Total)> = rolled
+        .into_iter()
+        .filter(|(_, total)| !is_zero(total))
+        .collect();
+    // The order of `total_rows`: scope, key, then the dimensions, kind and currency code.
+    let order = |(node, dims, kind, currency): &RowKey<'a>| {
+        (
+            node.scope(),
+            node.key(),
+            *dims,
+            *kind,
+            currency_code(*currency),
+        )
+    };
+    rows.sort_unstable_by(|(a, _), (b, _)| order(a).cmp(&order(b)));
+    Ok(rows
+        .into_iter()
+        .map(|((node, dims, kind, currency), total)| TotalRow {
+            partner: dims.partner.map(str::to_owned),
+            year: dims.year.map(|y| format!("{y:04}")),
+            quarter: dims.quarter.map(|(y, q)| format!("{y:04}-Q{q}")),
+            month: dims.month.map(|m| m.to_string()),
+            grant: dims.grant.map(str::to_owned),
+            sector: dims.sector.map(str::to_owned),
+            donor: dims.donor.map(str::to_owned),
+            ..total_row(node, kind, currency, &total)
+        })
+        .collect())
+}
+
+/// Refuses a cell coarser than `needed`: it lacks a dimension the query uses, and guessing it
+/// would give wrong rows.
+fn check_level(cell: &CellRef<'_>, needed: CellLevel) -> Result<(), AnalyticsError> {
+    let got = cell.level();
+    if got < needed {
+        return Err(AnalyticsError::CellTooCoarse { needed, got });
+    }
+    Ok(())
+}
+
+/// `a + b`, part by part, or `None` when a part leaves `Decimal`'s range. Never clamped: a
+/// clamped total would be a wrong figure that looks right.
+fn add(a: &Total, b: &Total) -> Option<Total> {
+    Some(Total {
+        amount: a.amount.checked_add(b.amount)?,
+        usd_equivalent: a.usd_equivalent.checked_add(b.usd_equivalent)?,
+        unconverted: a.unconverted.checked_add(b.unconverted)?,
+    })
+}
+
+fn is_zero(total: &Total) -> bool {
+    total.amount.is_zero() && total.usd_equivalent.is_zero() && total.unconverted.is_zero()
+}
+
+/// The total rows as CSV: `scope,key,name`, one column per dimension grouped by (in column
+/// order), then `kind,currency,amount,usd_equivalent,unconverted`. Without grouping, the columns
+/// of `fundflow totals --format csv` plus the name, as before.
+pub fn totals_csv(rows: &[TotalRow], group_by: &[Dimension]) -> Result<Vec<u8>, csv::Error> {
+    let mut dimensions = group_by.to_vec();
+    dimensions.sort_unstable();
+    dimensions.dedup();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["scope", "key", "name"];
+    header.extend(dimensions.iter().map(|d| d.as_str()));
+    header.extend([
+        "kind",
+        "currency",
+        "amount",
+        "usd_equivalent",
+        "unconverted",
+    ]);
+    writer.write_record(&header)?;
+    for row in rows {
+        let mut record = vec![row.scope.as_str(), &row.key, &row.name];
+        record.extend(dimensions.iter().map(|d| d.value_of(row).unwrap_or("")));
+        record.extend([
+            row.kind.as_str(),
+            &row.currency,
+            &row.amount,
+            &row.usd_equivalent,
+            &row.unconverted,
+        ]);
+        writer.write_record(&record)?;
+    }
+    into_bytes(writer)
+}
+
+fn into_bytes(writer: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, csv::Error> {
+    writer
+        .into_inner()
+        .map_err(|err| csv::Error::from(err.into_error()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+    use std::collections::BTreeMap;
+
+    fn d(text: &str) -> Decimal {
+        fundflow_domain::money::parse_decimal(text).unwrap()
+    }
+
+    /// A generated ledger of a few thousand records: many partners, currencies, areas,
+    /// payments against pledges and reversals.
+    fn generated() -> &'static fundflow_domain::Ledger {
+        static LEDGER: std::sync::LazyLock<fundflow_domain::Ledger> =
+            std::sync::LazyLock::new(fold_generated);
+        &LEDGER
+    }
+
+    fn fold_generated() -> fundflow_domain::Ledger {
+        let config = fundflow_gen::GenConfig {
+            events: 3_000,
+            ..fundflow_gen::GenConfig::default()
+        };
+        let mut ledger = fundflow_domain::Ledger::new();
+        for (seq, record) in (1..).zip(fundflow_gen::LogGenerator::new(7, config)) {
+            ledger.apply(seq, &record);
+        }
+        ledger
+    }
+
+    #[test]
+    fn without_grouping_the_rows_are_todays_at_every_level() {
+        let ledger = generated();
+        let state = ledger.model_state();
+        let levels = [CellLevel::Year, CellLevel::Month, CellLevel::Day];
+        for scope in Scope::ALL.map(Some).into_iter().chain([None]) {
+            let today = crate::report::total_rows(&state, scope);
+            assert!(!today.is_empty());
+            let query = TotalsQuery {
+                scope,
+                ..TotalsQuery::default()
+            };
+            assert_eq!(query.level(), CellLevel::Year);
+            for level in levels {
+                let rows = grouped_total_rows(ledger.cells(level), &query).unwrap();
+                assert_eq!(rows, today, "{scope:?} from {level:?} cells");
+            }
+        }
+        // The old filters, applied by the server after the rows, are applied to the cells.
+        let params = ps(&[("kind", "paid"), ("currency", "EUR"), ("key", "002")]);
+        let today: Vec<TotalRow> = crate::report::total_rows(&state, None)
+            .into_iter()
+            .filter(|r| r.kind == "paid" && r.currency == "EUR" && r.key == "002")
+            .collect();
+        assert_eq!(today.len(), 1);
+        assert_eq!(rows(&ledger.cells(CellLevel::Year), params), today);
+    }
+
+    #[test]
+    fn grouped_rows_add_up_to_the_ungrouped_ones() {
+        let ledger = generated();
+        let plain =
+            grouped_total_rows(ledger.cells(CellLevel::Year), &TotalsQuery::default()).unwrap();
+        let day = ledger.cells(CellLevel::Day);
+        for group in [
+            "partner",
+            "year",
+            "quarter,month",
+            "grant",
+            "sector,donor",
+            "partner,year,grant",
+        ] {
+            let grouped = rows(&day, p("group_by", group));
+            // The generator's log may lie in one year: a grouping splits rows or keeps them.
+            assert!(grouped.len() >= plain.len(), "{group}");
+            let mut sums: BTreeMap<(Scope, String, String, String), [Decimal; 3]> = BTreeMap::new();
+            for row in &grouped {
+                let key = (
+                    row.scope,
+                    row.key.clone(),
+                    row.kind.clone(),
+                    row.currency.clone(),
+                );
+                let sum = sums.entry(key).or_default();
+                for (part, text) in
+                    sum.iter_mut()
+                        .zip([&row.amount, &row.usd_equivalent, &row.unconverted])
+                {
+                    *part += d(text);
+                }
+            }
+            assert_eq!(sums.len(), plain.len(), "{group}");
+            for row in &plain {
+                let key = (
+                    row.scope,
+                    row.key.clone(),
+                    row.kind.clone(),
+                    row.currency.clone(),
+                );
+                let expected = [d(&row.amount), d(&row.usd_equivalent), d(&row.unconverted)];
+                assert_eq!(sums[&key], expected, "{group}: {key:?}");
+            }
+        }
+    }
+
+    fn date(text: &str) -> Date {
+        wire::parse_date(text).unwrap()
+    }
+
+    fn currency(code: &str) -> CurrencyIndex {
+        fundflow_refdata::currency_by_code(code).unwrap()
+    }
+
+    fn node(code: &str) -> Node {
+        Node::country(code).or_else(|| Node::region(code)).unwrap()
+    }
+
+    /// A day cell; `usd` `None` leaves the amount unconverted.
+    struct Flow {
+        day: &'static str,
+        partner: &'static str,
+        grant: &'static str,
+        sector: &'static str,
+        donor: &'static str,
+        to: &'static str,
+        kind: TotalKind,
+        currency: &'static str,
+        amount: &'static str,
+        usd: Option<&'static str>,
+    }
+
+    const BASE: Flow = Flow {
+        day: "2020-09-15",
+        partner: "ffrc-cafs",
+        grant: "",
+        sector: "",
+        donor: "",
+        to: "KEN",
+        kind: TotalKind::Paid,
+        currency: "USD",
+        amount: "100.00",
+        usd: Some("100.00"),
+    };
+
+    fn cell(flow: &Flow) -> CellRef<'static> {
+        let day = date(flow.day);
+        let amount = d(flow.amount);
+        let total = match flow.usd {
+            Some(usd) => Total {
+                amount,
+                usd_equivalent: d(usd),
+                unconverted: Decimal::ZERO,
+            },
+            None => Total {
+                amount,
+                usd_equivalent: Decimal::ZERO,
+                unconverted: amount,
+            },
+        };
+        CellRef {
+            year: day.year(),
+            month: Some(Month::of(day)),
+            day: Some(day),
+            partner: flow.partner,
+            grant: Some(flow.grant),
+            sector: Some(flow.sector),
+            donor: Some(flow.donor),
+            node: node(flow.to),
+            kind: flow.kind,
+            currency: currency(flow.currency),
+            total,
+        }
+    }
+
+    /// The cells summed to `level`, as a read model stores them (the test's own sum).
+    fn coarsened(cells: &[CellRef<'static>], level: CellLevel) -> Vec<CellRef<'static>> {
+        let mut out: Vec<CellRef<'static>> = Vec::new();
+        for c in cells {
+            let c = CellRef {
+                month: c.month.filter(|_| level >= CellLevel::Month),
+                day: c.day.filter(|_| level == CellLevel::Day),
+                grant: c.grant.filter(|_| level >= CellLevel::Month),
+                sector: c.sector.filter(|_| level == CellLevel::Day),
+                donor: c.donor.filter(|_| level == CellLevel::Day),
+                ..*c
+            };
+            let same = |o: &CellRef<'_>| {
+                CellRef {
+                    total: c.total,
+                    ..*o
+                } == c
+            };
+            match out.iter_mut().find(|o| same(o)) {
+                Some(o) => o.total = add(&o.total, &c.total).unwrap(),
+                None => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// Four flows over two partners, two years, two grants, a sector and a donor; KEN and the
+    /// area 014 (Eastern Africa) receive, so KEN rolls up into 014, 202, 002 and 001.
+    fn cells() -> Vec<CellRef<'static>> {
+        [
+            BASE,
+            Flow {
+                day: "2020-02-01",
+                partner: "cafs",
+                amount: "50.00",
+                usd: Some("50.00"),
+                ..BASE
+            },
+            Flow {
+                day: "2021-01-10",
+                grant: "sg-2020-01",
+                sector: "health",
+                donor: "acme",
+                to: "014",
+                amount: "30.00",
+                usd: Some("30.00"),
+                ..BASE
+            },
+            Flow {
+                day: "2020-09-20",
+                grant: "sg-2020-01",
+                kind: TotalKind::ParallelFunding,
+                currency: "EUR",
+                amount: "10.00",
+                usd: None,
+                ..BASE
+            },
+        ]
+        .iter()
+        .map(cell)
+        .collect()
+    }
+
+    fn query(params: TotalsParams) -> TotalsQuery {
+        TotalsQuery::parse(&params).unwrap()
+    }
+
+    fn rows(cells: &[CellRef<'_>], params: TotalsParams) -> Vec<TotalRow> {
+        grouped_total_rows(cells.iter().copied(), &query(params)).unwrap()
+    }
+
+    fn p(field: &str, value: &str) -> TotalsParams {
+        let mut params = TotalsParams::default();
+        set(&mut params, field, value);
+        params
+    }
+
+    fn set(params: &mut TotalsParams, field: &str, value: &str) {
+        let slot = match field {
+            "scope" => &mut params.scope,
+            "kind" => &mut params.kind,
+            "currency" => &mut params.currency,
+            "key" => &mut params.key,
+            "group_by" => &mut params.group_by,
+            "partner" => &mut params.partner,
+            "grant" => &mut params.grant,
+            "sector" => &mut params.sector,
+            "donor" => &mut params.donor,
+            "from" => &mut params.from,
+            "to" => &mut params.to,
+            other => panic!("no parameter {other}"),
+        };
+        *slot = Some(value.to_owned());
+    }
+
+    fn ps(pairs: &[(&str, &str)]) -> TotalsParams {
+        let mut params = TotalsParams::default();
+        for (field, value) in pairs {
+            set(&mut params, field, value);
+        }
+        params
+    }
+
+    /// Each row as `key dims… kind currency amount usd unconverted`, dims as `name=value`.
+    fn lines(rows: &[TotalRow]) -> Vec<String> {
+        rows.iter()
+            .map(|r| {
+                let mut parts = vec![r.key.clone()];
+                for dim in Dimension::ALL {
+                    if let Some(v) = dim.value_of(r) {
+                        parts.push(format!("{}={v}", dim.as_str()));
+                    }
+                }
+                parts.extend([
+                    r.kind.clone(),
+                    r.currency.clone(),
+                    r.amount.clone(),
+                    r.usd_equivalent.clone(),
+                    r.unconverted.clone(),
+                ]);
+                parts.join(" ")
+            })
+            .collect()
+    }
+
+    fn error(params: TotalsParams) -> QueryParamError {
+        TotalsQuery::parse(&params).unwrap_err()
+    }
+
+    #[track_caller]
+    fn assert_names(err: &QueryParamError, code: &str, parameter: &str) {
+        assert_eq!((err.code, err.parameter), (code, parameter), "{err:?}");
+        assert!(
+            err.detail.starts_with(parameter),
+            "{:?} does not start with {parameter}",
+            err.detail
+        );
+        assert_eq!(err.to_string(), err.detail);
+    }
+
+    #[test]
+    fn every_bad_parameter_is_named_with_its_rule() {
+        let cases = [
+            ("scope", "continent", "invalid_scope"),
+            ("kind", "promised", "invalid_kind"),
+            ("currency", "usd", "invalid_currency"),
+            ("currency", "XYZ", "invalid_currency"),
+            ("group_by", "country", "invalid_group_by"),
+            ("group_by", "partner,,year", "invalid_group_by"),
+            ("group_by", "", "invalid_group_by"),
+            ("group_by", "year,partner,year", "invalid_group_by"),
+            ("partner", "FFRC", "invalid_partner"),
+            ("partner", "", "invalid_partner"),
+            ("from", "2020-13-01", "invalid_date"),
+            ("from", "2020-1-01", "invalid_date"),
+            ("to", "yesterday", "invalid_date"),
+            ("to", "2020-02-30", "invalid_date"),
+        ];
+        for (field, value, code) in cases {
+            assert_names(&error(p(field, value)), code, field);
+        }
+        let unknown = error(p("group_by", "partner,country"));
+        assert!(unknown.detail.contains("\"country\""), "{}", unknown.detail);
+        assert!(
+            unknown
+                .detail
+                .contains("partner, year, quarter, month, grant, sector, donor"),
+            "{}",
+            unknown.detail
+        );
+        let twice = error(p("group_by", "year,partner,year"));
+        assert!(twice.detail.contains("twice"), "{}", twice.detail);
+        let range = error(ps(&[("from", "2021-01-01"), ("to", "2020-12-31")]));
+        assert_names(&range, "invalid_range", "to");
+        assert_eq!(range.detail, "to 2020-12-31 is before from 2021-01-01");
+        // A single day is a period; free-text filters take any value, the empty one included.
+        TotalsQuery::parse(&ps(&[("from", "2020-05-05"), ("to", "2020-05-05")])).unwrap();
+        TotalsQuery::parse(&ps(&[("grant", ""), ("sector", ""), ("donor", "")])).unwrap();
+    }
+
+    #[test]
+    fn group_by_is_read_in_column_order() {
+        assert_eq!(
+            parse_group_by("donor, year,partner").unwrap(),
+            [Dimension::Partner, Dimension::Year, Dimension::Donor]
+        );
+        for dim in Dimension::ALL {
+            assert_eq!(Dimension::parse(dim.as_str()), Some(dim));
+        }
+    }
+
+    #[test]
+    fn the_level_is_the_coarsest_that_has_every_dimension() {
+        let level = |pairs: &[(&str, &str)]| query(ps(pairs)).level();
+        assert_eq!(level(&[]), CellLevel::Year);
+        assert_eq!(level(&[("group_by", "partner,year")]), CellLevel::Year);
+        assert_eq!(
+            level(&[("partner", "cafs"), ("scope", "country"), ("kind", "paid")]),
+            CellLevel::Year
+        );
+        assert_eq!(
+            level(&[("from", "2020-01-01"), ("to", "2021-12-31")]),
+            CellLevel::Year
+        );
+        for group in ["quarter", "month", "grant", "partner,month"] {
+            assert_eq!(level(&[("group_by", group)]), CellLevel::Month, "{group}");
+        }
+        assert_eq!(level(&[("grant", "sg-2020-01")]), CellLevel::Month);
+        assert_eq!(level(&[("from", "2020-03-01")]), CellLevel::Month);
+        assert_eq!(level(&[("to", "2020-02-29")]), CellLevel::Month);
+        assert_eq!(level(&[("to", "2020-02-28")]), CellLevel::Day);
+        assert_eq!(level(&[("from", "2020-03-02")]), CellLevel::Day);
+        assert_eq!(level(&[("to", "2020-12-30")]), CellLevel::Day);
+        for group in ["sector", "donor", "year,donor"] {
+            assert_eq!(level(&[("group_by", group)]), CellLevel::Day, "{group}");
+        }
+        assert_eq!(level(&[("sector", "health")]), CellLevel::Day);
+        assert_eq!(level(&[("donor", "")]), CellLevel::Day);
+    }
+
+    #[test]
+    fn periods_are_years_or_months_at_the_level() {
+        let periods = |pairs: &[(&str, &str)]| query(ps(pairs)).periods();
+        assert_eq!(periods(&[("group_by", "month")]), None);
+        assert_eq!(
+            periods(&[("from", "2020-01-01"), ("to", "2020-12-31")]),
+            Some(Periods::Years {
+                first: Some(2020),
+                last: Some(2020)
+            })
+        );
+        let march = Month::of(date("2020-03-01"));
+        let may = Month::of(date("2020-05-31"));
+        let spring = periods(&[("from", "2020-03-01"), ("to", "2020-05-31")]).unwrap();
+        assert_eq!(
+            spring,
+            Periods::Months {
+                first: Some(march),
+                last: Some(may)
+            }
+        );
+        assert!(spring.contains_month(march) && spring.contains_month(may));
+        assert!(!spring.contains_month(Month::of(date("2020-06-01"))));
+        assert!(spring.contains_year(2020) && !spring.contains_year(2019));
+        // Day cells are read by their months; the days are filtered after.
+        assert_eq!(
+            periods(&[("from", "2020-03-02")]),
+            Some(Periods::Months {
+                first: Some(march),
+                last: None
+            })
+        );
+        let years = periods(&[("to", "2021-12-31")]).unwrap();
+        assert!(years.contains_year(1990) && years.contains_year(2021));
+        assert!(!years.contains_month(Month::of(date("2022-01-01"))));
+    }
+
+    #[test]
+    fn a_country_cell_rolls_up_to_every_area_above_it() {
+        let all = rows(&cells(), TotalsParams::default());
+        assert_eq!(
+            lines(&all),
+            [
+                "KEN paid USD 150.00 150.00 0.00",
+                "KEN parallel_funding EUR 10.00 0.00 10.00",
+                "002 paid USD 180.00 180.00 0.00",
+                "002 parallel_funding EUR 10.00 0.00 10.00",
+                "202 paid USD 180.00 180.00 0.00",
+                "202 parallel_funding EUR 10.00 0.00 10.00",
+                "014 paid USD 180.00 180.00 0.00",
+                "014 parallel_funding EUR 10.00 0.00 10.00",
+                "001 paid USD 180.00 180.00 0.00",
+                "001 parallel_funding EUR 10.00 0.00 10.00",
+            ]
+        );
+        assert!(
+            all.iter()
+                .all(|r| Dimension::ALL.iter().all(|d| d.value_of(r).is_none()))
+        );
+        let area = rows(&cells(), ps(&[("scope", "intermediate"), ("kind", "paid")]));
+        assert_eq!(lines(&area), ["014 paid USD 180.00 180.00 0.00"]);
+        let key = rows(&cells(), ps(&[("key", "202"), ("currency", "EUR")]));
+        assert_eq!(lines(&key), ["202 parallel_funding EUR 10.00 0.00 10.00"]);
+    }
+
+    #[test]
+    fn grouping_by_each_dimension_sums_exactly() {
+        let global = |group: &str| {
+            lines(&rows(
+                &cells(),
+                ps(&[("scope", "global"), ("kind", "paid"), ("group_by", group)]),
+            ))
+        };
+        assert_eq!(
+            global("partner"),
+            [
+                "001 partner=cafs paid USD 50.00 50.00 0.00",
+                "001 partner=ffrc-cafs paid USD 130.00 130.00 0.00",
+            ]
+        );
+        assert_eq!(
+            global("year"),
+            [
+                "001 year=2020 paid USD 150.00 150.00 0.00",
+                "001 year=2021 paid USD 30.00 30.00 0.00",
+            ]
+        );
+        assert_eq!(
+            global("quarter"),
+            [
+                "001 quarter=2020-Q1 paid USD 50.00 50.00 0.00",
+                "001 quarter=2020-Q3 paid USD 100.00 100.00 0.00",
+                "001 quarter=2021-Q1 paid USD 30.00 30.00 0.00",
+            ]
+        );
+        assert_eq!(
+            global("month"),
+            [
+                "001 month=2020-02 paid USD 50.00 50.00 0.00",
+                "001 month=2020-09 paid USD 100.00 100.00 0.00",
+                "001 month=2021-01 paid USD 30.00 30.00 0.00",
+            ]
+        );
+        assert_eq!(
+            global("grant"),
+            [
+                "001 grant= paid USD 150.00 150.00 0.00",
+                "001 grant=sg-2020-01 paid USD 30.00 30.00 0.00",
+            ]
+        );
+        assert_eq!(
+            global("sector"),
+            [
+                "001 sector= paid USD 150.00 150.00 0.00",
+                "001 sector=health paid USD 30.00 30.00 0.00",
+            ]
+        );
+        assert_eq!(
+            global("donor"),
+            [
+                "001 donor= paid USD 150.00 150.00 0.00",
+                "001 donor=acme paid USD 30.00 30.00 0.00",
+            ]
+        );
+    }
+
+    #[test]
+    fn groupings_combine_and_filters_cut() {
+        let got = rows(
+            &cells(),
+            ps(&[("group_by", "year,partner"), ("scope", "intermediate")]),
+        );
+        assert_eq!(
+            lines(&got),
+            [
+                "014 partner=cafs year=2020 paid USD 50.00 50.00 0.00",
+                "014 partner=ffrc-cafs year=2020 paid USD 100.00 100.00 0.00",
+                "014 partner=ffrc-cafs year=2020 parallel_funding EUR 10.00 0.00 10.00",
+                "014 partner=ffrc-cafs year=2021 paid USD 30.00 30.00 0.00",
+            ]
+        );
+        let got = rows(
+            &cells(),
+            ps(&[("group_by", "grant,month"), ("scope", "country")]),
+        );
+        assert_eq!(
+            lines(&got),
+            [
+                "KEN month=2020-02 grant= paid USD 50.00 50.00 0.00",
+                "KEN month=2020-09 grant= paid USD 100.00 100.00 0.00",
+                "KEN month=2020-09 grant=sg-2020-01 parallel_funding EUR 10.00 0.00 10.00",
+            ]
+        );
+        // A period inside a month is cut by day: 2020-09-15 counts, 2020-09-20 does not.
+        let got = rows(
+            &cells(),
+            ps(&[
+                ("scope", "global"),
+                ("from", "2020-02-01"),
+                ("to", "2020-09-19"),
+            ]),
+        );
+        assert_eq!(lines(&got), ["001 paid USD 150.00 150.00 0.00"]);
+        let got = rows(
+            &cells(),
+            ps(&[("scope", "global"), ("partner", "ffrc-cafs"), ("grant", "")]),
+        );
+        assert_eq!(lines(&got), ["001 paid USD 100.00 100.00 0.00"]);
+        let got = rows(
+            &cells(),
+            ps(&[
+                ("scope", "global"),
+                ("donor", "acme"),
+                ("group_by", "sector"),
+            ]),
+        );
+        assert_eq!(lines(&got), ["001 sector=health paid USD 30.00 30.00 0.00"]);
+        assert!(rows(&cells(), p("partner", "nobody")).is_empty());
+    }
+
+    #[test]
+    fn coarser_cells_give_the_same_rows_and_too_coarse_ones_are_refused() {
+        let day = cells();
+        for pairs in [
+            &[("group_by", "partner,year")][..],
+            &[("from", "2020-01-01"), ("to", "2020-12-31")],
+            &[("group_by", "quarter,grant"), ("from", "2020-09-01")],
+            &[("grant", "sg-2020-01"), ("scope", "country")],
+        ] {
+            let query = query(ps(pairs));
+            let level = query.level();
+            let from_day = grouped_total_rows(day.iter().copied(), &query).unwrap();
+            let from_level = grouped_total_rows(coarsened(&day, level), &query).unwrap();
+            assert_eq!(from_day, from_level, "{pairs:?}");
+            assert!(!from_day.is_empty(), "{pairs:?}");
+        }
+        let by_sector = query(p("group_by", "sector"));
+        assert_eq!(
+            grouped_total_rows(coarsened(&day, CellLevel::Month), &by_sector),
+            Err(AnalyticsError::CellTooCoarse {
+                needed: CellLevel::Day,
+                got: CellLevel::Month
+            })
+        );
+    }
+
+    #[test]
+    fn a_row_serializes_its_dimensions_between_name_and_kind() {
+        let got = rows(
+            &cells(),
+            ps(&[
+                ("scope", "global"),
+                ("group_by", "year,partner"),
+                ("kind", "paid"),
+            ]),
+        );
+        let json = serde_json::to_string(&got[1]).unwrap();
+        assert_eq!(
+            json,
+            r#"{"scope":"global","key":"001","name":"World","partner":"ffrc-cafs","year":"2020","kind":"paid","currency":"USD","amount":"100.00","usd_equivalent":"100.00","unconverted":"0.00"}"#
+        );
+        assert_eq!(serde_json::from_str::<TotalRow>(&json).unwrap(), got[1]);
+        let plain = serde_json::to_value(&rows(&cells(), p("key", "001"))[0]).unwrap();
+        assert_eq!(plain.as_object().unwrap().len(), 8);
+    }
+
+    #[test]
+    fn totals_csv_has_a_column_per_dimension() {
+        let got = rows(
+            &cells(),
+            ps(&[
+                ("scope", "global"),
+                ("group_by", "year,partner"),
+                ("kind", "paid"),
+            ]),
+        );
+        let csv =
+            String::from_utf8(totals_csv(&got, &[Dimension::Year, Dimension::Partner]).unwrap())
+                .unwrap();
+        assert_eq!(
+            csv.lines().take(2).collect::<Vec<_>>(),
+            [
+                "scope,key,name,partner,year,kind,currency,amount,usd_equivalent,unconverted",
+                "global,001,World,cafs,2020,paid,USD,50.00,50.00,0.00",
+            ]
+        );
+        let plain = rows(&cells(), p("key", "014"));
+        let csv = String::from_utf8(totals_csv(&plain, &[]).unwrap()).unwrap();
+        assert_eq!(
+            csv.lines().collect::<Vec<_>>(),
+            [
+                "scope,key,name,kind,currency,amount,usd_equivalent,unconverted",
+                "intermediate,014,Eastern Africa,paid,USD,180.00,180.00,0.00",
+                "intermediate,014,Eastern Africa,parallel_funding,EUR,10.00,0.00,10.00",
+            ]
+        );
+    }
+}
