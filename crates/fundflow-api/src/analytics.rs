@@ -1,21 +1,26 @@
 //! The reviewers' analytics (issue 12), shared by the server and by the auditor's replay: the
-//! parameters of `GET /v1/totals` with `group_by` and its filters, and the grouping of cells into
-//! total rows.
+//! parameters of `GET /v1/totals` with `group_by` and its filters, the grouping of cells into
+//! total rows, and the period summary.
 //!
 //! The server reads cells from its read model and a replay from `Ledger::cells`; both hand them
-//! to [`grouped_total_rows`] here, so that the same query at the same seq gives
+//! to [`grouped_total_rows`] and [`summary`] here, so that the same query at the same seq gives
 //! the same rows by the same code. Neither function knows where its cells come from: the caller
 //! reads the cells of [`TotalsQuery::level`] (or finer) for [`TotalsQuery::periods`], and the
 //! functions filter, roll up and sum.
 //!
-//! No floats: amounts are `Decimal`, summed with checked adds.
+//! No floats: amounts are `Decimal`, and USD sums across currencies, whose bound the fold's cap
+//! does not give, are exact sums of cents in an `i128` (see [`Cents`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use fundflow_domain::money::{USD_SCALE, format_at_scale, format_quantity};
 use fundflow_domain::{
-    CellLevel, CellRef, DayOutcomes, Month, Node, Scope, Total, TotalKind, currency_code, wire,
+    CellLevel, CellRef, DayOutcomes, Month, Node, QuantityCellRef, Scope, Total, TotalKind,
+    currency_code, minor_unit, wire,
 };
 use fundflow_refdata::CurrencyIndex;
+use rust_decimal::{Decimal, RoundingStrategy};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use time::Date;
@@ -292,6 +297,10 @@ impl Period {
                     && self.to.is_none_or(|to| cell.year <= to.year())
             }
         }
+    }
+
+    fn text(date: Option<Date>) -> Option<String> {
+        date.map(|d| d.to_string())
     }
 }
 
@@ -679,11 +688,292 @@ fn into_bytes(writer: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, csv::Error> {
         .map_err(|err| csv::Error::from(err.into_error()))
 }
 
+/// USD summed exactly in cents. A sum of USD across currencies is not bounded by the fold's
+/// cap (which is per recipient, kind and currency): a few hundred currencies' worth of capped
+/// totals can leave `Decimal`'s range, but not an `i128` of cents (about 1.7 × 10^38).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Cents(i128);
+
+impl Cents {
+    /// `usd` in cents. USD figures are at cents already (conversions round there); a finer one
+    /// would be rounded half-even, as conversions are.
+    fn of(usd: Decimal) -> Cents {
+        let rounded = usd.round_dp_with_strategy(USD_SCALE, RoundingStrategy::MidpointNearestEven);
+        // The scale is at most USD_SCALE after rounding, and a 96-bit mantissa times 100 fits.
+        let factor = 10i128.pow(USD_SCALE.saturating_sub(rounded.scale()));
+        Cents(rounded.mantissa().saturating_mul(factor))
+    }
+
+    fn plus(self, other: Cents) -> Option<Cents> {
+        self.0.checked_add(other.0).map(Cents)
+    }
+
+    /// At two decimals, as `format_at_scale(_, USD_SCALE)` writes a `Decimal`.
+    fn text(self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        format!("{sign}{}.{:02}", abs / 100, abs % 100)
+    }
+}
+
+/// The parameters of `GET /v1/summary`: only the period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SummaryQuery {
+    /// The period summed.
+    pub period: Period,
+}
+
+impl SummaryQuery {
+    /// Validates `from` and `to` (see [`Period::parse`]).
+    pub fn parse(from: Option<&str>, to: Option<&str>) -> Result<SummaryQuery, QueryParamError> {
+        Ok(SummaryQuery {
+            period: Period::parse(from, to)?,
+        })
+    }
+
+    /// The level of cells to read: at least Month, since the summary counts grants; Day when
+    /// the period does not fall on month boundaries.
+    pub fn level(&self) -> CellLevel {
+        self.period.level().max(CellLevel::Month)
+    }
+
+    /// The months (or days' months) to read; `None`: all.
+    pub fn periods(&self) -> Option<Periods> {
+        self.period.periods(self.level())
+    }
+}
+
+/// `GET /v1/summary`: the programme's figures for a period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryReply {
+    /// The checkpoint the figures are at.
+    pub as_of_seq: u64,
+    /// The period's first day, or `null` for open.
+    pub from: Option<String>,
+    /// The period's last day, or `null` for open.
+    pub to: Option<String>,
+    /// One entry per kind, all four, in report order.
+    pub by_kind: Vec<KindSummary>,
+    /// Distinct countries with a non-zero paid, in-kind or parallel-funding total.
+    pub countries_benefiting: u64,
+    /// The distinct top-level M49 regions (Africa `002`, Americas `019`, Asia `142`, Europe
+    /// `150`, Oceania `009`) in which the benefiting countries, and the areas that received
+    /// paid, in-kind or parallel funding directly, lie; sorted by key. An allocation to the World
+    /// (`001`) lies in no region.
+    pub regions: Vec<RegionRef>,
+    /// Distinct partners with a non-zero total of any kind.
+    pub partners: u64,
+    /// Distinct non-empty grants with a non-zero total of any kind.
+    pub grants: u64,
+    /// Records applied whose `occurred_on` is in the period (reversals included).
+    pub events_applied: u64,
+    /// Records rejected whose `occurred_on` is in the period.
+    pub events_rejected: u64,
+    /// In-kind quantities donated in the period, per item and unit, sorted.
+    pub in_kind_items: Vec<ItemQuantity>,
+}
+
+/// The figures of one kind in a summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindSummary {
+    /// `pledged`, `paid`, `parallel_funding` or `in_kind`.
+    pub kind: String,
+    /// The USD equivalent of the converted part, over every currency.
+    pub usd_equivalent: String,
+    /// What came without a USD rate, per currency (sorted by code; none when all converted).
+    pub unconverted: Vec<CurrencyAmount>,
+    /// Distinct recipient countries with a non-zero total of this kind.
+    pub countries: u64,
+}
+
+/// An amount in a currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CurrencyAmount {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// At the currency's minor unit.
+    pub amount: String,
+}
+
+/// An M49 area, by key and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionRef {
+    /// The three-digit M49 code.
+    pub key: String,
+    /// Its English name.
+    pub name: String,
+}
+
+/// A quantity of goods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemQuantity {
+    /// Item code or name.
+    pub item: String,
+    /// Unit.
+    pub unit: String,
+    /// Decimal string without trailing zeros.
+    pub quantity: String,
+}
+
+/// Kinds whose flows reach their recipients: a pledge alone benefits no one yet.
+const BENEFITING: [TotalKind; 3] = [
+    TotalKind::Paid,
+    TotalKind::InKind,
+    TotalKind::ParallelFunding,
+];
+
+/// The summary of a period from cells at [`SummaryQuery::level`] or finer and the in-kind
+/// quantity cells; `outcomes` are the period's applied and rejected counts (see
+/// [`Period::outcomes`]). Every count is of sums over the period: a figure counts when its sum
+/// per (recipient, kind, currency), or per (partner or grant, kind, currency), is not zero, so a
+/// reversal that removed a country's only flow removes the country. Allocations to an M49 area
+/// count no country, and do count the area's region.
+pub fn summary<'a, 'b>(
+    cells: impl IntoIterator<Item = CellRef<'a>>,
+    quantities: impl IntoIterator<Item = QuantityCellRef<'b>>,
+    outcomes: DayOutcomes,
+    query: &SummaryQuery,
+    as_of_seq: u64,
+) -> Result<SummaryReply, AnalyticsError> {
+    let overflow = |what| move || AnalyticsError::Overflow { what };
+    let needed = query.level();
+    let mut by_node: FxHashMap<(TotalKind, Node, CurrencyIndex), Total> = FxHashMap::default();
+    let mut by_partner: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total> =
+        FxHashMap::default();
+    let mut by_grant: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total> = FxHashMap::default();
+    for cell in cells {
+        check_level(&cell, needed)?;
+        if !query.period.admits(&cell) {
+            continue;
+        }
+        let sum_into = |total: &mut Total| {
+            *total = add(total, &cell.total).ok_or_else(overflow("a recipient's total"))?;
+            Ok::<(), AnalyticsError>(())
+        };
+        sum_into(
+            by_node
+                .entry((cell.kind, cell.node, cell.currency))
+                .or_default(),
+        )?;
+        sum_into(
+            by_partner
+                .entry((cell.partner, cell.kind, cell.currency))
+                .or_default(),
+        )?;
+        if let Some(grant) = cell.grant.filter(|g| !g.is_empty()) {
+            sum_into(
+                by_grant
+                    .entry((grant, cell.kind, cell.currency))
+                    .or_default(),
+            )?;
+        }
+    }
+
+    let mut by_kind = Vec::with_capacity(TotalKind::ALL.len());
+    for kind in TotalKind::ALL {
+        let mut usd = Cents::default();
+        let mut unconverted: BTreeMap<&'static str, Decimal> = BTreeMap::new();
+        let mut countries: BTreeSet<Node> = BTreeSet::new();
+        let of_kind = by_node
+            .iter()
+            .filter(|((k, _, _), total)| *k == kind && !is_zero(total));
+        for ((_, node, currency), total) in of_kind {
+            if node.scope() == Scope::Country {
+                countries.insert(*node);
+            }
+            usd = usd
+                .plus(Cents::of(total.usd_equivalent))
+                .ok_or_else(overflow("a kind's USD equivalent"))?;
+            if !total.unconverted.is_zero() {
+                let sum = unconverted.entry(currency_code(*currency)).or_default();
+                *sum = sum
+                    .checked_add(total.unconverted)
+                    .ok_or_else(overflow("an unconverted amount"))?;
+            }
+        }
+        by_kind.push(KindSummary {
+            kind: kind.as_str().to_owned(),
+            usd_equivalent: usd.text(),
+            unconverted: unconverted
+                .into_iter()
+                .map(|(currency, amount)| CurrencyAmount {
+                    currency: currency.to_owned(),
+                    amount: format_at_scale(amount, minor_unit(currency)),
+                })
+                .collect(),
+            countries: count(countries.len()),
+        });
+    }
+
+    let benefiting = by_node
+        .iter()
+        .filter(|((kind, _, _), total)| BENEFITING.contains(kind) && !is_zero(total))
+        .map(|((_, node, _), _)| *node);
+    let (mut countries, mut regions) = (BTreeSet::new(), BTreeSet::new());
+    for node in benefiting {
+        if node.scope() == Scope::Country {
+            countries.insert(node);
+        }
+        if let Some(region) = node.rollup().find(|n| n.scope() == Scope::Region) {
+            regions.insert((region.key(), region));
+        }
+    }
+    let distinct = |map: &FxHashMap<(&str, TotalKind, CurrencyIndex), Total>| {
+        let names: BTreeSet<&str> = map
+            .iter()
+            .filter(|(_, total)| !is_zero(total))
+            .map(|((name, _, _), _)| *name)
+            .collect();
+        count(names.len())
+    };
+
+    let mut items: BTreeMap<(&'b str, &'b str), Decimal> = BTreeMap::new();
+    for cell in quantities {
+        if !query.period.contains(cell.day) {
+            continue;
+        }
+        let sum = items.entry((cell.item, cell.unit)).or_default();
+        *sum = sum
+            .checked_add(cell.quantity)
+            .ok_or_else(overflow("an in-kind quantity"))?;
+    }
+
+    Ok(SummaryReply {
+        as_of_seq,
+        from: Period::text(query.period.from),
+        to: Period::text(query.period.to),
+        by_kind,
+        countries_benefiting: count(countries.len()),
+        regions: regions
+            .into_iter()
+            .map(|(key, region)| RegionRef {
+                key: key.to_owned(),
+                name: region.name().to_owned(),
+            })
+            .collect(),
+        partners: distinct(&by_partner),
+        grants: distinct(&by_grant),
+        events_applied: outcomes.applied,
+        events_rejected: outcomes.rejected,
+        in_kind_items: items
+            .into_iter()
+            .filter(|(_, quantity)| !quantity.is_zero())
+            .map(|((item, unit), quantity)| ItemQuantity {
+                item: item.to_owned(),
+                unit: unit.to_owned(),
+                quantity: format_quantity(quantity),
+            })
+            .collect(),
+    })
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal::Decimal;
-    use std::collections::BTreeMap;
 
     fn d(text: &str) -> Decimal {
         fundflow_domain::money::parse_decimal(text).unwrap()
@@ -1329,5 +1619,244 @@ mod tests {
                 "intermediate,014,Eastern Africa,parallel_funding,EUR,10.00,0.00,10.00",
             ]
         );
+    }
+
+    #[test]
+    fn the_summary_reads_months_or_days() {
+        let summary = |from, to| SummaryQuery::parse(from, to).unwrap();
+        assert_eq!(summary(None, None).level(), CellLevel::Month);
+        assert_eq!(summary(None, None).periods(), None);
+        let year = summary(Some("2020-01-01"), Some("2020-12-31"));
+        assert_eq!(year.level(), CellLevel::Month);
+        assert_eq!(
+            year.periods(),
+            Some(Periods::Months {
+                first: Some(Month::of(date("2020-01-01"))),
+                last: Some(Month::of(date("2020-12-31")))
+            })
+        );
+        assert_eq!(summary(Some("2020-01-15"), None).level(), CellLevel::Day);
+    }
+
+    #[test]
+    fn the_summary_usd_of_a_kind_is_the_worlds_over_currencies() {
+        let ledger = generated();
+        let plain =
+            grouped_total_rows(ledger.cells(CellLevel::Year), &TotalsQuery::default()).unwrap();
+        let all = summary(
+            ledger.cells(CellLevel::Month),
+            ledger.quantity_cells(),
+            SummaryQuery::default()
+                .period
+                .outcomes(ledger.day_outcomes()),
+            &SummaryQuery::default(),
+            ledger.last_seq(),
+        )
+        .unwrap();
+        for kind in &all.by_kind {
+            let world: Decimal = plain
+                .iter()
+                .filter(|r| r.key == "001" && r.kind == kind.kind)
+                .map(|r| d(&r.usd_equivalent))
+                .sum();
+            assert_eq!(d(&kind.usd_equivalent), world, "{}", kind.kind);
+        }
+        let (applied, rejected) = ledger.counts();
+        assert!(all.events_applied <= applied && all.events_rejected <= rejected);
+        assert!(
+            all.countries_benefiting > 20 && all.regions.len() == 5,
+            "{all:?}"
+        );
+    }
+
+    fn quantity(day: &str, to: &str, item: &'static str, n: &str) -> QuantityCellRef<'static> {
+        QuantityCellRef {
+            day: date(day),
+            partner: "cafs",
+            node: node(to),
+            item,
+            unit: "piece",
+            quantity: d(n),
+        }
+    }
+
+    /// The 2020 panel of a small programme, with the cells as they are after a reversal that
+    /// removed TZA's only payment (so TZA has no cell at all).
+    fn panel_cells() -> Vec<CellRef<'static>> {
+        [
+            // A pledge benefits no one yet: KEN is not counted, nor is Africa by it.
+            Flow {
+                day: "2020-03-01",
+                grant: "sg-2020-01",
+                kind: TotalKind::Pledged,
+                amount: "1000.00",
+                usd: Some("1000.00"),
+                to: "KEN",
+                ..BASE
+            },
+            Flow {
+                day: "2020-04-01",
+                grant: "sg-2020-01",
+                to: "NPL",
+                amount: "400.00",
+                usd: Some("400.00"),
+                ..BASE
+            },
+            Flow {
+                day: "2020-05-01",
+                partner: "cafs",
+                grant: "sg-2020-02",
+                to: "NPL",
+                currency: "EUR",
+                amount: "100.00",
+                usd: None,
+                ..BASE
+            },
+            // To the area itself: no country, and its region.
+            Flow {
+                day: "2020-06-01",
+                partner: "comesa",
+                grant: "sg-2020-01",
+                kind: TotalKind::ParallelFunding,
+                to: "014",
+                amount: "258800.00",
+                usd: Some("258800.00"),
+                ..BASE
+            },
+            Flow {
+                day: "2020-07-01",
+                partner: "cafs",
+                kind: TotalKind::InKind,
+                to: "NGA",
+                currency: "CNY",
+                amount: "5000.00",
+                usd: Some("769.00"),
+                ..BASE
+            },
+            // Outside the period.
+            Flow {
+                day: "2021-01-05",
+                partner: "other",
+                grant: "sg-2021-01",
+                to: "BRA",
+                ..BASE
+            },
+        ]
+        .iter()
+        .map(cell)
+        .collect()
+    }
+
+    #[test]
+    fn the_summary_counts_what_the_period_sums_to() {
+        let query = SummaryQuery::parse(Some("2020-01-01"), Some("2020-12-31")).unwrap();
+        let days = [
+            (
+                date("2019-12-31"),
+                DayOutcomes {
+                    applied: 7,
+                    rejected: 7,
+                },
+            ),
+            (
+                date("2020-04-01"),
+                DayOutcomes {
+                    applied: 3,
+                    rejected: 1,
+                },
+            ),
+            (
+                date("2020-12-31"),
+                DayOutcomes {
+                    applied: 2,
+                    rejected: 0,
+                },
+            ),
+            (
+                date("2021-01-01"),
+                DayOutcomes {
+                    applied: 9,
+                    rejected: 9,
+                },
+            ),
+        ];
+        let outcomes = query.period.outcomes(days);
+        assert_eq!(
+            outcomes,
+            DayOutcomes {
+                applied: 5,
+                rejected: 1
+            }
+        );
+        let quantities = [
+            quantity("2020-07-01", "NGA", "mask", "20000"),
+            quantity("2020-08-01", "NPL", "mask", "210000"),
+            quantity("2020-08-01", "014", "mask", "5000.0"),
+            quantity("2020-08-01", "014", "gown", "10"),
+            quantity("2021-08-01", "NPL", "mask", "1"),
+        ];
+        let month_cells = coarsened(&panel_cells(), query.level());
+        let got = summary(month_cells, quantities, outcomes, &query, 42).unwrap();
+        let json = serde_json::to_value(&got).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "as_of_seq": 42,
+                "from": "2020-01-01",
+                "to": "2020-12-31",
+                "by_kind": [
+                    {"kind": "pledged", "usd_equivalent": "1000.00", "unconverted": [], "countries": 1},
+                    {"kind": "paid", "usd_equivalent": "400.00",
+                     "unconverted": [{"currency": "EUR", "amount": "100.00"}], "countries": 1},
+                    {"kind": "parallel_funding", "usd_equivalent": "258800.00", "unconverted": [],
+                     "countries": 0},
+                    {"kind": "in_kind", "usd_equivalent": "769.00", "unconverted": [], "countries": 1},
+                ],
+                "countries_benefiting": 2,
+                "regions": [{"key": "002", "name": "Africa"}, {"key": "142", "name": "Asia"}],
+                "partners": 3,
+                "grants": 2,
+                "events_applied": 5,
+                "events_rejected": 1,
+                "in_kind_items": [
+                    {"item": "gown", "unit": "piece", "quantity": "10"},
+                    {"item": "mask", "unit": "piece", "quantity": "235000"},
+                ],
+            })
+        );
+        assert_eq!(serde_json::from_value::<SummaryReply>(json).unwrap(), got);
+    }
+
+    #[test]
+    fn a_reversal_that_removes_a_countrys_only_flow_removes_the_country() {
+        let query = SummaryQuery::default();
+        let tza = Flow {
+            day: "2020-08-01",
+            to: "TZA",
+            ..BASE
+        };
+        let mut before = panel_cells();
+        before.push(cell(&tza));
+        let count = |cells: Vec<CellRef<'static>>| {
+            let s = summary(cells, [], DayOutcomes::default(), &query, 1).unwrap();
+            (s.countries_benefiting, s.by_kind[1].countries)
+        };
+        // NPL, NGA, BRA; TZA too before its payment is reversed.
+        assert_eq!(count(before), (4, 3));
+        assert_eq!(count(panel_cells()), (3, 2));
+        // Day cells in a period that ends mid-month need the Day level.
+        let mid = SummaryQuery::parse(Some("2020-04-02"), None).unwrap();
+        assert!(matches!(
+            summary(
+                coarsened(&panel_cells(), CellLevel::Month),
+                [],
+                DayOutcomes::default(),
+                &mid,
+                1
+            ),
+            Err(AnalyticsError::CellTooCoarse { .. })
+        ));
+        let s = summary(panel_cells(), [], DayOutcomes::default(), &mid, 1).unwrap();
+        assert_eq!((s.countries_benefiting, s.partners, s.grants), (3, 3, 3));
     }
 }
