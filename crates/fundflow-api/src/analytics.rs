@@ -1,6 +1,7 @@
 //! The reviewers' analytics (issue 12), shared by the server and by the auditor's replay: the
 //! parameters of `GET /v1/totals` with `group_by` and its filters, the grouping of cells into
-//! total rows, and the period summary.
+//! total rows, the period summary, and the reply shapes of the flows list and the pledge book
+//! with their CSV writers and paging cursors.
 //!
 //! The server reads cells from its read model and a replay from `Ledger::cells`; both hand them
 //! to [`grouped_total_rows`] and [`summary`] here, so that the same query at the same seq gives
@@ -14,10 +15,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use fundflow_domain::money::{USD_SCALE, format_at_scale, format_quantity};
+use fundflow_domain::money::{USD_SCALE, format_at_scale, format_quantity, to_usd};
 use fundflow_domain::{
-    CellLevel, CellRef, DayOutcomes, Month, Node, QuantityCellRef, Scope, Total, TotalKind,
-    currency_code, minor_unit, wire,
+    CellLevel, CellRef, DayOutcomes, Month, Node, PledgeRow, QuantityCellRef, Scope, Total,
+    TotalKind, currency_code, limits, minor_unit, wire,
 };
 use fundflow_refdata::CurrencyIndex;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -25,7 +26,19 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use time::Date;
 
-use crate::report::{TotalRow, total_row};
+use crate::reply::PledgeLineReply;
+use crate::report::{TotalRow, scope_name, total_row};
+
+/// Default number of flows or pledges in a page.
+pub const PAGE_LIMIT_DEFAULT: usize = 100;
+
+/// Most flows or pledges in a page.
+pub const PAGE_LIMIT_MAX: usize = 1_000;
+
+/// Longest cursor accepted, in hex digits: a pledges cursor of the longest partner id and
+/// pledge id the gate lets through (a flows cursor is shorter). Anything longer is not one of
+/// ours and is refused before it is decoded.
+const CURSOR_LEN_MAX: usize = 2 * (2 + 8 + 4 + limits::PARTNER_ID_LEN_MAX + 4 + limits::ID_LEN_MAX);
 
 /// A query parameter breaks a rule: the client fixes the request (HTTP 400). The front turns it
 /// into a problem whose `field` is `parameter`.
@@ -33,7 +46,8 @@ use crate::report::{TotalRow, total_row};
 #[error("{detail}")]
 pub struct QueryParamError {
     /// A stable code: `invalid_group_by`, `invalid_date`, `invalid_range`, `invalid_scope`,
-    /// `invalid_kind`, `invalid_currency` or `invalid_partner`.
+    /// `invalid_kind`, `invalid_currency`, `invalid_partner`, `invalid_limit` or
+    /// `invalid_cursor`.
     pub code: &'static str,
     /// The parameter to blame, as the API names it (`group_by`, `from`, ...).
     pub parameter: &'static str,
@@ -716,6 +730,27 @@ impl Cents {
     }
 }
 
+/// `numerator / denominator` (in the same unit) at four decimals, rounded half-even, computed
+/// on integers so that the quotient is rounded once, exactly (a `Decimal` division rounds at 28
+/// digits first, which can move a quotient onto a midpoint). `None` when the denominator is not
+/// positive, or the numerator times 10^4 leaves an `i128`, which a sum of capped totals does not
+/// (it is below 10^34 cents).
+fn ratio_4dp(numerator: Cents, denominator: Cents) -> Option<String> {
+    if denominator.0 <= 0 {
+        return None;
+    }
+    let scaled = numerator.0.checked_mul(10_000)?;
+    let (mut quotient, remainder) = (scaled / denominator.0, scaled % denominator.0);
+    // Twice a remainder below the denominator fits, the denominator being below i128::MAX / 2.
+    let twice = remainder.saturating_mul(2);
+    if twice > denominator.0 || (twice == denominator.0 && quotient % 2 != 0) {
+        quotient += 1;
+    }
+    let sign = if quotient < 0 { "-" } else { "" };
+    let abs = quotient.unsigned_abs();
+    Some(format!("{sign}{}.{:04}", abs / 10_000, abs % 10_000))
+}
+
 /// The parameters of `GET /v1/summary`: only the period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SummaryQuery {
@@ -971,9 +1006,621 @@ fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
+/// `GET /v1/flows`: a page of the flows behind the totals, newest `occurred_on` first, then
+/// highest seq first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsReply {
+    /// The checkpoint the page is at (a cursor pins later pages to the first page's).
+    pub as_of_seq: u64,
+    /// The page.
+    pub flows: Vec<FlowItem>,
+    /// The cursor of the next page, `null` after the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Whether a flow still counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowStatus {
+    /// Applied and counting in the totals.
+    Applied,
+    /// Undone by a reversal: counts in no total and no period.
+    Reversed,
+}
+
+impl FlowStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowStatus::Applied => "applied",
+            FlowStatus::Reversed => "reversed",
+        }
+    }
+}
+
+/// One applied monetary or in-kind event (reversals are not items: they mark their target).
+/// Amounts are strings at the currency's minor unit, USD at cents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowItem {
+    /// Where it is in the log.
+    pub seq: u64,
+    /// Its event id.
+    pub event_id: String,
+    /// The submitting partner.
+    pub partner: String,
+    /// The event's type, as in the JSON event object (`pledge_recorded`, ...).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The totals kind it counts in (`pledged`, `paid`, `parallel_funding`, `in_kind`).
+    pub kind: String,
+    /// ISO date.
+    pub occurred_on: String,
+    /// RFC 3339, UTC, as the gateway recorded it.
+    pub recorded_at: String,
+    /// The donor it counts under (`""` for none).
+    pub donor: String,
+    /// The grant it counts under (`""` for none).
+    pub grant: String,
+    /// The sector it counts under (`""` for none).
+    pub sector: String,
+    /// Free text (`""` for none).
+    pub description: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The whole amount.
+    pub amount: String,
+    /// USD per unit of the currency, as given; `null` without a rate.
+    pub usd_rate: Option<String>,
+    /// The date of the rate; `null` without a rate.
+    pub usd_rate_date: Option<String>,
+    /// Where the rate comes from; `null` without a rate.
+    pub usd_rate_source: Option<String>,
+    /// The sum of the allocations' USD equivalents; `null` without a rate.
+    pub usd_equivalent: Option<String>,
+    /// Applied or reversed.
+    pub status: FlowStatus,
+    /// The reversal's event id; `null` unless reversed.
+    pub reversed_by: Option<String>,
+    /// The reversal's seq; `null` unless reversed.
+    pub reversed_seq: Option<u64>,
+    /// The reversal's reason; `null` unless reversed.
+    pub reason: Option<String>,
+    /// The recipients' shares, in the event's order.
+    pub allocations: Vec<FlowAllocation>,
+}
+
+/// One recipient's share of a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowAllocation {
+    /// The recipient's scope.
+    #[serde(with = "scope_name")]
+    pub scope: Scope,
+    /// Its alpha-3 or M49 code.
+    pub key: String,
+    /// Its name.
+    pub name: String,
+    /// The receiving organisation (`""` for none).
+    pub organisation: String,
+    /// The share, in the flow's currency.
+    pub value: String,
+    /// The share in USD (value × rate, half-even to cents); `null` without a rate.
+    pub usd_equivalent: Option<String>,
+    /// In-kind goods; empty for monetary kinds.
+    pub items: Vec<ItemQuantity>,
+}
+
+/// The columns of [`flows_csv`].
+const FLOW_COLUMNS: [&str; 28] = [
+    "seq",
+    "event_id",
+    "partner",
+    "type",
+    "kind",
+    "occurred_on",
+    "recorded_at",
+    "donor",
+    "grant",
+    "sector",
+    "description",
+    "currency",
+    "amount",
+    "usd_rate",
+    "usd_rate_date",
+    "usd_rate_source",
+    "usd_equivalent",
+    "status",
+    "reversed_by",
+    "reason",
+    "allocation",
+    "recipient_scope",
+    "recipient",
+    "recipient_name",
+    "organisation",
+    "value",
+    "value_usd",
+    "items",
+];
+
+/// The flows as CSV, one row per allocation (the flow's columns repeated; `allocation` is the
+/// allocation's index from 0, as in `allocations[0]`), a `null` as an empty cell, and the items
+/// as `item:unit:quantity` joined by `; `. A flow without allocations, which the fold never
+/// applies, would still get one row, so that no flow is lost from the file.
+pub fn flows_csv(flows: &[FlowItem]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(FLOW_COLUMNS)?;
+    for flow in flows {
+        let seq = flow.seq.to_string();
+        let head = [
+            seq.as_str(),
+            &flow.event_id,
+            &flow.partner,
+            &flow.event_type,
+            &flow.kind,
+            &flow.occurred_on,
+            &flow.recorded_at,
+            &flow.donor,
+            &flow.grant,
+            &flow.sector,
+            &flow.description,
+            &flow.currency,
+            &flow.amount,
+            text(&flow.usd_rate),
+            text(&flow.usd_rate_date),
+            text(&flow.usd_rate_source),
+            text(&flow.usd_equivalent),
+            flow.status.as_str(),
+            text(&flow.reversed_by),
+            text(&flow.reason),
+        ];
+        if flow.allocations.is_empty() {
+            let mut record = head.to_vec();
+            record.extend([""; FLOW_COLUMNS.len() - 20]);
+            writer.write_record(&record)?;
+        }
+        for (index, allocation) in flow.allocations.iter().enumerate() {
+            let index = index.to_string();
+            let items = items_text(&allocation.items);
+            let mut record = head.to_vec();
+            record.extend([
+                index.as_str(),
+                allocation.scope.as_str(),
+                &allocation.key,
+                &allocation.name,
+                &allocation.organisation,
+                &allocation.value,
+                text(&allocation.usd_equivalent),
+                &items,
+            ]);
+            writer.write_record(&record)?;
+        }
+    }
+    into_bytes(writer)
+}
+
+fn text(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("")
+}
+
+fn items_text(items: &[ItemQuantity]) -> String {
+    items
+        .iter()
+        .map(|i| format!("{}:{}:{}", i.item, i.unit, i.quantity))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `GET /v1/pledges`: a page of the pledge book, in (partner, pledge id) order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PledgesReply {
+    /// The checkpoint the page is at.
+    pub as_of_seq: u64,
+    /// The page.
+    pub pledges: Vec<PledgeItem>,
+    /// The cursor of the next page, `null` after the last.
+    pub next_cursor: Option<String>,
+}
+
+/// One pledge of the book: its balance per recipient and the parallel funding it drew.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PledgeItem {
+    /// Whose pledge.
+    pub partner: String,
+    /// The partner's id of it, also the grant id parallel funding names.
+    pub pledge_id: String,
+    /// Who pledges (`""` for none).
+    pub donor: String,
+    /// What for (`""` for none).
+    pub sector: String,
+    /// ISO date.
+    pub occurred_on: String,
+    /// ISO 4217 code of the pledge and its payments.
+    pub currency: String,
+    /// Promised, over the recipients.
+    pub pledged: String,
+    /// Paid so far, over the recipients.
+    pub paid: String,
+    /// Still to pay, over the recipients.
+    pub outstanding: String,
+    /// The pledge's USD equivalent at its own rate; `null` without one.
+    pub pledged_usd: Option<String>,
+    /// The payments' own USD equivalents, summed; `null` when a payment came without a rate.
+    pub paid_usd: Option<String>,
+    /// What is outstanding per recipient at the pledge's rate (each half-even to cents), summed;
+    /// `null` without a rate. Payments convert at their own rates, so this need not equal
+    /// `pledged_usd - paid_usd`.
+    pub outstanding_usd: Option<String>,
+    /// Per recipient.
+    pub lines: Vec<PledgeLineReply>,
+    /// The parallel funding whose grant is this pledge's id, all partners, per currency (sorted
+    /// by code).
+    pub parallel_funding: Vec<FundingPart>,
+    /// The USD equivalent of the converted parts of `parallel_funding`.
+    pub parallel_funding_usd: String,
+    /// `parallel_funding_usd / pledged_usd`, four decimals, rounded half-even; `null` when
+    /// `pledged_usd` is `null` or zero.
+    pub leverage: Option<String>,
+}
+
+/// The parallel funding of a grant in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundingPart {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Everything, in `currency`.
+    pub amount: String,
+    /// The USD equivalent of the converted part.
+    pub usd_equivalent: String,
+    /// The part with no USD rate, in `currency` (not in `usd_equivalent`, nor in the leverage).
+    pub unconverted: String,
+}
+
+/// The pledge book's item of `row`, with `funding` the parallel funding that names its id
+/// (`Ledger::grant_funding`), one entry per currency.
+pub fn pledge_item(
+    row: &PledgeRow,
+    funding: &[(CurrencyIndex, Total)],
+) -> Result<PledgeItem, AnalyticsError> {
+    let overflow = |what| move || AnalyticsError::Overflow { what };
+    let currency = currency_code(row.currency);
+    let minor = minor_unit(currency);
+    let money = |d: Decimal| format_at_scale(d, minor);
+    let (mut pledged, mut paid) = (Decimal::ZERO, Decimal::ZERO);
+    let mut outstanding_usd = row.usd_rate.map(|_| Cents::default());
+    let mut lines = Vec::with_capacity(row.lines.len());
+    for line in &row.lines {
+        // A pledge's lines add up to its amount, a parsed decimal: these sums fit.
+        pledged = pledged
+            .checked_add(line.pledged)
+            .ok_or_else(overflow("a pledge"))?;
+        paid = paid
+            .checked_add(line.paid)
+            .ok_or_else(overflow("a pledge's payments"))?;
+        if let (Some(sum), Some(rate)) = (outstanding_usd.as_mut(), row.usd_rate) {
+            // At most the line's pledged USD, which the fold converted at this rate.
+            let usd = to_usd(line.outstanding(), rate).ok_or_else(overflow("outstanding USD"))?;
+            *sum = sum
+                .plus(Cents::of(usd))
+                .ok_or_else(overflow("outstanding USD"))?;
+        }
+        lines.push(PledgeLineReply {
+            scope: line.node.scope(),
+            key: line.node.key().to_owned(),
+            name: line.node.name().to_owned(),
+            pledged: money(line.pledged),
+            paid: money(line.paid),
+            outstanding: money(line.outstanding()),
+        });
+    }
+    let outstanding = pledged
+        .checked_sub(paid)
+        .ok_or_else(overflow("outstanding"))?;
+    let mut parts: Vec<(&'static str, &Total)> = funding
+        .iter()
+        .map(|(currency, total)| (currency_code(*currency), total))
+        .collect();
+    parts.sort_unstable_by_key(|(code, _)| *code);
+    let mut funding_usd = Cents::default();
+    for (_, total) in &parts {
+        funding_usd = funding_usd
+            .plus(Cents::of(total.usd_equivalent))
+            .ok_or_else(overflow("parallel funding USD"))?;
+    }
+    let pledged_usd = row.pledged_usd.map(Cents::of);
+    Ok(PledgeItem {
+        partner: row.partner_id.clone(),
+        pledge_id: row.pledge_id.clone(),
+        donor: row.donor.clone(),
+        sector: row.sector.clone(),
+        occurred_on: row.occurred_on.to_string(),
+        currency: currency.to_owned(),
+        pledged: money(pledged),
+        paid: money(paid),
+        outstanding: money(outstanding),
+        pledged_usd: pledged_usd.map(Cents::text),
+        paid_usd: (row.payments_unconverted == 0).then(|| Cents::of(row.paid_usd).text()),
+        outstanding_usd: outstanding_usd.map(Cents::text),
+        lines,
+        parallel_funding: parts
+            .into_iter()
+            .map(|(code, total)| {
+                let minor = minor_unit(code);
+                FundingPart {
+                    currency: code.to_owned(),
+                    amount: format_at_scale(total.amount, minor),
+                    usd_equivalent: format_at_scale(total.usd_equivalent, USD_SCALE),
+                    unconverted: format_at_scale(total.unconverted, minor),
+                }
+            })
+            .collect(),
+        parallel_funding_usd: funding_usd.text(),
+        leverage: pledged_usd.and_then(|p| ratio_4dp(funding_usd, p)),
+    })
+}
+
+/// The columns of [`pledges_csv`].
+const PLEDGE_COLUMNS: [&str; 22] = [
+    "partner",
+    "pledge_id",
+    "donor",
+    "sector",
+    "occurred_on",
+    "currency",
+    "pledged",
+    "paid",
+    "outstanding",
+    "pledged_usd",
+    "paid_usd",
+    "outstanding_usd",
+    "parallel_funding",
+    "parallel_funding_usd",
+    "leverage",
+    "line",
+    "recipient_scope",
+    "recipient",
+    "recipient_name",
+    "line_pledged",
+    "line_paid",
+    "line_outstanding",
+];
+
+/// The pledges as CSV, one row per pledge line (the pledge's columns repeated; `line` is the
+/// line's index from 0), a `null` as an empty cell, and the parallel funding as
+/// `currency:amount` joined by `; `.
+pub fn pledges_csv(pledges: &[PledgeItem]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(PLEDGE_COLUMNS)?;
+    for pledge in pledges {
+        let funding = pledge
+            .parallel_funding
+            .iter()
+            .map(|p| format!("{}:{}", p.currency, p.amount))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let head = [
+            pledge.partner.as_str(),
+            &pledge.pledge_id,
+            &pledge.donor,
+            &pledge.sector,
+            &pledge.occurred_on,
+            &pledge.currency,
+            &pledge.pledged,
+            &pledge.paid,
+            &pledge.outstanding,
+            text(&pledge.pledged_usd),
+            text(&pledge.paid_usd),
+            text(&pledge.outstanding_usd),
+            &funding,
+            &pledge.parallel_funding_usd,
+            text(&pledge.leverage),
+        ];
+        if pledge.lines.is_empty() {
+            let mut record = head.to_vec();
+            record.extend([""; PLEDGE_COLUMNS.len() - 15]);
+            writer.write_record(&record)?;
+        }
+        for (index, line) in pledge.lines.iter().enumerate() {
+            let index = index.to_string();
+            let mut record = head.to_vec();
+            record.extend([
+                index.as_str(),
+                line.scope.as_str(),
+                &line.key,
+                &line.name,
+                &line.pledged,
+                &line.paid,
+                &line.outstanding,
+            ]);
+            writer.write_record(&record)?;
+        }
+    }
+    into_bytes(writer)
+}
+
+/// Parses `limit`, the size of a page of flows or pledges: [`PAGE_LIMIT_DEFAULT`] when absent,
+/// 1 to [`PAGE_LIMIT_MAX`] otherwise.
+pub fn parse_limit(text: Option<&str>) -> Result<usize, QueryParamError> {
+    let Some(text) = text else {
+        return Ok(PAGE_LIMIT_DEFAULT);
+    };
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=PAGE_LIMIT_MAX).contains(n))
+        .ok_or_else(|| {
+            QueryParamError::new(
+                "invalid_limit",
+                "limit",
+                format_args!("{text:?} is not a whole number from 1 to {PAGE_LIMIT_MAX}"),
+            )
+        })
+}
+
+/// The version byte every cursor starts with, so that a later format can tell old cursors.
+const CURSOR_VERSION: u8 = 1;
+/// The second byte: which list the cursor pages, so that one list's cursor is refused by the
+/// other.
+const FLOWS_TAG: u8 = b'F';
+const PLEDGES_TAG: u8 = b'P';
+
+/// Where a page of the flows list ends: the seq the pages are pinned to and the last item
+/// given. Opaque to clients: hex of a versioned binary form (URL-safe, no padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowsCursor {
+    /// The checkpoint of the first page; later pages answer as of it.
+    pub as_of_seq: u64,
+    /// The last item's `occurred_on`.
+    pub occurred_on: Date,
+    /// The last item's seq.
+    pub seq: u64,
+}
+
+impl FlowsCursor {
+    /// The cursor's text.
+    pub fn encode(&self) -> String {
+        let mut bytes = vec![CURSOR_VERSION, FLOWS_TAG];
+        bytes.extend(self.as_of_seq.to_be_bytes());
+        bytes.extend(self.occurred_on.to_julian_day().to_be_bytes());
+        bytes.extend(self.seq.to_be_bytes());
+        hex::encode(bytes)
+    }
+
+    /// Reads a cursor's text; anything [`FlowsCursor::encode`] did not write is refused.
+    pub fn decode(text: &str) -> Result<FlowsCursor, QueryParamError> {
+        let mut reader = CursorReader::open(text, FLOWS_TAG)?;
+        let as_of_seq = reader.u64()?;
+        let occurred_on = Date::from_julian_day(reader.i32()?).map_err(|_| cursor_error())?;
+        let seq = reader.u64()?;
+        reader.end()?;
+        Ok(FlowsCursor {
+            as_of_seq,
+            occurred_on,
+            seq,
+        })
+    }
+
+    /// Whether an item comes after the cursor in the list's order (newest `occurred_on` first,
+    /// then highest seq first): the next page is the first items it admits.
+    pub fn admits(&self, occurred_on: Date, seq: u64) -> bool {
+        (occurred_on, seq) < (self.occurred_on, self.seq)
+    }
+}
+
+/// Where a page of the pledge book ends: the seq the pages are pinned to and the last pledge
+/// given, in (partner, pledge id) order. Opaque as [`FlowsCursor`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PledgesCursor {
+    /// The checkpoint of the first page.
+    pub as_of_seq: u64,
+    /// The last pledge's partner.
+    pub partner: String,
+    /// The last pledge's id.
+    pub pledge_id: String,
+}
+
+impl PledgesCursor {
+    /// The cursor's text.
+    pub fn encode(&self) -> String {
+        let mut bytes = vec![CURSOR_VERSION, PLEDGES_TAG];
+        bytes.extend(self.as_of_seq.to_be_bytes());
+        push_text(&mut bytes, &self.partner);
+        push_text(&mut bytes, &self.pledge_id);
+        hex::encode(bytes)
+    }
+
+    /// Reads a cursor's text; anything [`PledgesCursor::encode`] did not write is refused.
+    pub fn decode(text: &str) -> Result<PledgesCursor, QueryParamError> {
+        let mut reader = CursorReader::open(text, PLEDGES_TAG)?;
+        let as_of_seq = reader.u64()?;
+        let partner = reader.text()?;
+        let pledge_id = reader.text()?;
+        reader.end()?;
+        if !wire::is_valid_partner_id(&partner) || pledge_id.len() > limits::ID_LEN_MAX {
+            return Err(cursor_error());
+        }
+        Ok(PledgesCursor {
+            as_of_seq,
+            partner,
+            pledge_id,
+        })
+    }
+
+    /// Whether a pledge comes after the cursor in (partner, pledge id) order.
+    pub fn admits(&self, partner: &str, pledge_id: &str) -> bool {
+        (partner, pledge_id) > (self.partner.as_str(), self.pledge_id.as_str())
+    }
+}
+
+/// A text as its byte length (u32, big-endian) and its bytes, whole: an id longer than the
+/// gate allows, which cannot be in the ledger, makes a cursor that decoding refuses rather than
+/// one that silently names another pledge.
+fn push_text(bytes: &mut Vec<u8>, text: &str) {
+    let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    bytes.extend(len.to_be_bytes());
+    bytes.extend(text.as_bytes());
+}
+
+fn cursor_error() -> QueryParamError {
+    QueryParamError::new(
+        "invalid_cursor",
+        "cursor",
+        "is not a cursor this list gave (pass next_cursor unchanged)",
+    )
+}
+
+/// Reads a cursor's bytes after its version and tag, refusing anything short or malformed.
+struct CursorReader {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl CursorReader {
+    fn open(text: &str, tag: u8) -> Result<CursorReader, QueryParamError> {
+        if text.len() > CURSOR_LEN_MAX {
+            return Err(cursor_error());
+        }
+        let bytes = hex::decode(text).map_err(|_| cursor_error())?;
+        if bytes.get(..2) != Some(&[CURSOR_VERSION, tag][..]) {
+            return Err(cursor_error());
+        }
+        Ok(CursorReader { bytes, at: 2 })
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], QueryParamError> {
+        let end = self.at.checked_add(N).ok_or_else(cursor_error)?;
+        let chunk = self.bytes.get(self.at..end).ok_or_else(cursor_error)?;
+        self.at = end;
+        chunk.try_into().map_err(|_| cursor_error())
+    }
+
+    fn u64(&mut self) -> Result<u64, QueryParamError> {
+        self.take::<8>().map(u64::from_be_bytes)
+    }
+
+    fn i32(&mut self) -> Result<i32, QueryParamError> {
+        self.take::<4>().map(i32::from_be_bytes)
+    }
+
+    fn text(&mut self) -> Result<String, QueryParamError> {
+        let len =
+            usize::try_from(u32::from_be_bytes(self.take::<4>()?)).map_err(|_| cursor_error())?;
+        let end = self.at.checked_add(len).ok_or_else(cursor_error)?;
+        let chunk = self.bytes.get(self.at..end).ok_or_else(cursor_error)?;
+        self.at = end;
+        String::from_utf8(chunk.to_vec()).map_err(|_| cursor_error())
+    }
+
+    fn end(&self) -> Result<(), QueryParamError> {
+        if self.at == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(cursor_error())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fundflow_domain::PledgeLine;
 
     fn d(text: &str) -> Decimal {
         fundflow_domain::money::parse_decimal(text).unwrap()
@@ -1858,5 +2505,351 @@ mod tests {
         ));
         let s = summary(panel_cells(), [], DayOutcomes::default(), &mid, 1).unwrap();
         assert_eq!((s.countries_benefiting, s.partners, s.grants), (3, 3, 3));
+    }
+
+    #[test]
+    fn a_limit_is_a_page_size_within_bounds() {
+        for bad in ["0", "1001", "-1", "ten", ""] {
+            assert_names(
+                &parse_limit(Some(bad)).unwrap_err(),
+                "invalid_limit",
+                "limit",
+            );
+        }
+        assert_eq!(parse_limit(None), Ok(PAGE_LIMIT_DEFAULT));
+        assert_eq!(parse_limit(Some("1000")), Ok(1000));
+    }
+
+    fn pledge_row(usd_rate: Option<&str>, pledged_usd: Option<&str>) -> PledgeRow {
+        PledgeRow {
+            partner_id: "ffrc-cafs".into(),
+            pledge_id: "sg-2020-01".into(),
+            currency: currency("EUR"),
+            lines: vec![
+                PledgeLine {
+                    node: node("KEN"),
+                    pledged: d("60000.00"),
+                    paid: d("10000.00"),
+                },
+                PledgeLine {
+                    node: node("014"),
+                    pledged: d("40000.00"),
+                    paid: d("0.00"),
+                },
+            ],
+            donor: "acme".into(),
+            sector: "health".into(),
+            occurred_on: date("2020-03-01"),
+            usd_rate: usd_rate.map(d),
+            pledged_usd: pledged_usd.map(d),
+            paid_usd: d("12000.00"),
+            payments_unconverted: 0,
+        }
+    }
+
+    fn funding(parts: &[(&str, &str, &str, &str)]) -> Vec<(CurrencyIndex, Total)> {
+        parts
+            .iter()
+            .map(|(code, amount, usd, unconverted)| {
+                (
+                    currency(code),
+                    Total {
+                        amount: d(amount),
+                        usd_equivalent: d(usd),
+                        unconverted: d(unconverted),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leverage_rounds_half_even_at_four_decimals() {
+        let row = pledge_row(Some("1"), Some("100000.00"));
+        let leverage = |usd: &str| {
+            pledge_item(&row, &funding(&[("USD", usd, usd, "0")]))
+                .unwrap()
+                .leverage
+        };
+        assert_eq!(leverage("12345.00").as_deref(), Some("0.1234"));
+        assert_eq!(leverage("12355.00").as_deref(), Some("0.1236"));
+        assert_eq!(leverage("12345.01").as_deref(), Some("0.1235"));
+        assert_eq!(leverage("258800.00").as_deref(), Some("2.5880"));
+        assert_eq!(leverage("0.00").as_deref(), Some("0.0000"));
+        // The integer rounding agrees with rust_decimal's on ordinary quotients.
+        for (num, den) in [("1", "3"), ("2", "3"), ("100.00", "7.00"), ("5.55", "0.01")] {
+            let expected =
+                (d(num) / d(den)).round_dp_with_strategy(4, RoundingStrategy::MidpointNearestEven);
+            assert_eq!(
+                ratio_4dp(Cents::of(d(num)), Cents::of(d(den))),
+                Some(format_at_scale(expected, 4)),
+                "{num} / {den}"
+            );
+        }
+        let no_usd = pledge_row(None, None);
+        assert_eq!(pledge_item(&no_usd, &[]).unwrap().leverage, None);
+        let zero = pledge_row(Some("1"), Some("0.00"));
+        assert_eq!(pledge_item(&zero, &[]).unwrap().leverage, None);
+    }
+
+    #[test]
+    fn a_pledge_item_has_its_balances_and_its_parallel_funding() {
+        let mut row = pledge_row(Some("1.2215"), Some("122150.00"));
+        let item = pledge_item(
+            &row,
+            &funding(&[
+                ("USD", "64700.00", "64700.00", "0"),
+                ("EUR", "1000.00", "1221.50", "0"),
+                ("KES", "500.00", "0", "500.00"),
+            ]),
+        )
+        .unwrap();
+        let json = serde_json::to_value(&item).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "partner": "ffrc-cafs", "pledge_id": "sg-2020-01", "donor": "acme",
+                "sector": "health", "occurred_on": "2020-03-01", "currency": "EUR",
+                "pledged": "100000.00", "paid": "10000.00", "outstanding": "90000.00",
+                "pledged_usd": "122150.00", "paid_usd": "12000.00",
+                // 50000 × 1.2215 + 40000 × 1.2215
+                "outstanding_usd": "109935.00",
+                "lines": [
+                    {"scope": "country", "key": "KEN", "name": "Kenya", "pledged": "60000.00",
+                     "paid": "10000.00", "outstanding": "50000.00"},
+                    {"scope": "intermediate", "key": "014", "name": "Eastern Africa",
+                     "pledged": "40000.00", "paid": "0.00", "outstanding": "40000.00"},
+                ],
+                "parallel_funding": [
+                    {"currency": "EUR", "amount": "1000.00", "usd_equivalent": "1221.50",
+                     "unconverted": "0.00"},
+                    {"currency": "KES", "amount": "500.00", "usd_equivalent": "0.00",
+                     "unconverted": "500.00"},
+                    {"currency": "USD", "amount": "64700.00", "usd_equivalent": "64700.00",
+                     "unconverted": "0.00"},
+                ],
+                "parallel_funding_usd": "65921.50",
+                // 65921.50 / 122150.00 = 0.53967…
+                "leverage": "0.5397",
+            })
+        );
+        assert_eq!(serde_json::from_value::<PledgeItem>(json).unwrap(), item);
+        // Each line's outstanding is converted and rounded on its own, half-even.
+        row.usd_rate = Some(d("0.00125"));
+        row.lines[0].paid = d("59900.00"); // 100.00 outstanding → 0.125 → 0.12
+        row.lines[1].paid = d("39900.00"); // 100.00 → 0.12
+        row.payments_unconverted = 1;
+        let item = pledge_item(&row, &[]).unwrap();
+        assert_eq!(item.outstanding_usd.as_deref(), Some("0.24"));
+        assert_eq!(item.paid_usd, None);
+        assert_eq!(item.parallel_funding_usd, "0.00");
+    }
+
+    #[test]
+    fn pledges_csv_has_a_row_per_line() {
+        let item = pledge_item(
+            &pledge_row(None, None),
+            &funding(&[("USD", "5.00", "5.00", "0")]),
+        )
+        .unwrap();
+        let csv = String::from_utf8(pledges_csv(&[item]).unwrap()).unwrap();
+        assert_eq!(
+            csv.lines().collect::<Vec<_>>(),
+            [
+                PLEDGE_COLUMNS.join(","),
+                "ffrc-cafs,sg-2020-01,acme,health,2020-03-01,EUR,100000.00,10000.00,90000.00,,12000.00,,USD:5.00,5.00,,0,country,KEN,Kenya,60000.00,10000.00,50000.00".into(),
+                "ffrc-cafs,sg-2020-01,acme,health,2020-03-01,EUR,100000.00,10000.00,90000.00,,12000.00,,USD:5.00,5.00,,1,intermediate,014,Eastern Africa,40000.00,0.00,40000.00".into(),
+            ]
+        );
+    }
+
+    fn flow_item() -> FlowItem {
+        FlowItem {
+            seq: 7,
+            event_id: "6f1c2a9e-0000-4000-8000-000000000001".into(),
+            partner: "cafs".into(),
+            event_type: "in_kind_donation_recorded".into(),
+            kind: "in_kind".into(),
+            occurred_on: "2020-04-02".into(),
+            recorded_at: "2020-04-03T10:00:00Z".into(),
+            donor: "Jack Ma Foundation".into(),
+            grant: String::new(),
+            sector: String::new(),
+            description: "Masks, \"N95\" grade".into(),
+            currency: "CNY".into(),
+            amount: "5000.00".into(),
+            usd_rate: Some("0.1538".into()),
+            usd_rate_date: Some("2020-04-02".into()),
+            usd_rate_source: Some("ECB".into()),
+            usd_equivalent: Some("769.00".into()),
+            status: FlowStatus::Applied,
+            reversed_by: None,
+            reversed_seq: None,
+            reason: None,
+            allocations: vec![
+                FlowAllocation {
+                    scope: Scope::Country,
+                    key: "NGA".into(),
+                    name: "Nigeria".into(),
+                    organisation: String::new(),
+                    value: "3000.00".into(),
+                    usd_equivalent: Some("461.40".into()),
+                    items: vec![
+                        ItemQuantity {
+                            item: "mask".into(),
+                            unit: "piece".into(),
+                            quantity: "20000".into(),
+                        },
+                        ItemQuantity {
+                            item: "gown".into(),
+                            unit: "piece".into(),
+                            quantity: "5".into(),
+                        },
+                    ],
+                },
+                FlowAllocation {
+                    scope: Scope::Intermediate,
+                    key: "014".into(),
+                    name: "Eastern Africa".into(),
+                    organisation: "COMESA secretariat".into(),
+                    value: "2000.00".into(),
+                    usd_equivalent: Some("307.60".into()),
+                    items: Vec::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn flows_csv_quotes_what_needs_it() {
+        let csv = String::from_utf8(flows_csv(&[flow_item()]).unwrap()).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], FLOW_COLUMNS.join(","));
+        assert_eq!(
+            lines[1],
+            "7,6f1c2a9e-0000-4000-8000-000000000001,cafs,in_kind_donation_recorded,in_kind,\
+             2020-04-02,2020-04-03T10:00:00Z,Jack Ma Foundation,,,\"Masks, \"\"N95\"\" grade\",\
+             CNY,5000.00,0.1538,2020-04-02,ECB,769.00,applied,,,0,country,NGA,Nigeria,,3000.00,\
+             461.40,mask:piece:20000; gown:piece:5"
+        );
+        assert!(
+            lines[2]
+                .ends_with(",1,intermediate,014,Eastern Africa,COMESA secretariat,2000.00,307.60,")
+        );
+        assert_eq!(lines.len(), 3);
+        // What the writer quoted, a reader reads back whole.
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(&record[10], "Masks, \"N95\" grade");
+        assert_eq!(record.len(), FLOW_COLUMNS.len());
+    }
+
+    #[test]
+    fn a_flow_item_keeps_its_nulls_and_its_type() {
+        let mut item = flow_item();
+        item.usd_rate = None;
+        item.usd_rate_date = None;
+        item.usd_rate_source = None;
+        item.usd_equivalent = None;
+        item.allocations.truncate(1);
+        item.allocations[0].usd_equivalent = None;
+        let json = serde_json::to_value(&item).unwrap();
+        for field in [
+            "usd_rate",
+            "usd_equivalent",
+            "reversed_by",
+            "reversed_seq",
+            "reason",
+        ] {
+            assert!(json[field].is_null(), "{field}");
+            assert!(json.as_object().unwrap().contains_key(field), "{field}");
+        }
+        assert_eq!(json["type"], "in_kind_donation_recorded");
+        assert_eq!(json["status"], "applied");
+        assert!(json["allocations"][0]["usd_equivalent"].is_null());
+        assert_eq!(json["allocations"][0]["scope"], "country");
+        assert_eq!(serde_json::from_value::<FlowItem>(json).unwrap(), item);
+        let reply = FlowsReply {
+            as_of_seq: 9,
+            flows: vec![FlowItem {
+                status: FlowStatus::Reversed,
+                reversed_by: Some("id".into()),
+                reversed_seq: Some(12),
+                reason: Some("duplicate entry".into()),
+                ..item
+            }],
+            next_cursor: None,
+        };
+        let json = serde_json::to_value(&reply).unwrap();
+        assert_eq!(json["flows"][0]["status"], "reversed");
+        assert!(json["next_cursor"].is_null());
+        assert_eq!(serde_json::from_value::<FlowsReply>(json).unwrap(), reply);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_anything_else_is_refused() {
+        let flows = FlowsCursor {
+            as_of_seq: 1_000_000,
+            occurred_on: date("2020-09-30"),
+            seq: 77,
+        };
+        let text = flows.encode();
+        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric()), "{text}");
+        assert_eq!(FlowsCursor::decode(&text), Ok(flows));
+        assert!(flows.admits(date("2020-09-30"), 76));
+        assert!(flows.admits(date("2020-09-29"), 900));
+        assert!(!flows.admits(date("2020-09-30"), 77));
+        assert!(!flows.admits(date("2020-10-01"), 1));
+
+        let pledges = PledgesCursor {
+            as_of_seq: 5,
+            partner: "ffrc-cafs".into(),
+            pledge_id: "sg-2020-01 ünï".into(),
+        };
+        let text = pledges.encode();
+        assert_eq!(PledgesCursor::decode(&text), Ok(pledges.clone()));
+        assert!(pledges.admits("ffrc-cafs", "sg-2020-02"));
+        assert!(pledges.admits("zz", "a"));
+        assert!(!pledges.admits("ffrc-cafs", "sg-2020-01 ünï"));
+
+        let flows_text = flows.encode();
+        let bad = [
+            String::new(),
+            "zz".into(),
+            "0".into(),
+            flows_text[..flows_text.len() - 2].to_owned(),
+            format!("{flows_text}00"),
+            format!("02{}", &flows_text[2..]),
+            text.clone(),
+            "a".repeat(CURSOR_LEN_MAX + 2),
+        ];
+        for cursor in &bad {
+            assert_names(
+                &FlowsCursor::decode(cursor).unwrap_err(),
+                "invalid_cursor",
+                "cursor",
+            );
+        }
+        assert_names(
+            &PledgesCursor::decode(&flows_text).unwrap_err(),
+            "invalid_cursor",
+            "cursor",
+        );
+        let too_long = PledgesCursor {
+            pledge_id: "x".repeat(limits::ID_LEN_MAX + 1),
+            ..pledges.clone()
+        };
+        assert!(PledgesCursor::decode(&too_long.encode()).is_err());
+        let longest = PledgesCursor {
+            partner: "p".repeat(limits::PARTNER_ID_LEN_MAX),
+            pledge_id: "x".repeat(limits::ID_LEN_MAX),
+            ..pledges.clone()
+        };
+        assert_eq!(PledgesCursor::decode(&longest.encode()), Ok(longest));
+        let bad_partner = PledgesCursor {
+            partner: "Not An Id".into(),
+            ..pledges
+        };
+        assert!(PledgesCursor::decode(&bad_partner.encode()).is_err());
     }
 }
