@@ -516,6 +516,18 @@ impl TotalsQuery {
             .fold(self.period.level(), CellLevel::max)
     }
 
+    /// Whether the query asks for nothing but what today's totals answer (no grouping, no
+    /// partner, grant, sector, donor or period): then its rows are [`crate::total_rows`]'s, read
+    /// from the direct totals.
+    pub fn is_plain(&self) -> bool {
+        self.group_by.is_empty()
+            && self.partner.is_none()
+            && self.grant.is_none()
+            && self.sector.is_none()
+            && self.donor.is_none()
+            && self.period == Period::default()
+    }
+
     /// The years or months to read at [`TotalsQuery::level`]; `None`: all.
     pub fn periods(&self) -> Option<Periods> {
         self.period.periods(self.level())

@@ -529,7 +529,9 @@ impl TotalsArgs {
     /// The validated query; an error names the flag and the rule.
     pub fn query(&self) -> anyhow::Result<fundflow_api::TotalsQuery> {
         fundflow_api::TotalsQuery::parse(&self.params()).map_err(|err| {
-            anyhow::anyhow!("--{}: {}", err.parameter.replace('_', "-"), err.detail)
+            // The detail starts with the API's parameter name: say the flag's instead.
+            let rule = err.detail.strip_prefix(err.parameter).unwrap_or(&err.detail);
+            anyhow::anyhow!("--{}{rule}", err.parameter.replace('_', "-"))
         })
     }
 }

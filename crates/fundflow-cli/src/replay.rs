@@ -37,7 +37,7 @@ pub fn replay_file(path: &Path, format: Format, totals: &TotalsArgs) -> anyhow::
 /// for the same query at the same seq, computed by the same code from the fold's own cells.
 pub fn report_for(ledger: &Ledger, query: &TotalsQuery) -> anyhow::Result<Report> {
     let mut report = Report::of(ledger);
-    if is_plain(query) {
+    if query.is_plain() {
         // Today's rows, from the direct totals, as the server answers a query without the
         // analytics parameters.
         report.totals.retain(|row| {
@@ -53,16 +53,6 @@ pub fn report_for(ledger: &Ledger, query: &TotalsQuery) -> anyhow::Result<Report
             .context("cannot sum the totals")?;
     }
     Ok(report)
-}
-
-/// Whether a query asks for nothing the direct totals cannot answer.
-pub fn is_plain(query: &TotalsQuery) -> bool {
-    query.group_by.is_empty()
-        && query.partner.is_none()
-        && query.grant.is_none()
-        && query.sector.is_none()
-        && query.donor.is_none()
-        && query.period == fundflow_api::Period::default()
 }
 
 /// The columns of a totals row, in the order every format prints them.

@@ -10,8 +10,9 @@
 use std::sync::{Arc, Mutex};
 
 use fundflow_api::{
-    CheckpointReply, EventObject, EventOutcome, EventReply, InKindReply, PledgeLineReply,
-    PledgeReply, TotalRow, TotalsReply, item_rows, total_rows,
+    CheckpointReply, Dimension, EventObject, EventOutcome, EventReply, FlowsReply, InKindReply,
+    PledgeLineReply, PledgeReply, PledgesReply, QueryParamError, SummaryReply, TotalsParams,
+    TotalsQuery, TotalsReply, item_rows, total_rows,
 };
 use fundflow_domain::money::format_at_scale;
 use fundflow_domain::{ModelState, Scope, TotalKind};
@@ -20,7 +21,7 @@ use fundflow_log::EventLog;
 use fundflow_projector::{ProjectorError, ReadModel};
 use fundflow_proto::{Message, v1};
 
-/// Filters of `GET /v1/totals`.
+/// The query of `GET /v1/totals`: the API's parameters and the reply's format.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TotalsFilter {
@@ -32,8 +33,108 @@ pub struct TotalsFilter {
     pub currency: Option<String>,
     /// A country's alpha-3 or an area's M49 code.
     pub key: Option<String>,
+    /// A comma list of dimensions.
+    pub group_by: Option<String>,
+    /// A partner id.
+    pub partner: Option<String>,
+    /// A grant id.
+    pub grant: Option<String>,
+    /// A sector.
+    pub sector: Option<String>,
+    /// A donor.
+    pub donor: Option<String>,
+    /// The first `occurred_on` counted.
+    pub from: Option<String>,
+    /// The last `occurred_on` counted.
+    pub to: Option<String>,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
+}
+
+impl TotalsFilter {
+    /// The API's parameters, without the format.
+    pub fn params(&self) -> TotalsParams {
+        TotalsParams {
+            scope: self.scope.clone(),
+            kind: self.kind.clone(),
+            currency: self.currency.clone(),
+            key: self.key.clone(),
+            group_by: self.group_by.clone(),
+            partner: self.partner.clone(),
+            grant: self.grant.clone(),
+            sector: self.sector.clone(),
+            donor: self.donor.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+        }
+    }
+}
+
+/// The query of `GET /v1/flows` (and `fundflow flows`), as strings, validated by
+/// [`Queries::flows`].
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsParams {
+    /// `pledged`, `paid`, `parallel_funding` or `in_kind`.
+    pub kind: Option<String>,
+    /// A partner id.
+    pub partner: Option<String>,
+    /// A country, ISO 3166-1 alpha-2 or alpha-3.
+    pub country: Option<String>,
+    /// An M49 area: flows to it and to every node in it.
+    pub region: Option<String>,
+    /// A grant id.
+    pub grant: Option<String>,
+    /// A donor.
+    pub donor: Option<String>,
+    /// A sector.
+    pub sector: Option<String>,
+    /// The first `occurred_on`.
+    pub from: Option<String>,
+    /// The last `occurred_on`.
+    pub to: Option<String>,
+    /// `applied` (default), `reversed` or `all`.
+    pub status: Option<String>,
+    /// Flows per page, 1 to 1,000 (default 100).
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// The query of `GET /v1/pledges` (and `fundflow pledges`).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PledgesParams {
+    /// A partner id.
+    pub partner: Option<String>,
+    /// A pledge id (the grant).
+    pub grant: Option<String>,
+    /// A sector.
+    pub sector: Option<String>,
+    /// `open`, `paid` or `all` (default).
+    pub status: Option<String>,
+    /// The first `occurred_on` of a pledge.
+    pub from: Option<String>,
+    /// The last `occurred_on` of a pledge.
+    pub to: Option<String>,
+    /// Pledges per page, 1 to 1,000 (default 100).
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// The query of `GET /v1/summary`.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryParams {
+    /// The first day counted.
+    pub from: Option<String>,
+    /// The last day counted.
+    pub to: Option<String>,
 }
 
 /// Why a read has no answer.
@@ -53,6 +154,15 @@ pub enum QueryError {
     /// The read model or the log cannot be read now; the client may ask again.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl From<QueryParamError> for QueryError {
+    fn from(err: QueryParamError) -> QueryError {
+        QueryError::InvalidFilter {
+            code: err.code,
+            detail: err.detail,
+        }
+    }
 }
 
 /// The read side. Cheap to clone.
@@ -128,50 +238,55 @@ impl Queries {
         Ok((after.last_seq == seq).then_some(digest))
     }
 
-    /// `GET /v1/totals`.
-    pub async fn totals(&self, filter: &TotalsFilter) -> Result<TotalsReply, QueryError> {
-        let scope = match filter.scope.as_deref() {
-            None => None,
-            Some(name) => Some(Scope::parse(name).ok_or_else(|| {
-                let names = Scope::ALL.map(Scope::as_str).join(", ");
-                QueryError::InvalidFilter {
-                    code: "invalid_scope",
-                    detail: format!("scope {name:?} is not one of {names}"),
-                }
-            })?),
+    /// `GET /v1/totals`: today's rows from the direct totals when the query asks nothing more,
+    /// else the cells of the coarsest level that answers it, grouped by the API's own code (the
+    /// code a replay runs, so both give the same rows); with the dimensions grouped by, for a
+    /// CSV's columns.
+    pub async fn totals_grouped(
+        &self,
+        params: &TotalsParams,
+    ) -> Result<(TotalsReply, Vec<Dimension>), QueryError> {
+        let query = TotalsQuery::parse(params)?;
+        let (checkpoint, rows) = if query.is_plain() {
+            let state = self.snapshot().await?;
+            let rows = total_rows(&state, query.scope)
+                .into_iter()
+                .filter(|row| query.kind.is_none_or(|k| row.kind == k.as_str()))
+                .filter(|row| {
+                    query
+                        .currency
+                        .is_none_or(|c| row.currency == fundflow_domain::currency_code(c))
+                })
+                .filter(|row| query.key.as_deref().is_none_or(|k| row.key == k))
+                .collect();
+            (state.checkpoint, rows)
+        } else {
+            let model = self.model.clone();
+            let query = query.clone();
+            tokio::task::spawn_blocking(move || {
+                let cells = model
+                    .cells(query.level(), query.periods(), query.partner.as_deref())
+                    .map_err(unavailable)?;
+                let rows = fundflow_api::grouped_total_rows(cells.iter(), &query)
+                    .map_err(|err| QueryError::Unavailable(err.to_string()))?;
+                Ok::<_, QueryError>((cells.checkpoint, rows))
+            })
+            .await
+            .map_err(join_failed)??
         };
-        let kind = match filter.kind.as_deref() {
-            None => None,
-            Some(name) => Some(TotalKind::parse(name).ok_or_else(|| {
-                let names = TotalKind::ALL.map(TotalKind::as_str).join(", ");
-                QueryError::InvalidFilter {
-                    code: "invalid_kind",
-                    detail: format!("kind {name:?} is not one of {names}"),
-                }
-            })?),
-        };
-        if let Some(code) = &filter.currency
-            && fundflow_refdata::currency_by_code(code).is_none()
-        {
-            return Err(QueryError::InvalidFilter {
-                code: "invalid_currency",
-                detail: format!("currency {code:?} is not an ISO 4217 code"),
-            });
-        }
-        let state = self.snapshot().await?;
-        let seq = state.checkpoint.last_seq;
-        let rows = total_rows(&state, scope)
-            .into_iter()
-            .filter(|row| kind.is_none_or(|k| row.kind == k.as_str()))
-            .filter(|row| filter.currency.as_deref().is_none_or(|c| row.currency == c))
-            .filter(|row| filter.key.as_deref().is_none_or(|k| row.key == k))
-            .collect();
-        Ok(TotalsReply {
+        let seq = checkpoint.last_seq;
+        let reply = TotalsReply {
             as_of_seq: seq,
-            log_digest: hex::encode(state.checkpoint.log_digest),
+            log_digest: hex::encode(checkpoint.log_digest),
             model_digest: self.model_digest(seq).await?,
             rows,
-        })
+        };
+        Ok((reply, query.group_by))
+    }
+
+    /// [`Queries::totals_grouped`]'s reply.
+    pub async fn totals(&self, params: &TotalsParams) -> Result<TotalsReply, QueryError> {
+        Ok(self.totals_grouped(params).await?.0)
     }
 
     /// `GET /v1/in-kind`.
@@ -293,34 +408,4 @@ impl Queries {
             rejected: checkpoint.rejected,
         })
     }
-}
-
-/// The totals rows as CSV, the columns of `fundflow totals --format csv` plus the name.
-pub fn totals_csv(rows: &[TotalRow]) -> Result<Vec<u8>, csv::Error> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record([
-        "scope",
-        "key",
-        "name",
-        "kind",
-        "currency",
-        "amount",
-        "usd_equivalent",
-        "unconverted",
-    ])?;
-    for row in rows {
-        writer.write_record([
-            row.scope.as_str(),
-            &row.key,
-            &row.name,
-            &row.kind,
-            &row.currency,
-            &row.amount,
-            &row.usd_equivalent,
-            &row.unconverted,
-        ])?;
-    }
-    writer
-        .into_inner()
-        .map_err(|err| csv::Error::from(err.into_error()))
 }
