@@ -10,12 +10,13 @@
 use std::sync::{Arc, Mutex};
 
 use fundflow_api::{
-    CheckpointReply, Dimension, EventObject, EventOutcome, EventReply, FlowsReply, InKindReply,
-    PledgeLineReply, PledgeReply, PledgesReply, QueryParamError, SummaryReply, TotalsParams,
-    TotalsQuery, TotalsReply, item_rows, total_rows,
+    CheckpointReply, Dimension, EventObject, EventOutcome, EventReply, FlowsCursor, FlowsReply,
+    InKindReply, Period, PledgeLineReply, PledgeReply, PledgesCursor, PledgesReply,
+    QueryParamError, SummaryReply, TotalsParams, TotalsQuery, TotalsReply, item_rows,
+    parse_limit, total_rows,
 };
 use fundflow_domain::money::format_at_scale;
-use fundflow_domain::{ModelState, Scope, TotalKind};
+use fundflow_domain::{ModelState, Node, Scope, TotalKind};
 use fundflow_domain::{currency_code, minor_unit};
 use fundflow_log::EventLog;
 use fundflow_projector::{ProjectorError, ReadModel};
@@ -406,6 +407,200 @@ impl Queries {
             model_digest: self.model_digest(checkpoint.last_seq).await?,
             applied: checkpoint.applied,
             rejected: checkpoint.rejected,
+        })
+    }
+}
+
+/// Which flows' status a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Flows that count (the default).
+    Applied,
+    /// Flows undone by a reversal.
+    Reversed,
+    /// Both.
+    All,
+}
+
+/// A validated `GET /v1/flows` query.
+#[derive(Debug, Clone)]
+pub struct FlowsQuery {
+    /// Only flows of this kind.
+    pub kind: Option<TotalKind>,
+    /// Only this partner's.
+    pub partner: Option<String>,
+    /// Only flows with an allocation to this country.
+    pub country: Option<Node>,
+    /// Only flows with an allocation to this area or to a node in it.
+    pub region: Option<Node>,
+    /// Only this grant's.
+    pub grant: Option<String>,
+    /// Only this donor's.
+    pub donor: Option<String>,
+    /// Only this sector's.
+    pub sector: Option<String>,
+    /// Only flows that occurred in this period.
+    pub period: Period,
+    /// Which statuses.
+    pub status: StatusFilter,
+    /// Flows per page.
+    pub limit: usize,
+    /// Where the previous page ended, and the seq it was answered as of.
+    pub after: Option<FlowsCursor>,
+}
+
+fn param_error(code: &'static str, parameter: &'static str, rule: String) -> QueryError {
+    QueryError::InvalidFilter {
+        code,
+        detail: format!("{parameter}: {rule}"),
+    }
+}
+
+fn parse_kind(text: Option<&str>) -> Result<Option<TotalKind>, QueryError> {
+    text.map(|name| {
+        TotalKind::parse(name).ok_or_else(|| {
+            let names = TotalKind::ALL.map(TotalKind::as_str).join(", ");
+            param_error("invalid_kind", "kind", format!("{name:?} is not one of {names}"))
+        })
+    })
+    .transpose()
+}
+
+fn parse_partner(text: Option<&str>) -> Result<Option<String>, QueryError> {
+    match text {
+        Some(partner) if !fundflow_domain::wire::is_valid_partner_id(partner) => Err(param_error(
+            "invalid_partner",
+            "partner",
+            format!("{partner:?} is not a partner id ([a-z0-9][a-z0-9-]{{0,63}})"),
+        )),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+impl FlowsQuery {
+    /// Validates `params`; each error names its parameter and the rule.
+    pub fn parse(params: &FlowsParams) -> Result<FlowsQuery, QueryError> {
+        let country = params
+            .country
+            .as_deref()
+            .map(|code| {
+                let alpha3 = match code.len() {
+                    2 => fundflow_refdata::country_by_alpha2(code)
+                        .and_then(|i| fundflow_refdata::COUNTRIES.get(usize::from(i)))
+                        .map(|c| c.alpha3),
+                    _ => Some(code),
+                };
+                alpha3.and_then(Node::country).ok_or_else(|| {
+                    param_error(
+                        "invalid_country",
+                        "country",
+                        format!("{code:?} is not an ISO 3166-1 alpha-2 or alpha-3 country code"),
+                    )
+                })
+            })
+            .transpose()?;
+        let region = params
+            .region
+            .as_deref()
+            .map(|code| {
+                Node::region(code).ok_or_else(|| {
+                    param_error(
+                        "invalid_region",
+                        "region",
+                        format!("{code:?} is not a UN M49 area code (three digits)"),
+                    )
+                })
+            })
+            .transpose()?;
+        let status = match params.status.as_deref() {
+            None | Some("applied") => StatusFilter::Applied,
+            Some("reversed") => StatusFilter::Reversed,
+            Some("all") => StatusFilter::All,
+            Some(other) => {
+                return Err(param_error(
+                    "invalid_status",
+                    "status",
+                    format!("{other:?} is not applied, reversed or all"),
+                ));
+            }
+        };
+        Ok(FlowsQuery {
+            kind: parse_kind(params.kind.as_deref())?,
+            partner: parse_partner(params.partner.as_deref())?,
+            country,
+            region,
+            grant: params.grant.clone(),
+            donor: params.donor.clone(),
+            sector: params.sector.clone(),
+            period: Period::parse(params.from.as_deref(), params.to.as_deref())?,
+            status,
+            limit: parse_limit(params.limit.as_deref())?,
+            after: params
+                .cursor
+                .as_deref()
+                .map(FlowsCursor::decode)
+                .transpose()?,
+        })
+    }
+}
+
+/// Which pledges the book lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PledgeStatus {
+    /// Something is outstanding.
+    Open,
+    /// Paid in full.
+    Paid,
+    /// Both (the default).
+    All,
+}
+
+/// A validated `GET /v1/pledges` query.
+#[derive(Debug, Clone)]
+pub struct PledgesQuery {
+    /// Only this partner's.
+    pub partner: Option<String>,
+    /// Only this pledge id.
+    pub grant: Option<String>,
+    /// Only this sector's.
+    pub sector: Option<String>,
+    /// Open, paid or all.
+    pub status: PledgeStatus,
+    /// Only pledges that occurred in this period.
+    pub period: Period,
+    /// Pledges per page.
+    pub limit: usize,
+    /// Where the previous page ended.
+    pub after: Option<PledgesCursor>,
+}
+
+impl PledgesQuery {
+    /// Validates `params`; each error names its parameter and the rule.
+    pub fn parse(params: &PledgesParams) -> Result<PledgesQuery, QueryError> {
+        let status = match params.status.as_deref() {
+            None | Some("all") => PledgeStatus::All,
+            Some("open") => PledgeStatus::Open,
+            Some("paid") => PledgeStatus::Paid,
+            Some(other) => {
+                return Err(param_error(
+                    "invalid_status",
+                    "status",
+                    format!("{other:?} is not open, paid or all"),
+                ));
+            }
+        };
+        Ok(PledgesQuery {
+            partner: parse_partner(params.partner.as_deref())?,
+            grant: params.grant.clone(),
+            sector: params.sector.clone(),
+            status,
+            period: Period::parse(params.from.as_deref(), params.to.as_deref())?,
+            limit: parse_limit(params.limit.as_deref())?,
+            after: params
+                .cursor
+                .as_deref()
+                .map(PledgesCursor::decode)
+                .transpose()?,
         })
     }
 }
