@@ -405,9 +405,19 @@ fn actual(
     for row in reply["rows"].as_array().unwrap() {
         let dims: Dims = group_by
             .iter()
-            .map(|d| (*d, row[*d].as_str().unwrap_or_else(|| panic!("{row} has no {d}")).to_owned()))
+            .map(|d| {
+                (
+                    *d,
+                    row[*d]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{row} has no {d}"))
+                        .to_owned(),
+                )
+            })
             .collect();
-        for absent in ["partner", "year", "quarter", "month", "grant", "sector", "donor"] {
+        for absent in [
+            "partner", "year", "quarter", "month", "grant", "sector", "donor",
+        ] {
             if !group_by.contains(&absent) {
                 assert!(row.get(absent).is_none(), "{row} has {absent}");
             }
@@ -441,7 +451,11 @@ fn formatted(
 async fn load(server: &Server) {
     let t = &server.tokens;
     for flow in &FLOWS {
-        let token = if flow.partner == "icshp" { &t.icshp } else { &t.cabc };
+        let token = if flow.partner == "icshp" {
+            &t.icshp
+        } else {
+            &t.cabc
+        };
         let (status, body) = server.submit(token, &event(flow), true).await;
         assert_eq!(status, 201, "{} {body}", flow.reference);
     }
@@ -460,8 +474,7 @@ async fn load(server: &Server) {
 const ALL: fn(&Flow) -> bool = |_| true;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn totals_by_every_dimension_equal_an_independent_sum_and_the_replay_prints_the_same_rows()
-{
+async fn totals_by_every_dimension_equal_an_independent_sum_and_the_replay_prints_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start("serve", dir.path(), &[], None).await;
     load(&server).await;
@@ -470,7 +483,9 @@ async fn totals_by_every_dimension_equal_an_independent_sum_and_the_replay_print
         let server = &server;
         let reviewer = reviewer.clone();
         async move {
-            let (status, body) = server.get(&format!("/v1/totals?{query}"), Some(&reviewer)).await;
+            let (status, body) = server
+                .get(&format!("/v1/totals?{query}"), Some(&reviewer))
+                .await;
             assert_eq!(status, 200, "{query}: {body}");
             body
         }
@@ -478,7 +493,10 @@ async fn totals_by_every_dimension_equal_an_independent_sum_and_the_replay_print
 
     // Without the new parameters, today's reply: no dimension fields.
     let plain = get("scope=country".into()).await;
-    assert_eq!(actual(&plain, &[]), formatted(expected("country", &[], ALL)));
+    assert_eq!(
+        actual(&plain, &[]),
+        formatted(expected("country", &[], ALL))
+    );
     assert_eq!(plain["as_of_seq"], 16);
 
     let cases: Vec<(&str, &[&'static str], &str, Box<dyn Fn(&Flow) -> bool>)> = vec![
@@ -541,12 +559,17 @@ async fn totals_by_every_dimension_equal_an_independent_sum_and_the_replay_print
     }
     // CSV: one column per grouped dimension, between name and kind.
     let (status, csv) = server
-        .get("/v1/totals?scope=global&group_by=partner,year&kind=parallel_funding&format=csv", Some(&reviewer))
+        .get(
+            "/v1/totals?scope=global&group_by=partner,year&kind=parallel_funding&format=csv",
+            Some(&reviewer),
+        )
         .await;
     assert_eq!(status, 200);
     let csv = csv.as_str().unwrap();
     assert!(
-        csv.starts_with("scope,key,name,partner,year,kind,currency,amount,usd_equivalent,unconverted\n"),
+        csv.starts_with(
+            "scope,key,name,partner,year,kind,currency,amount,usd_equivalent,unconverted\n"
+        ),
         "{csv}"
     );
     assert!(
@@ -625,7 +648,10 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
 
     // One flow in full: the EUR payment, converted per allocation.
     let (_, eur) = server
-        .get("/v1/flows?partner=cabc&from=2020-11-01&to=2020-11-30", Some(&t.reviewer))
+        .get(
+            "/v1/flows?partner=cabc&from=2020-11-01&to=2020-11-30",
+            Some(&t.reviewer),
+        )
         .await;
     let flow = &eur["flows"][0];
     assert_eq!(eur["flows"].as_array().unwrap().len(), 1, "{eur}");
@@ -657,7 +683,13 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
             .as_array()
             .unwrap()
             .iter()
-            .map(|f| format!("{}:{}", f["kind"].as_str().unwrap(), f["occurred_on"].as_str().unwrap()))
+            .map(|f| {
+                format!(
+                    "{}:{}",
+                    f["kind"].as_str().unwrap(),
+                    f["occurred_on"].as_str().unwrap()
+                )
+            })
             .collect()
     };
     let expect = |keep: &dyn Fn(&Flow) -> bool, status: &str| -> BTreeSet<String> {
@@ -673,8 +705,16 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
             .collect()
     };
     let filters: Vec<(&str, Box<dyn Fn(&Flow) -> bool>, &str)> = vec![
-        ("country=KEN", Box::new(|f: &Flow| f.allocations.iter().any(|a| a.0 == "KEN")), "applied"),
-        ("country=NG", Box::new(|f: &Flow| f.allocations.iter().any(|a| a.0 == "NG")), "applied"),
+        (
+            "country=KEN",
+            Box::new(|f: &Flow| f.allocations.iter().any(|a| a.0 == "KEN")),
+            "applied",
+        ),
+        (
+            "country=NG",
+            Box::new(|f: &Flow| f.allocations.iter().any(|a| a.0 == "NG")),
+            "applied",
+        ),
         (
             "region=002",
             Box::new(|f: &Flow| {
@@ -684,14 +724,46 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
             }),
             "applied",
         ),
-        ("region=014", Box::new(|f: &Flow| f.allocations.iter().any(|a| rollup(a.0).contains(&("intermediate", "014")) || a.0 == "014")), "applied"),
-        ("grant=sg-2020-01", Box::new(|f: &Flow| f.grant == "sg-2020-01"), "applied"),
-        ("kind=in_kind", Box::new(|f: &Flow| f.kind == "in_kind"), "applied"),
-        ("donor=CABC", Box::new(|f: &Flow| f.donor == "CABC"), "applied"),
-        ("sector=agriculture", Box::new(|f: &Flow| f.sector == "agriculture"), "applied"),
-        ("from=2021-01-01", Box::new(|f: &Flow| f.day >= "2021-01-01"), "applied"),
+        (
+            "region=014",
+            Box::new(|f: &Flow| {
+                f.allocations
+                    .iter()
+                    .any(|a| rollup(a.0).contains(&("intermediate", "014")) || a.0 == "014")
+            }),
+            "applied",
+        ),
+        (
+            "grant=sg-2020-01",
+            Box::new(|f: &Flow| f.grant == "sg-2020-01"),
+            "applied",
+        ),
+        (
+            "kind=in_kind",
+            Box::new(|f: &Flow| f.kind == "in_kind"),
+            "applied",
+        ),
+        (
+            "donor=CABC",
+            Box::new(|f: &Flow| f.donor == "CABC"),
+            "applied",
+        ),
+        (
+            "sector=agriculture",
+            Box::new(|f: &Flow| f.sector == "agriculture"),
+            "applied",
+        ),
+        (
+            "from=2021-01-01",
+            Box::new(|f: &Flow| f.day >= "2021-01-01"),
+            "applied",
+        ),
         ("status=reversed", Box::new(ALL), "reversed"),
-        ("status=all&partner=icshp", Box::new(|f: &Flow| f.partner == "icshp"), "all"),
+        (
+            "status=all&partner=icshp",
+            Box::new(|f: &Flow| f.partner == "icshp"),
+            "all",
+        ),
     ];
     for (query, keep, status) in &filters {
         let (code, page) = server
@@ -725,19 +797,38 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
     assert_eq!(status, 403);
     // CSV: one row per allocation.
     let (status, csv) = server
-        .get("/v1/flows?grant=sg-2020-01&kind=pledged&format=csv", Some(&t.reviewer))
+        .get(
+            "/v1/flows?grant=sg-2020-01&kind=pledged&format=csv",
+            Some(&t.reviewer),
+        )
         .await;
     assert_eq!(status, 200);
     let csv = csv.as_str().unwrap();
-    assert_eq!(csv.lines().count(), 3, "a header and two allocations: {csv}");
-    assert!(csv.lines().next().unwrap().starts_with("seq,event_id,partner,type,kind,"));
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "a header and two allocations: {csv}"
+    );
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .starts_with("seq,event_id,partner,type,kind,")
+    );
 
     // The pledge book.
     let (status, book) = server.get("/v1/pledges", Some(&t.reviewer)).await;
     assert_eq!(status, 200, "{book}");
     let pledges = book["pledges"].as_array().unwrap();
-    let ids: Vec<&str> = pledges.iter().map(|p| p["pledge_id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["sg-2020-01", "sg-2021-01"], "the reversed pledge is not in the book");
+    let ids: Vec<&str> = pledges
+        .iter()
+        .map(|p| p["pledge_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["sg-2020-01", "sg-2021-01"],
+        "the reversed pledge is not in the book"
+    );
     let sg = &pledges[0];
     assert_eq!(
         (
@@ -770,7 +861,12 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["key"].as_str().unwrap(), l["outstanding"].as_str().unwrap()))
+        .map(|l| {
+            (
+                l["key"].as_str().unwrap(),
+                l["outstanding"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(lines, [("ETH", "30000.00"), ("KEN", "30000.00")]);
     let (_, open) = server
@@ -778,16 +874,24 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
         .await;
     assert_eq!(open["pledges"].as_array().unwrap().len(), 1);
     assert_eq!(open["pledges"][0]["outstanding"], "30000.00");
-    let (_, paid) = server.get("/v1/pledges?status=paid", Some(&t.reviewer)).await;
+    let (_, paid) = server
+        .get("/v1/pledges?status=paid", Some(&t.reviewer))
+        .await;
     assert!(paid["pledges"].as_array().unwrap().is_empty(), "{paid}");
     let (status, own) = server.get("/v1/pledges", Some(&t.icshp)).await;
     assert_eq!(status, 200);
-    assert!(own["pledges"].as_array().unwrap().is_empty(), "icshp pledged nothing");
+    assert!(
+        own["pledges"].as_array().unwrap().is_empty(),
+        "icshp pledged nothing"
+    );
 
     // The figures at a glance for 2020: the report's parallel funding and masks; the UZB gift
     // reversed in 2021 takes Uzbekistan (and nothing else) out of the countries.
     let (status, summary) = server
-        .get("/v1/summary?from=2020-01-01&to=2020-12-31", Some(&t.reviewer))
+        .get(
+            "/v1/summary?from=2020-01-01&to=2020-12-31",
+            Some(&t.reviewer),
+        )
         .await;
     assert_eq!(status, 200, "{summary}");
     let by_kind = |kind: &str| {
@@ -804,7 +908,11 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
     assert_eq!(by_kind("in_kind")["countries"], 2);
     assert_eq!(by_kind("paid")["usd_equivalent"], "46107.50");
     assert_eq!(by_kind("pledged")["usd_equivalent"], "100000.00");
-    assert_eq!(by_kind("pledged")["countries"], 2, "TZA's pledge was reversed");
+    assert_eq!(
+        by_kind("pledged")["countries"],
+        2,
+        "TZA's pledge was reversed"
+    );
     assert_eq!(summary["countries_benefiting"], 4, "ETH, KEN, NGA, NPL");
     assert_eq!(summary["partners"], 2);
     assert_eq!(summary["grants"], 2);
@@ -822,10 +930,16 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
         json!([{"item": MASK, "unit": "piece", "quantity": "235000"}])
     );
     let (_, later) = server
-        .get("/v1/summary?from=2021-01-01&to=2021-12-31", Some(&t.reviewer))
+        .get(
+            "/v1/summary?from=2021-01-01&to=2021-12-31",
+            Some(&t.reviewer),
+        )
         .await;
     assert_eq!(later["countries_benefiting"], 1, "{later}");
-    assert_eq!(later["events_applied"], 5, "3 flows and 2 reversals in 2021");
+    assert_eq!(
+        later["events_applied"], 5,
+        "3 flows and 2 reversals in 2021"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -47,7 +47,10 @@ pub async fn flows(source: &ReadSource, filter: &FlowsArgs, format: Format) -> a
         Some(url) if matches!(format, Format::Csv) => {
             let mut query = serde_json::to_value(filter)?;
             query["format"] = "csv".into();
-            print!("{}", client(source, url)?.get_text("/v1/flows", &query).await?);
+            print!(
+                "{}",
+                client(source, url)?.get_text("/v1/flows", &query).await?
+            );
             return Ok(());
         }
         Some(url) => client(source, url)?.get_with("/v1/flows", filter).await?,
@@ -223,7 +226,10 @@ pub fn print_summary(summary: &SummaryReply) {
         summary.partners, summary.grants, summary.events_applied, summary.events_rejected
     );
     for item in &summary.in_kind_items {
-        println!("  in kind: {} {} of {}", item.quantity, item.unit, item.item);
+        println!(
+            "  in kind: {} {} of {}",
+            item.quantity, item.unit, item.item
+        );
     }
 }
 

@@ -530,7 +530,10 @@ impl TotalsArgs {
     pub fn query(&self) -> anyhow::Result<fundflow_api::TotalsQuery> {
         fundflow_api::TotalsQuery::parse(&self.params()).map_err(|err| {
             // The detail starts with the API's parameter name: say the flag's instead.
-            let rule = err.detail.strip_prefix(err.parameter).unwrap_or(&err.detail);
+            let rule = err
+                .detail
+                .strip_prefix(err.parameter)
+                .unwrap_or(&err.detail);
             anyhow::anyhow!("--{}{rule}", err.parameter.replace('_', "-"))
         })
     }

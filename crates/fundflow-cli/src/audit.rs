@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use fundflow_api::{CheckpointReply, Report, TotalRow, TotalsReply, total_rows};
+use fundflow_api::{CheckpointReply, TotalRow, TotalsReply, total_rows};
 use fundflow_audit::report::{DocFormat, Scope};
 use fundflow_audit::{Cutoff, Details, Replay};
 use time::OffsetDateTime;

@@ -100,9 +100,14 @@ impl Client {
     }
 
     /// GETs a reply's body as text (CSV), with `query` as the query string.
-    pub async fn get_text(&self, path: &str, query: &impl serde::Serialize) -> anyhow::Result<String> {
+    pub async fn get_text(
+        &self,
+        path: &str,
+        query: &impl serde::Serialize,
+    ) -> anyhow::Result<String> {
         let (url, _, body) = self.get_bytes(path, query).await?;
-        String::from_utf8(body.to_vec()).with_context(|| format!("{url} answered text that is not UTF-8"))
+        String::from_utf8(body.to_vec())
+            .with_context(|| format!("{url} answered text that is not UTF-8"))
     }
 
     async fn get_bytes(

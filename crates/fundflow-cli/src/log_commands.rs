@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use fundflow_api::Report;
 use fundflow_log::{AppendRequest, Appended, EventLog};
-use fundflow_projector::{Projector, ProjectorConfig, ReadModel, RunUntil};
+use fundflow_projector::{Projector, ProjectorConfig, RunUntil};
 use fundflow_proto::{Message, RecordReader, v1};
 
 use crate::args::TotalsArgs;

@@ -30,7 +30,11 @@ pub fn replay_file(path: &Path, format: Format, totals: &TotalsArgs) -> anyhow::
     })?;
     let (applied, rejected) = replay.ledger.counts();
     tracing::info!(seq = replay.read, applied, rejected, "replayed");
-    print_report(&report_for(&replay.ledger, &query)?, &query.group_by, format)
+    print_report(
+        &report_for(&replay.ledger, &query)?,
+        &query.group_by,
+        format,
+    )
 }
 
 /// The report of `ledger` with its totals as `query` asks: the rows `GET /v1/totals` gives
@@ -147,8 +151,8 @@ pub fn write_table(
         .map(|d| format!("{:<16}", d.as_str()))
         .collect::<Vec<_>>()
         .join(" ");
-    for (row, dims) in std::iter::once((COLUMNS, header))
-        .chain(rows.iter().map(|row| (fields(row), dims(row))))
+    for (row, dims) in
+        std::iter::once((COLUMNS, header)).chain(rows.iter().map(|row| (fields(row), dims(row))))
     {
         let [scope, key, kind, currency, amount, usd, unconverted] = row;
         writeln!(

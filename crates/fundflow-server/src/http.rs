@@ -630,8 +630,9 @@ fn csv_response(
     model_digest: Option<&str>,
     next_cursor: Option<&str>,
 ) -> Result<Response, Problem> {
-    let csv = csv
-        .map_err(|err| Problem::unavailable(format!("the reply could not be written as CSV: {err}")))?;
+    let csv = csv.map_err(|err| {
+        Problem::unavailable(format!("the reply could not be written as CSV: {err}"))
+    })?;
     let mut response = (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"))],
         csv,
@@ -730,7 +731,11 @@ async fn summary(
     params: Result<Query<SummaryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let principal = authenticate(&app, &headers)?;
-    require(principal, &[Role::Reviewer, Role::Auditor], "read the summary")?;
+    require(
+        principal,
+        &[Role::Reviewer, Role::Auditor],
+        "read the summary",
+    )?;
     let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
     let reply = queries(&app)?
         .summary(params.from.as_deref(), params.to.as_deref())

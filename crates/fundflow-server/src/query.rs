@@ -17,13 +17,13 @@ use fundflow_api::{
 };
 use fundflow_domain::money::format_at_scale;
 use fundflow_domain::{CellLevel, ModelState, Node, Scope, TotalKind};
-use rust_decimal::Decimal;
 use fundflow_domain::{currency_code, minor_unit};
 use fundflow_log::EventLog;
 use fundflow_projector::{
     FlowQuery, FlowRecord, FlowStatus, PledgeFilter, ProjectorError, ReadModel,
 };
 use fundflow_proto::{Message, v1};
+use rust_decimal::Decimal;
 
 /// The query of `GET /v1/totals`: the API's parameters and the reply's format.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -270,7 +270,7 @@ impl Queries {
                 .filter(|row| {
                     query
                         .currency
-                        .is_none_or(|c| row.currency == fundflow_domain::currency_code(c))
+                        .is_none_or(|c| row.currency == currency_code(c))
                 })
                 .filter(|row| query.key.as_deref().is_none_or(|k| row.key == k))
                 .collect();
@@ -280,9 +280,16 @@ impl Queries {
             let query = query.clone();
             tokio::task::spawn_blocking(move || {
                 let cells = model
-                    .cells(query.level(), ranges(query.periods()), query.partner.as_deref())
+                    .cells(
+                        query.level(),
+                        ranges(query.periods()),
+                        query.partner.as_deref(),
+                    )
                     .map_err(unavailable)?;
-                let decoded: Vec<_> = cells.iter().collect::<Result<_, _>>().map_err(unavailable)?;
+                let decoded: Vec<_> = cells
+                    .iter()
+                    .collect::<Result<_, _>>()
+                    .map_err(unavailable)?;
                 let rows = fundflow_api::grouped_total_rows(decoded, &query)
                     .map_err(|err| QueryError::Unavailable(err.to_string()))?;
                 Ok::<_, QueryError>((cells.checkpoint, rows))
@@ -360,7 +367,10 @@ impl Queries {
                 let outcomes = snapshot
                     .day_outcomes(query.period.from, query.period.to)
                     .map_err(unavailable)?;
-                let cells: Vec<_> = cells.iter().collect::<Result<_, _>>().map_err(unavailable)?;
+                let cells: Vec<_> = cells
+                    .iter()
+                    .collect::<Result<_, _>>()
+                    .map_err(unavailable)?;
                 let quantities: Vec<_> = quantities
                     .iter()
                     .collect::<Result<_, _>>()
@@ -412,7 +422,7 @@ impl Queries {
         let currency = currency_code(row.currency);
         let scale = minor_unit(currency);
         let money = |d| format_at_scale(d, scale);
-        let (mut pledged, mut paid) = (rust_decimal::Decimal::ZERO, rust_decimal::Decimal::ZERO);
+        let (mut pledged, mut paid) = (Decimal::ZERO, Decimal::ZERO);
         let lines = row
             .lines
             .iter()
@@ -546,7 +556,11 @@ fn parse_kind(text: Option<&str>) -> Result<Option<TotalKind>, QueryError> {
     text.map(|name| {
         TotalKind::parse(name).ok_or_else(|| {
             let names = TotalKind::ALL.map(TotalKind::as_str).join(", ");
-            param_error("invalid_kind", "kind", format!("{name:?} is not one of {names}"))
+            param_error(
+                "invalid_kind",
+                "kind",
+                format!("{name:?} is not one of {names}"),
+            )
         })
     })
     .transpose()
@@ -695,9 +709,7 @@ impl PledgesQuery {
 fn ranges(periods: Option<Periods>) -> Option<std::ops::RangeInclusive<u32>> {
     let year = |y: i32| u32::try_from(y).unwrap_or(0);
     match periods? {
-        Periods::Years { first, last } => {
-            Some(first.map_or(0, year)..=last.map_or(u32::MAX, year))
-        }
+        Periods::Years { first, last } => Some(first.map_or(0, year)..=last.map_or(u32::MAX, year)),
         Periods::Months { first, last } => {
             Some(first.map_or(0, |m| m.0)..=last.map_or(u32::MAX, |m| m.0))
         }
@@ -712,11 +724,13 @@ fn flows_page(
 ) -> Result<FlowsReply, QueryError> {
     let as_of_seq = match &query.after {
         Some(cursor) => cursor.as_of_seq,
-        None => model
-            .checkpoint()
-            .map_err(unavailable)?
-            .unwrap_or_default()
-            .last_seq,
+        None => {
+            model
+                .checkpoint()
+                .map_err(unavailable)?
+                .unwrap_or_default()
+                .last_seq
+        }
     };
     let node = match (query.country, query.region) {
         // A country outside the region named too has no flow in both.
@@ -898,7 +912,9 @@ fn pledges_page(
             .map_err(unavailable)?;
         let mut pledges = Vec::with_capacity(rows.len());
         for row in &rows {
-            let funding = snapshot.grant_funding(&row.pledge_id).map_err(unavailable)?;
+            let funding = snapshot
+                .grant_funding(&row.pledge_id)
+                .map_err(unavailable)?;
             pledges.push(
                 fundflow_api::pledge_item(row, &funding)
                     .map_err(|err| QueryError::Unavailable(err.to_string()))?,
