@@ -61,9 +61,11 @@ pub fn problem_of(error: ServiceError) -> Problem {
             Problem::conflict(&event_id, seq)
         }
         ServiceError::Submit(error) => Problem::unavailable(error.to_string()),
-        ServiceError::Query(QueryError::InvalidFilter { code, detail }) => {
-            Problem::bad_query(code, detail)
-        }
+        ServiceError::Query(QueryError::InvalidFilter {
+            code,
+            parameter,
+            detail,
+        }) => Problem::bad_query(code, detail).with_field(parameter),
         ServiceError::Query(QueryError::NotFound(detail)) => Problem::not_found(detail),
         ServiceError::Query(QueryError::Unavailable(detail)) => Problem::unavailable(detail),
         ServiceError::Csv(error @ CsvError::Invalid(_)) => {
@@ -618,7 +620,8 @@ fn wants_csv(format: Option<&str>) -> Result<bool, Problem> {
         Some(other) => Err(Problem::bad_query(
             "invalid_format",
             format!("format: {other:?} is not json or csv"),
-        )),
+        )
+        .with_field("format")),
     }
 }
 

@@ -144,12 +144,14 @@ pub struct SummaryParams {
 /// Why a read has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
-    /// A filter names no scope, kind or currency there is; the client fixes the request.
+    /// A query parameter breaks its rule; the client fixes the request.
     #[error("{detail}")]
     InvalidFilter {
-        /// `invalid_scope`, `invalid_kind` or `invalid_currency`.
+        /// `invalid_scope`, `invalid_group_by`, `invalid_date`, ... (see the OpenAPI document).
         code: &'static str,
-        /// The filter and the values it may take.
+        /// The parameter, as the API names it.
+        parameter: &'static str,
+        /// The parameter and its rule, in one sentence that starts with the parameter's name.
         detail: String,
     },
     /// Nothing by that id (as of the checkpoint the message names).
@@ -164,6 +166,7 @@ impl From<QueryParamError> for QueryError {
     fn from(err: QueryParamError) -> QueryError {
         QueryError::InvalidFilter {
             code: err.code,
+            parameter: err.parameter,
             detail: err.detail,
         }
     }
@@ -390,7 +393,8 @@ impl Queries {
             None => None,
             Some(name) => Some(Scope::parse(name).ok_or_else(|| QueryError::InvalidFilter {
                 code: "invalid_scope",
-                detail: format!("scope {name:?} is not a scope"),
+                parameter: "scope",
+                detail: format!("scope: {name:?} is not a scope"),
             })?),
         };
         let state = self.snapshot().await?;
@@ -548,6 +552,7 @@ pub struct FlowsQuery {
 fn param_error(code: &'static str, parameter: &'static str, rule: String) -> QueryError {
     QueryError::InvalidFilter {
         code,
+        parameter,
         detail: format!("{parameter}: {rule}"),
     }
 }
