@@ -194,7 +194,12 @@ pub fn print_summary(summary: &SummaryReply) {
         (None, None) => "all time".to_owned(),
     };
     println!("At a glance, {period} (as of seq {}):", summary.as_of_seq);
-    for kind in &summary.by_kind {
+    // A kind with nothing in the period says nothing.
+    let recorded = summary
+        .by_kind
+        .iter()
+        .filter(|k| k.usd_equivalent != "0.00" || !k.unconverted.is_empty() || k.countries > 0);
+    for kind in recorded {
         let unconverted: Vec<String> = kind
             .unconverted
             .iter()
@@ -206,7 +211,7 @@ pub fn print_summary(summary: &SummaryReply) {
             format!(", and unconverted {}", unconverted.join(", "))
         };
         println!(
-            "  {:<17} USD {:>18} to {} countries{unconverted}",
+            "  {:<17} USD {:>18}  ({} recipient countries{unconverted})",
             kind.kind, kind.usd_equivalent, kind.countries
         );
     }

@@ -208,6 +208,33 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
         .await?;
     println!();
     crate::analytics::print_summary(&summary);
+    // The goods as the report itemises them: each donation to its recipient, area or country.
+    let gifts: fundflow_api::FlowsReply = reviewer
+        .get("/v1/flows?kind=in_kind&from=2020-01-01&to=2020-12-31")
+        .await?;
+    for flow in gifts.flows.iter().rev() {
+        for allocation in &flow.allocations {
+            for item in &allocation.items {
+                let to = if allocation.organisation.is_empty() {
+                    format!("{} ({})", allocation.name, allocation.key)
+                } else {
+                    format!(
+                        "{}, {} ({})",
+                        allocation.organisation, allocation.name, allocation.key
+                    )
+                };
+                println!(
+                    "    {} {:>8} {} of {} to {to}, worth {} {}",
+                    flow.occurred_on,
+                    item.quantity,
+                    item.unit,
+                    item.item,
+                    flow.currency,
+                    allocation.value
+                );
+            }
+        }
+    }
     for scope in ["global", "region", "country"] {
         let reply: fundflow_api::TotalsReply =
             reviewer.get(&format!("/v1/totals?scope={scope}")).await?;

@@ -36,11 +36,11 @@ fn a_seeded_log_folds_to_its_pinned_digests() {
     assert_eq!(
         folded,
         (
-            "2591e38e0936124210cff0fed14771bb4dc3532790fdb2cc2dac509d773f41f0".into(),
-            "be86fbd6cd547d17bb68f866e07227b7e5bdca9162a265806c8b5e9b9366ac26".into(),
-            19608,
-            392,
-            "8b118740ea0a344d693593147a1449e2d35b3d902df7d4ec28ce9f9698ad61ed".into(),
+            "df80e5054b627129b37c10dfe5a8759661ff01b12aceab717a3720c96d0a281d".into(),
+            "d11afec77778b15d807825d9c9e115cc7147e74adb4493575fb8190b465c6e3a".into(),
+            19582,
+            418,
+            "3462e59af698308de7cb5215558e03da92ca17ca4c6ad511fa02723f0531dab2".into(),
         )
     );
 }
@@ -58,11 +58,11 @@ fn a_seeded_log_with_many_invalid_records_folds_to_its_pinned_digests() {
     assert_eq!(
         folded,
         (
-            "18d30f08474d4b197ea2534db90f9efd64633953a5bf1945028ba0cb6c872e88".into(),
-            "d31bac9a9dab7b3e98ac3f6f27b9d3bf98a7bcab681dcdc9b083fa9b5b32ecb0".into(),
-            15059,
-            4941,
-            "a57bb6c74baf9b022b4bf3d3b24a90c72c5c1943649c4ba3175be16a1a3b1048".into(),
+            "90e1567ec55e2438028211ef519a1e3098575aa3441cc2c51664817b18ab79cd".into(),
+            "6553e2ceb7b2fe9aff3cb442ae986f11cfdc38651921e1f71db6c94e03dcd434".into(),
+            15042,
+            4958,
+            "cb9f692f74987c1ab5b6667a9f51aeeea4ceea08abf6b9ed6c4de7a889811b39".into(),
         )
     );
 }
