@@ -340,13 +340,27 @@ fn rollup(recipient: &str) -> Vec<(&'static str, &'static str)> {
 
 type Dims = BTreeMap<&'static str, String>;
 
+/// A totals row's key: scope, key, grouped dimensions, kind, currency.
+type RowKey = (String, String, Dims, String, String);
+
+/// A query case: scope, group_by, more parameters, and which flows it counts.
+type Case = (
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    Box<dyn Fn(&Flow) -> bool>,
+);
+
+/// A flows filter: the query, which flows it lists, which statuses.
+type FlowFilter = (&'static str, Box<dyn Fn(&Flow) -> bool>, &'static str);
+
 /// The expected rows of `/v1/totals` at `scope` grouped by `group_by`, for the flows `keep`
 /// selects: ((scope, key, dims, kind, currency) → (amount, usd, unconverted) in cents).
 fn expected(
     scope: &str,
     group_by: &[&'static str],
     keep: impl Fn(&Flow) -> bool,
-) -> BTreeMap<(String, String, Dims, String, String), (i64, i64, i64)> {
+) -> BTreeMap<RowKey, (i64, i64, i64)> {
     let mut rows = BTreeMap::new();
     for flow in FLOWS.iter().filter(|f| !f.reversed && keep(f)) {
         let dims: Dims = group_by
@@ -397,10 +411,7 @@ fn expected(
 }
 
 /// The server's rows in the same shape, checking each row's fields.
-fn actual(
-    reply: &Value,
-    group_by: &[&'static str],
-) -> BTreeMap<(String, String, Dims, String, String), (String, String, String)> {
+fn actual(reply: &Value, group_by: &[&'static str]) -> BTreeMap<RowKey, (String, String, String)> {
     let mut rows = BTreeMap::new();
     for row in reply["rows"].as_array().unwrap() {
         let dims: Dims = group_by
@@ -440,8 +451,8 @@ fn actual(
 }
 
 fn formatted(
-    rows: BTreeMap<(String, String, Dims, String, String), (i64, i64, i64)>,
-) -> BTreeMap<(String, String, Dims, String, String), (String, String, String)> {
+    rows: BTreeMap<RowKey, (i64, i64, i64)>,
+) -> BTreeMap<RowKey, (String, String, String)> {
     rows.into_iter()
         .map(|(k, (a, u, n))| (k, (money(a), money(u), money(n))))
         .collect()
@@ -499,7 +510,7 @@ async fn totals_by_every_dimension_equal_an_independent_sum_and_the_replay_print
     );
     assert_eq!(plain["as_of_seq"], 16);
 
-    let cases: Vec<(&str, &[&'static str], &str, Box<dyn Fn(&Flow) -> bool>)> = vec![
+    let cases: Vec<Case> = vec![
         ("global", &["partner", "year"], "", Box::new(ALL)),
         ("region", &["partner", "year"], "", Box::new(ALL)),
         (
@@ -704,7 +715,7 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
             .map(|f| format!("{}:{}", f.kind, f.day))
             .collect()
     };
-    let filters: Vec<(&str, Box<dyn Fn(&Flow) -> bool>, &str)> = vec![
+    let filters: Vec<FlowFilter> = vec![
         (
             "country=KEN",
             Box::new(|f: &Flow| f.allocations.iter().any(|a| a.0 == "KEN")),

@@ -28,6 +28,10 @@ pub(crate) enum LogFormat {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing the flags would only obscure clap's derive"
+)]
 pub(crate) enum Command {
     /// Try fundflow on this machine: embedded log, the sample dataset through the gateway,
     /// totals printed, and the server running on 127.0.0.1:8080 until Ctrl-C.
@@ -148,8 +152,6 @@ pub(crate) enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
-    /// Print totals: from a server with --url, else from the read model in DATA_DIR (which no
-    /// process may hold open).
     /// The flows behind the totals, one per event, newest first (from a server with --url, or
     /// from a stopped data directory).
     Flows {
@@ -185,6 +187,8 @@ pub(crate) enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Print totals: from a server with --url, else from the read model in DATA_DIR (which no
+    /// process may hold open).
     Totals {
         /// The data directory of `fundflow project`.
         #[arg(long, env = "FUNDFLOW_DATA_DIR", default_value = "fundflow-data")]
@@ -224,6 +228,10 @@ pub(crate) enum LogCommand {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing the flags would only obscure clap's derive"
+)]
 pub(crate) enum AuditCommand {
     /// Fold the log afresh, in memory, and print its totals and digests.
     Replay {

@@ -785,9 +785,7 @@ fn rejection_messages_name_the_field_and_the_rule() {
 }
 
 /// A cell as (day, partner, grant, sector, donor, recipient, kind, amount).
-fn day_cells(
-    ledger: &Ledger,
-) -> Vec<(
+type DayCell = (
     String,
     String,
     String,
@@ -796,7 +794,9 @@ fn day_cells(
     String,
     String,
     String,
-)> {
+);
+
+fn day_cells(ledger: &Ledger) -> Vec<DayCell> {
     let mut cells: Vec<_> = ledger
         .cells(fundflow_domain::CellLevel::Day)
         .into_iter()
