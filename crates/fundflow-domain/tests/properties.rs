@@ -102,13 +102,24 @@ fn apply_all(ledger: &mut Ledger, envelopes: &[v1::Envelope]) -> Vec<Outcome> {
         .collect()
 }
 
-/// Every cell at every level and every quantity cell, as sorted text.
+/// Every cell at every level and every quantity cell, as sorted text (amounts normalized: a
+/// value added and taken away again may keep a scale, `0.000`, where it had none, and the
+/// model writes every amount at its currency's scale anyway).
 fn cells(ledger: &Ledger) -> Vec<String> {
     let mut cells: Vec<String> = [CellLevel::Year, CellLevel::Month, CellLevel::Day]
         .into_iter()
         .flat_map(|level| ledger.cells(level))
-        .map(|c| format!("{c:?}"))
-        .chain(ledger.quantity_cells().iter().map(|q| format!("{q:?}")))
+        .map(|mut c| {
+            c.total.amount = c.total.amount.normalize();
+            c.total.usd_equivalent = c.total.usd_equivalent.normalize();
+            c.total.unconverted = c.total.unconverted.normalize();
+            format!("{c:?}")
+        })
+        .chain(ledger.quantity_cells().iter().map(|q| {
+            let mut q = *q;
+            q.quantity = q.quantity.normalize();
+            format!("{q:?}")
+        }))
         .collect();
     cells.sort();
     cells
