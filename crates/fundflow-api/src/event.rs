@@ -106,6 +106,9 @@ pub enum EventBody {
         /// Free text.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         description: Option<String>,
+        /// Who paid; a payment against a pledge without one counts under the pledge's donor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        donor: Option<String>,
     },
     /// Funds mobilised from elsewhere.
     ParallelFundingMobilized {
@@ -457,6 +460,7 @@ impl EventObject {
                     payment_id: given(&b.payment_id),
                     pledge_id: given(&b.pledge_id),
                     description: given(&b.description),
+                    donor: given(&b.donor),
                 }
             }
             Body::ParallelFundingMobilized(b) => {
@@ -553,6 +557,7 @@ impl EventObject {
                 payment_id,
                 pledge_id,
                 description,
+                donor,
             } => {
                 let flow = FlowFields {
                     amount,
@@ -566,7 +571,7 @@ impl EventObject {
                     payment_id: text(payment_id),
                     pledge_id: text(pledge_id),
                     description: text(description),
-                    donor: String::new(),
+                    donor: text(donor),
                 })
             }
             EventBody::ParallelFundingMobilized {

@@ -4,8 +4,9 @@
 //! minor-unit scale. It lives in the API layer, not the domain, because it is a JSON shape.
 
 use fundflow_domain::money::{USD_SCALE, format_at_scale, format_quantity};
-use fundflow_domain::{Ledger, ModelState, Scope};
-use fundflow_domain::{currency_code, sorted_totals};
+use fundflow_domain::{Ledger, ModelState, Node, Scope, Total, TotalKind};
+use fundflow_domain::{currency_code, minor_unit, sorted_totals};
+use fundflow_refdata::CurrencyIndex;
 use serde::{Deserialize, Serialize};
 
 /// `Scope` as its name, both ways (the domain's type is `Serialize` only).
@@ -66,6 +67,28 @@ pub struct TotalRow {
     pub key: String,
     /// The country's or area's name.
     pub name: String,
+    /// The submitting partner, when grouped by partner (`group_by`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// The year of `occurred_on` (`"2020"`), when grouped by year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<String>,
+    /// The quarter of `occurred_on` (`"2020-Q3"`), when grouped by quarter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarter: Option<String>,
+    /// The month of `occurred_on` (`"2020-09"`), when grouped by month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub month: Option<String>,
+    /// The grant (a pledge's id, a payment's pledge, parallel funding's grant; `""` for none),
+    /// when grouped by grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// The sector (`""` for none), when grouped by sector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sector: Option<String>,
+    /// The donor (`""` for none), when grouped by donor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub donor: Option<String>,
     /// `pledged`, `paid`, `parallel_funding` or `in_kind`.
     pub kind: String,
     /// ISO 4217 code.
@@ -129,23 +152,38 @@ impl Report {
 pub fn total_rows(state: &ModelState, scope: Option<Scope>) -> Vec<TotalRow> {
     sorted_totals(state, scope)
         .into_iter()
-        .map(|(key, total)| {
-            let currency = currency_code(key.currency);
-            let minor = fundflow_refdata::currency_by_code(currency).map_or(0, |i| {
-                u32::from(fundflow_refdata::CURRENCIES[usize::from(i)].minor_unit)
-            });
-            TotalRow {
-                scope: key.node.scope(),
-                key: key.node.key().to_owned(),
-                name: key.node.name().to_owned(),
-                kind: key.kind.as_str().to_owned(),
-                currency: currency.to_owned(),
-                amount: format_at_scale(total.amount, minor),
-                usd_equivalent: format_at_scale(total.usd_equivalent, USD_SCALE),
-                unconverted: format_at_scale(total.unconverted, minor),
-            }
-        })
+        .map(|(key, total)| total_row(key.node, key.kind, key.currency, &total))
         .collect()
+}
+
+/// The row of one total, with no dimension: amounts at the currency's minor unit, the USD
+/// equivalent at cents. [`total_rows`] and the grouped rows of [`crate::analytics`] share it so
+/// that the same total is written the same way.
+pub(crate) fn total_row(
+    node: Node,
+    kind: TotalKind,
+    currency: CurrencyIndex,
+    total: &Total,
+) -> TotalRow {
+    let currency = currency_code(currency);
+    let minor = minor_unit(currency);
+    TotalRow {
+        scope: node.scope(),
+        key: node.key().to_owned(),
+        name: node.name().to_owned(),
+        partner: None,
+        year: None,
+        quarter: None,
+        month: None,
+        grant: None,
+        sector: None,
+        donor: None,
+        kind: kind.as_str().to_owned(),
+        currency: currency.to_owned(),
+        amount: format_at_scale(total.amount, minor),
+        usd_equivalent: format_at_scale(total.usd_equivalent, USD_SCALE),
+        unconverted: format_at_scale(total.unconverted, minor),
+    }
 }
 
 /// The nonzero in-kind quantities of `state` (of one scope, or all), sorted by scope, key, item

@@ -53,7 +53,8 @@ impl EventType {
     pub fn own_fields(self) -> &'static [&'static str] {
         match self {
             EventType::PledgeRecorded => &["pledge_id", "donor", "sector", "description"],
-            EventType::ContributionPaid => &["payment_id", "pledge_id", "description"],
+            // In the order of the protobuf's fields: the donor came last.
+            EventType::ContributionPaid => &["payment_id", "pledge_id", "description", "donor"],
             EventType::ParallelFundingMobilized => {
                 &["funding_id", "source", "grant_id", "description"]
             }

@@ -43,6 +43,46 @@ fn the_issue_example_becomes_a_valid_envelope_and_back() {
     assert_eq!(json["recorded_at"], RECORDED_AT);
 }
 
+const PAYMENT: &str = r#"{"event_id": "5f0c6b1e-8d2a-4c3b-9e7f-1a2b3c4d5e6f", "partner_id": "icshp",
+    "occurred_on": "2020-06-01", "type": "contribution_paid", "payment_id": "pay-1",
+    "pledge_id": "pl-1", "donor": "Government of Japan",
+    "amount": {"value": "10.00", "currency": "USD"},
+    "allocations": [{"country": "TZA", "value": "10.00"}], "description": "First instalment"}"#;
+
+#[test]
+fn a_payments_donor_survives_json_to_envelope_to_json_and_its_absence_too() {
+    // The text through the intake to an envelope, and the envelope back to JSON.
+    let through_the_log = |text: &str| {
+        let envelope = parse_event(text.as_bytes())
+            .unwrap()
+            .into_envelope("icshp", RECORDED_AT)
+            .unwrap();
+        let json = serde_json::to_value(EventObject::of_envelope(&envelope).unwrap()).unwrap();
+        (envelope, json)
+    };
+    let mut expected: Value = serde_json::from_str(PAYMENT).unwrap();
+    expected["recorded_at"] = json!(RECORDED_AT);
+    let (envelope, json) = through_the_log(PAYMENT);
+    let Some(v1::envelope::Body::ContributionPaid(body)) = &envelope.body else {
+        panic!("not a payment: {envelope:?}");
+    };
+    assert_eq!(body.donor, "Government of Japan");
+    assert_eq!(json, expected);
+
+    // Without one the payment counts under its pledge's donor: none is made up on the way.
+    let without = PAYMENT.replace(r#""donor": "Government of Japan","#, "");
+    let (envelope, json) = through_the_log(&without);
+    let Some(v1::envelope::Body::ContributionPaid(body)) = &envelope.body else {
+        panic!("not a payment: {envelope:?}");
+    };
+    assert_eq!(body.donor, "");
+    let Value::Object(mut expected) = expected else {
+        panic!("not an object: {expected}");
+    };
+    expected.remove("donor");
+    assert_eq!(json, Value::Object(expected));
+}
+
 #[test]
 fn a_ref_gives_the_same_id_for_the_same_partner_only() {
     assert_eq!(derived_event_id("a", "r1"), derived_event_id("a", "r1"));

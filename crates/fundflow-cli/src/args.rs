@@ -111,6 +111,8 @@ pub(crate) enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        #[command(flatten)]
+        totals: TotalsArgs,
     },
     /// Write a seeded, realistic synthetic log for tests and benchmarks.
     GenLog {
@@ -148,6 +150,41 @@ pub(crate) enum Command {
     },
     /// Print totals: from a server with --url, else from the read model in DATA_DIR (which no
     /// process may hold open).
+    /// The flows behind the totals, one per event, newest first (from a server with --url, or
+    /// from a stopped data directory).
+    Flows {
+        #[command(flatten)]
+        source: ReadSource,
+        /// Output format: table, json, or csv (one row per allocation).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        filter: FlowsArgs,
+    },
+    /// The pledge book: pledged, paid, outstanding and the parallel funding each grant drew.
+    Pledges {
+        #[command(flatten)]
+        source: ReadSource,
+        /// Output format: table, json, or csv (one row per pledge line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        filter: PledgesArgs,
+    },
+    /// The figures at a glance for a period.
+    Summary {
+        #[command(flatten)]
+        source: ReadSource,
+        /// Output format: table or json.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The first day counted (YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<String>,
+        /// The last day counted (YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<String>,
+    },
     Totals {
         /// The data directory of `fundflow project`.
         #[arg(long, env = "FUNDFLOW_DATA_DIR", default_value = "fundflow-data")]
@@ -161,15 +198,8 @@ pub(crate) enum Command {
         /// A reviewer's or auditor's token, with --url.
         #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Only this scope: country, region, subregion, intermediate or global.
-        #[arg(long, value_parser = parse_scope)]
-        scope: Option<String>,
-        /// Only this kind: pledged, paid, parallel_funding or in_kind.
-        #[arg(long, value_parser = parse_kind)]
-        kind: Option<String>,
-        /// Only this currency (an ISO 4217 code).
-        #[arg(long, value_parser = parse_currency)]
-        currency: Option<String>,
+        #[command(flatten)]
+        totals: TotalsArgs,
     },
 }
 
@@ -206,6 +236,8 @@ pub(crate) enum AuditCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        #[command(flatten)]
+        totals: TotalsArgs,
     },
     /// Compare a running server's checkpoint with an independent replay; exit 0 only on a match.
     Verify {
@@ -327,6 +359,180 @@ impl LogArgs {
                 .map(std::time::Duration::from_secs),
             data_dir: self.data_dir.clone(),
         }
+    }
+}
+
+/// Where a read command reads: a server (`--url`, with a token) or the read model of a stopped
+/// data directory.
+#[derive(Args, Clone, Debug)]
+pub struct ReadSource {
+    /// The data directory of `fundflow project` or `serve`, read when no --url is given.
+    #[arg(long, env = "FUNDFLOW_DATA_DIR", default_value = "fundflow-data")]
+    pub data_dir: PathBuf,
+    /// A server to ask instead of the local read model.
+    #[arg(long, env = "FUNDFLOW_URL")]
+    pub url: Option<String>,
+    /// A token, with --url (a partner's reads its own flows and pledges only).
+    #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// The filters of `GET /v1/flows`, as flags.
+#[derive(Args, Clone, Debug, Default, serde::Serialize)]
+pub struct FlowsArgs {
+    /// Only this kind: pledged, paid, parallel_funding or in_kind.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Only this partner's flows.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// Only flows to this country (ISO alpha-2 or alpha-3).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Only flows to this M49 area or any country in it.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Only flows of this grant.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// Only flows of this donor.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub donor: Option<String>,
+    /// Only flows of this sector.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sector: Option<String>,
+    /// Only flows that occurred on or after this date.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Only flows that occurred on or before this date.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// applied (default), reversed or all.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Flows per page (default 100, at most 1,000).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The page after this one (a `next_cursor` of an earlier reply).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// The filters of `GET /v1/pledges`, as flags.
+#[derive(Args, Clone, Debug, Default, serde::Serialize)]
+pub struct PledgesArgs {
+    /// Only this partner's pledges.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// Only this pledge id.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// Only pledges of this sector.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sector: Option<String>,
+    /// open, paid or all (default).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Only pledges that occurred on or after this date.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Only pledges that occurred on or before this date.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Pledges per page (default 100, at most 1,000).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The page after this one.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Which totals, grouped how: the parameters of `GET /v1/totals` as flags, for `fundflow
+/// totals`, `replay-file` and `audit replay` alike, so that an auditor asks a replay exactly
+/// what a reviewer asked the server.
+#[derive(Args, Clone, Debug, Default)]
+pub struct TotalsArgs {
+    /// Only this scope: country, region, subregion, intermediate or global.
+    #[arg(long, value_parser = parse_scope)]
+    pub scope: Option<String>,
+    /// Only this kind: pledged, paid, parallel_funding or in_kind.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<String>,
+    /// Only this currency (an ISO 4217 code).
+    #[arg(long, value_parser = parse_currency)]
+    pub currency: Option<String>,
+    /// Only the row of this country (alpha-3) or area (M49 code).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Group by these dimensions, comma-separated: partner, year, quarter, month, grant,
+    /// sector, donor.
+    #[arg(long)]
+    pub group_by: Option<String>,
+    /// Only this partner's flows.
+    #[arg(long)]
+    pub partner: Option<String>,
+    /// Only flows of this grant (an empty value: flows with no grant).
+    #[arg(long)]
+    pub grant: Option<String>,
+    /// Only flows of this sector (an empty value: flows with none).
+    #[arg(long)]
+    pub sector: Option<String>,
+    /// Only flows of this donor (an empty value: flows with none).
+    #[arg(long)]
+    pub donor: Option<String>,
+    /// Only flows that occurred on or after this date (YYYY-MM-DD).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only flows that occurred on or before this date (YYYY-MM-DD).
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+impl TotalsArgs {
+    /// The API's parameters.
+    pub fn params(&self) -> fundflow_api::TotalsParams {
+        fundflow_api::TotalsParams {
+            scope: self.scope.clone(),
+            kind: self.kind.clone(),
+            currency: self.currency.clone(),
+            key: self.key.clone(),
+            group_by: self.group_by.clone(),
+            partner: self.partner.clone(),
+            grant: self.grant.clone(),
+            sector: self.sector.clone(),
+            donor: self.donor.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+        }
+    }
+
+    /// The validated query; an error names the flag and the rule.
+    pub fn query(&self) -> anyhow::Result<fundflow_api::TotalsQuery> {
+        fundflow_api::TotalsQuery::parse(&self.params()).map_err(|err| {
+            // The detail starts with the API's parameter name: say the flag's instead.
+            let rule = err.detail.strip_prefix(err.parameter).unwrap_or(&err.detail);
+            anyhow::anyhow!("--{}{rule}", err.parameter.replace('_', "-"))
+        })
     }
 }
 

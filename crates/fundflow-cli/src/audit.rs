@@ -178,15 +178,19 @@ pub fn verify_export(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `fundflow audit replay`.
+/// `fundflow audit replay`: the report of a replay, its totals grouped and filtered as the
+/// server's `/v1/totals` would give them for the same flags.
 pub async fn audit_replay(
     source: &SourceArgs,
     stream: &StreamArgs,
     cutoff: &CutoffArgs,
+    totals: &crate::args::TotalsArgs,
     format: Format,
 ) -> anyhow::Result<()> {
+    let query = totals.query()?;
     let replay = replay(source, stream, cutoff.cutoff()?, Details::None).await?;
-    crate::replay::print_report(&Report::of(&replay.ledger), format)
+    let report = crate::replay::report_for(&replay.ledger, &query)?;
+    crate::replay::print_report(&report, &query.group_by, format)
 }
 
 /// `fundflow audit report`.

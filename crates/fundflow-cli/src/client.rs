@@ -85,8 +85,39 @@ impl Client {
 
     /// GETs a JSON reply of type `T`.
     pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> anyhow::Result<T> {
-        let url = format!("{}{path_and_query}", self.base);
-        let response = self.http.get(&url).bearer_auth(&self.token).send().await;
+        let none: &[(&str, &str)] = &[];
+        self.get_with(path_and_query, &none).await
+    }
+
+    /// GETs a JSON reply of type `T` with `query` as the query string.
+    pub async fn get_with<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let (url, status, body) = self.get_bytes(path, query).await?;
+        decode(&url, status, &body)
+    }
+
+    /// GETs a reply's body as text (CSV), with `query` as the query string.
+    pub async fn get_text(&self, path: &str, query: &impl serde::Serialize) -> anyhow::Result<String> {
+        let (url, _, body) = self.get_bytes(path, query).await?;
+        String::from_utf8(body.to_vec()).with_context(|| format!("{url} answered text that is not UTF-8"))
+    }
+
+    async fn get_bytes(
+        &self,
+        path: &str,
+        query: &impl serde::Serialize,
+    ) -> anyhow::Result<(String, reqwest::StatusCode, bytes::Bytes)> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .query(query)
+            .bearer_auth(&self.token)
+            .send()
+            .await;
         let (status, body) = reply_bytes(&url, response).await?;
         if !status.is_success() {
             // Not every error reply is a problem (a proxy's page, say): then its text.
@@ -95,7 +126,7 @@ impl Client {
                 .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
             anyhow::bail!("{url} answered {status}: {detail}");
         }
-        decode(&url, status, &body)
+        Ok((url, status, body))
     }
 }
 
@@ -298,42 +329,13 @@ pub async fn submit(path: &Path, url: &str, token: &str, wait: bool) -> anyhow::
 pub async fn totals_from_server(
     url: &str,
     token: &str,
-    filter: &crate::log_commands::TotalsFilter,
+    totals: &crate::args::TotalsArgs,
     format: crate::Format,
 ) -> anyhow::Result<()> {
-    use crate::Format;
+    let query = totals.query()?;
     let client = Client::new(url, token)?;
-    let mut query = Vec::new();
-    for (key, value) in [
-        ("scope", &filter.scope),
-        ("kind", &filter.kind),
-        ("currency", &filter.currency),
-    ] {
-        if let Some(value) = value {
-            query.push(format!("{key}={value}"));
-        }
-    }
-    let reply: fundflow_api::TotalsReply = client
-        .get(&format!("/v1/totals?{}", query.join("&")))
-        .await?;
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&reply)?),
-        Format::Csv => {
-            println!("{}", crate::replay::COLUMNS.join(","));
-            for row in &reply.rows {
-                println!("{}", crate::replay::fields(row).join(","));
-            }
-        }
-        Format::Table => {
-            println!(
-                "as of seq {}, model digest {}",
-                reply.as_of_seq,
-                reply.model_digest.as_deref().unwrap_or("(busy)")
-            );
-            print_total_rows(&reply.rows);
-        }
-    }
-    Ok(())
+    let reply: fundflow_api::TotalsReply = client.get_with("/v1/totals", &totals.params()).await?;
+    crate::analytics::print_totals(&reply, &query.group_by, format)
 }
 
 /// Prints totals rows (as the API gives them) as a table for people.

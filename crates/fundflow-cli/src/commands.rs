@@ -4,40 +4,46 @@
 use fundflow_server::app::Mode;
 
 use crate::args::{AuditCommand, Command, LogCommand, NkeyCommand, TokenCommand};
-use crate::{audit, client, log_commands, nats_commands, quickstart, replay, serve};
+use crate::{analytics, audit, client, log_commands, nats_commands, quickstart, replay, serve};
 
 /// Runs one command.
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::ReplayFile { file, format } => replay::replay_file(&file, format),
+        Command::ReplayFile {
+            file,
+            format,
+            totals,
+        } => replay::replay_file(&file, format, &totals),
         Command::GenLog { events, seed, file } => replay::gen_log(&file, events, seed),
+        Command::Flows {
+            source,
+            format,
+            filter,
+        } => analytics::flows(&source, &filter, format).await,
+        Command::Pledges {
+            source,
+            format,
+            filter,
+        } => analytics::pledges(&source, &filter, format).await,
+        Command::Summary {
+            source,
+            format,
+            from,
+            to,
+        } => analytics::summary(&source, from.as_deref(), to.as_deref(), format).await,
         Command::Totals {
             data_dir,
             format,
             url,
             token,
-            scope,
-            kind,
-            currency,
-        } => {
-            let filter = log_commands::TotalsFilter {
-                scope,
-                kind,
-                currency,
-            };
-            match url {
-                None => log_commands::totals(&data_dir, format, &filter),
-                Some(url) => {
-                    client::totals_from_server(
-                        &url,
-                        token.as_deref().unwrap_or(""),
-                        &filter,
-                        format,
-                    )
+            totals,
+        } => match url {
+            None => log_commands::totals(&data_dir, format, &totals).await,
+            Some(url) => {
+                client::totals_from_server(&url, token.as_deref().unwrap_or(""), &totals, format)
                     .await
-                }
             }
-        }
+        },
         Command::PublishFile { file, log } => log_commands::publish_file(&file, &log).await,
         Command::Project { log, once, http } => {
             if once && http.config.is_some() {
@@ -89,8 +95,9 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
                     stream,
                     cutoff,
                     format,
+                    totals,
                 },
-        } => audit::audit_replay(&source, &stream, &cutoff, format).await,
+        } => audit::audit_replay(&source, &stream, &cutoff, &totals, format).await,
         Command::Audit {
             command:
                 AuditCommand::Verify {

@@ -13,6 +13,7 @@ use fundflow_log::{AppendRequest, Appended, EventLog};
 use fundflow_projector::{Projector, ProjectorConfig, ReadModel, RunUntil};
 use fundflow_proto::{Message, RecordReader, v1};
 
+use crate::args::TotalsArgs;
 use crate::{Format, LogArgs};
 
 /// Records published per call of `append_batch` (which keeps its own window of acks in flight).
@@ -113,43 +114,22 @@ pub async fn rebuild(args: &LogArgs) -> anyhow::Result<()> {
     project(args, true).await
 }
 
-/// Which totals rows to print.
-#[derive(Debug, Default, Clone)]
-pub struct TotalsFilter {
-    /// Only this scope.
-    pub scope: Option<String>,
-    /// Only this kind.
-    pub kind: Option<String>,
-    /// Only this currency.
-    pub currency: Option<String>,
-}
-
-/// `fundflow totals`.
-pub fn totals(data_dir: &Path, format: Format, filter: &TotalsFilter) -> anyhow::Result<()> {
-    let model_dir = data_dir.join("model");
-    if !model_dir.exists() {
-        anyhow::bail!(
-            "there is no read model in {} (run fundflow project first)",
-            model_dir.display()
-        );
-    }
-    let model = ReadModel::open(&model_dir).with_context(|| {
-        format!(
-            "cannot open {} (is a projector running on it?)",
-            model_dir.display()
-        )
-    })?;
-    let state = model.state()?;
+/// `fundflow totals` from a stopped data directory: the report of its read model, the totals
+/// grouped and filtered by the server's own query code.
+pub async fn totals(data_dir: &Path, format: Format, totals: &TotalsArgs) -> anyhow::Result<()> {
+    let query = totals.query()?;
+    let queries = crate::analytics::offline(data_dir)?;
+    let model = queries.model().clone();
+    let state = tokio::task::spawn_blocking(move || model.state())
+        .await
+        .context("the read failed")??;
     let mut report = Report::of_state(&state);
-    report.totals.retain(|row| {
-        filter
-            .scope
-            .as_deref()
-            .is_none_or(|s| row.scope.as_str() == s)
-            && filter.kind.as_deref().is_none_or(|k| row.kind == k)
-            && filter.currency.as_deref().is_none_or(|c| row.currency == c)
-    });
-    crate::replay::print_report(&report, format)
+    report.totals = queries
+        .totals(&totals.params())
+        .await
+        .context("cannot read the totals")?
+        .rows;
+    crate::replay::print_report(&report, &query.group_by, format)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -2,6 +2,7 @@
 //! runs the command on one runtime and reports an error in one sentence; the arguments are in
 //! `args.rs`, the dispatch in `commands.rs`, and each command in its own module.
 
+mod analytics;
 mod args;
 mod audit;
 mod client;

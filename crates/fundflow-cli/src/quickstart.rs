@@ -202,6 +202,12 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
     }
 
     let reviewer = Client::new(&base, token_of(&demo, "reviewer")?)?;
+    // The report's own year, at a glance: what the programme's 2020 highlights state.
+    let summary: fundflow_api::SummaryReply = reviewer
+        .get("/v1/summary?from=2020-01-01&to=2020-12-31")
+        .await?;
+    println!();
+    crate::analytics::print_summary(&summary);
     for scope in ["global", "region", "country"] {
         let reply: fundflow_api::TotalsReply =
             reviewer.get(&format!("/v1/totals?scope={scope}")).await?;

@@ -14,7 +14,7 @@ use fundflow_proto::v1::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The `recorded_at` of builder envelopes, and the generator's first timestamp.
+/// The `recorded_at` of builder envelopes.
 pub const RECORDED_AT: &str = "2020-12-31T12:00:00Z";
 
 /// An envelope of `partner` with the given id number (formatted as a UUID), dated 2020-12-15.
@@ -156,7 +156,7 @@ impl Default for GenConfig {
     fn default() -> Self {
         GenConfig {
             events: 10_000,
-            partners: 24,
+            partners: 100,
             invalid_per_mille: 20,
         }
     }
@@ -182,43 +182,356 @@ const ITEMS: [(&str, &str); 5] = [
     ("portable PCR device", "unit"),
 ];
 
+/// The sectors pledges name.
+const SECTORS: [&str; 12] = [
+    "health",
+    "agriculture",
+    "education",
+    "water and sanitation",
+    "energy",
+    "disaster risk reduction",
+    "digital",
+    "trade",
+    "climate",
+    "food security",
+    "gender",
+    "governance",
+];
+
+/// Donor names are every first word with every kind: 20 × 10 = 200 donors.
+const DONOR_WORDS: [&str; 20] = [
+    "Aurora",
+    "Baobab",
+    "Cedar",
+    "Delta",
+    "Everest",
+    "Fjord",
+    "Granite",
+    "Harbour",
+    "Iris",
+    "Juniper",
+    "Kestrel",
+    "Lotus",
+    "Meridian",
+    "Nile",
+    "Olive",
+    "Prairie",
+    "Quartz",
+    "Riverside",
+    "Sahel",
+    "Tamarind",
+];
+const DONOR_KINDS: [&str; 10] = [
+    "Foundation",
+    "Trust",
+    "Development Fund",
+    "Charitable Trust",
+    "Relief Society",
+    "Family Foundation",
+    "Philanthropies",
+    "Partnership Fund",
+    "Giving Circle",
+    "Endowment",
+];
+
+/// Sources of parallel funding are every place with every kind: 15 × 10 = 150 organisations.
+const SOURCE_PLACES: [&str; 15] = [
+    "Kathmandu",
+    "Nairobi",
+    "Lima",
+    "Dhaka",
+    "Accra",
+    "Hanoi",
+    "Quito",
+    "Kampala",
+    "Tbilisi",
+    "Dakar",
+    "Lusaka",
+    "Manila",
+    "La Paz",
+    "Ulaanbaatar",
+    "Maputo",
+];
+const SOURCE_KINDS: [&str; 10] = [
+    "Chamber of Commerce",
+    "Municipality",
+    "Farmers' Cooperative",
+    "Women's Association",
+    "Rotary Club",
+    "Community Trust",
+    "Microfinance Institution",
+    "Water Users' Association",
+    "District Council",
+    "Diaspora Network",
+];
+
+/// The first year of generated logs: day 0 is 1 January of it.
+const FIRST_YEAR: i32 = 2018;
+/// How many years generated logs span (2018 to 2023).
+const YEARS: i32 = 6;
+/// Days from 2018-01-01 to 2023-12-31, both included.
+const DAYS: u32 = 2191;
+/// Seconds in those days.
+const SECONDS: u64 = DAYS as u64 * 86_400;
+/// Small grants in the pool (`sg-2019-017`), each pledged once by the partner that owns it.
+const GRANTS: u32 = 400;
+/// Open pledges a partner's payments choose from; beyond it a random one is no longer paid.
+const OPEN_PER_PARTNER: usize = 128;
+/// Out of 100 valid events, how many are backdated (occurred 1 to 400 days before recorded).
+const BACKDATED_PERCENT: u32 = 3;
+
+fn is_leap(year: i32) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_year(year: i32) -> u32 {
+    if is_leap(year) { 366 } else { 365 }
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// The date of the `day`-th day (0-based) from 2018-01-01: (year, month, day of month).
+fn civil(day: u32) -> (i32, u32, u32) {
+    let mut year = FIRST_YEAR;
+    let mut left = day;
+    while left >= days_in_year(year) {
+        left -= days_in_year(year);
+        year += 1;
+    }
+    let mut month = 1;
+    while left >= days_in_month(year, month) {
+        left -= days_in_month(year, month);
+        month += 1;
+    }
+    (year, month, left + 1)
+}
+
+/// The day number of 1 January of `year` (2018 or later).
+fn year_start(year: i32) -> u32 {
+    (FIRST_YEAR..year).map(days_in_year).sum()
+}
+
+/// The ISO 8601 text of the `day`-th day from 2018-01-01.
+fn date_text(day: u32) -> String {
+    let (year, month, day_of_month) = civil(day);
+    format!("{year:04}-{month:02}-{day_of_month:02}")
+}
+
+/// The ISO 8601 text of the first day of the `day`-th day's month.
+fn month_start_text(day: u32) -> String {
+    let (year, month, _) = civil(day);
+    format!("{year:04}-{month:02}-01")
+}
+
+/// `count` distinct elements of `pool` (all of it when it is shorter), in a seeded order.
+fn distinct<T: Copy>(rng: &mut ChaCha8Rng, pool: &[T], count: usize) -> Vec<T> {
+    let mut order: Vec<usize> = (0..pool.len()).collect();
+    let count = count.min(pool.len());
+    for i in 0..count {
+        let j = rng.random_range(i..order.len());
+        order.swap(i, j);
+    }
+    order[..count].iter().map(|&i| pool[i]).collect()
+}
+
+/// One of a short list of favourites (the first ones more often), or `None` for an empty list.
+fn favourite<T: Copy>(rng: &mut ChaCha8Rng, favourites: &[T]) -> Option<T> {
+    if favourites.is_empty() {
+        return None;
+    }
+    // Half the time the first favourite, else any of them.
+    if rng.random_ratio(1, 2) {
+        favourites.first().copied()
+    } else {
+        favourites
+            .get(rng.random_range(0..favourites.len()))
+            .copied()
+    }
+}
+
 /// An open pledge the generator may pay against.
 struct OpenPledge {
-    partner: u32,
     pledge_id: String,
     currency: usize,
+    /// Index into `LogGenerator::donors`.
+    donor: usize,
+    /// The day it occurred on: payments against it do not occur before.
+    occurred: u32,
+    /// Its small grant in `LogGenerator::grants`, when it is one.
+    grant: Option<usize>,
     /// (recipient code, outstanding in minor units)
     lines: Vec<(&'static str, i64)>,
 }
 
+/// A small grant of the pool.
+struct Grant {
+    /// `sg-{year}-{nnn}`.
+    id: String,
+    /// The partner that pledges it.
+    owner: u32,
+    /// The first day it may be pledged.
+    due: u32,
+    /// Pledged and not yet fully paid.
+    open: bool,
+}
+
+/// What one partner works with, drawn from the seed when the generator starts.
+struct Partner {
+    countries: Vec<&'static str>,
+    /// Areas the partner allocates to directly (most partners have none).
+    areas: Vec<&'static str>,
+    /// Indices into `CURRENCIES`: the one or two it mostly uses.
+    currencies: Vec<usize>,
+    /// Indices into `LogGenerator::donors`: the few it mostly records for.
+    donors: Vec<usize>,
+    /// Indices into `SECTORS`.
+    sectors: Vec<usize>,
+    /// Its small grants (indices into `LogGenerator::grants`), in the order they fall due.
+    grants: Vec<usize>,
+    /// How many of `grants` are pledged: they are pledged in order, each once.
+    pledged: usize,
+    /// Its open pledges, which its payments choose from.
+    open: Vec<OpenPledge>,
+}
+
+impl Partner {
+    fn draw(
+        rng: &mut ChaCha8Rng,
+        index: u32,
+        countries: &[&'static str],
+        donors: usize,
+    ) -> Partner {
+        let country_count = rng.random_range(3..=10usize);
+        let countries = distinct(rng, countries, country_count);
+        // Every third partner also allocates to an area or two: with 3 in 20 of its allocations
+        // going to them, about 1 in 20 allocations overall.
+        let areas = if index.is_multiple_of(3) {
+            let count = rng.random_range(1..=2usize);
+            distinct(rng, &AREAS, count)
+        } else {
+            Vec::new()
+        };
+        let currency_count = rng.random_range(1..=2usize);
+        let currencies = distinct(rng, &[0, 1, 2, 3, 4], currency_count);
+        let donor_count = rng.random_range(3..=6usize);
+        let all_donors: Vec<usize> = (0..donors).collect();
+        let donors = distinct(rng, &all_donors, donor_count);
+        let sector_count = rng.random_range(2..=4usize);
+        let all_sectors: Vec<usize> = (0..SECTORS.len()).collect();
+        let sectors = distinct(rng, &all_sectors, sector_count);
+        Partner {
+            countries,
+            areas,
+            currencies,
+            donors,
+            sectors,
+            grants: Vec::new(),
+            pledged: 0,
+            open: Vec::new(),
+        }
+    }
+}
+
+/// The clock of one record: when it is recorded.
+struct Now {
+    /// RFC 3339.
+    recorded_at: String,
+    /// The day number of `recorded_at`.
+    day: u32,
+}
+
 /// A seeded, deterministic stream of encoded envelopes (see the crate docs).
+///
+/// Records are spread evenly over 2018-01-01 to 2023-12-31 by their index, so `recorded_at`
+/// never goes back; a few events are backdated (occurred up to 400 days before they were
+/// recorded). About 100 partners by default each send to a handful of countries, in one or two
+/// currencies, for a few favourite donors; pledges name small grants of a pool of 400
+/// (`sg-2019-017`, each pledged once by the partner owning it, then `pledge-…` ids), and
+/// parallel funding names those grants, mostly other partners'.
 pub struct LogGenerator {
     rng: ChaCha8Rng,
     config: GenConfig,
     produced: u64,
-    countries: Vec<&'static str>,
-    pledges: Vec<OpenPledge>,
+    partners: Vec<Partner>,
+    grants: Vec<Grant>,
+    /// Pledged grants, in the order pledged.
+    pledged_grants: Vec<usize>,
+    /// Pledged grants not yet fully paid.
+    open_grants: Vec<usize>,
+    donors: Vec<String>,
+    sources: Vec<String>,
     /// Recent events that may be reversed: (partner, id number).
     reversible: Vec<(u32, u128)>,
-    /// Recent envelopes, for deliberate resends and id reuse.
-    recent: Vec<Envelope>,
+    /// Recent envelopes with the day they occurred on, for deliberate resends and id reuse.
+    recent: Vec<(Envelope, u32)>,
     next_id: u64,
 }
 
 impl LogGenerator {
     /// A generator of `config.events` records from `seed`.
     pub fn new(seed: u64, config: GenConfig) -> LogGenerator {
-        let countries = fundflow_refdata::COUNTRIES
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let countries: Vec<&'static str> = fundflow_refdata::COUNTRIES
             .iter()
             .filter(|c| c.region.is_some())
             .map(|c| c.alpha3)
             .collect();
+        let donors: Vec<String> = DONOR_KINDS
+            .iter()
+            .flat_map(|kind| DONOR_WORDS.iter().map(move |word| format!("{word} {kind}")))
+            .collect();
+        let sources: Vec<String> = SOURCE_KINDS
+            .iter()
+            .flat_map(|kind| {
+                SOURCE_PLACES
+                    .iter()
+                    .map(move |place| format!("{place} {kind}"))
+            })
+            .collect();
+        let partner_count = config.partners.max(1);
+        let mut partners: Vec<Partner> = (0..partner_count)
+            .map(|p| Partner::draw(&mut rng, p, &countries, donors.len()))
+            .collect();
+        let mut grants = Vec::new();
+        for (offset, year) in (FIRST_YEAR..FIRST_YEAR + YEARS).enumerate() {
+            // 400 over six years: 67, 67, 67, 67, 66, 66.
+            let count = GRANTS / 6 + u32::from(offset < (GRANTS % 6) as usize);
+            let (start, length) = (year_start(year), days_in_year(year));
+            let step = length / count;
+            let mut number = 0u32;
+            for k in 0..count {
+                // Now and then a number is skipped (a grant withdrawn before it was pledged).
+                number += if rng.random_ratio(1, 8) { 2 } else { 1 };
+                let owner = rng.random_range(0..partner_count);
+                let due = start + k * length / count + rng.random_range(0..step.max(1));
+                if let Some(partner) = partners.get_mut(owner as usize) {
+                    partner.grants.push(grants.len());
+                }
+                grants.push(Grant {
+                    id: format!("sg-{year}-{number:03}"),
+                    owner,
+                    due,
+                    open: false,
+                });
+            }
+        }
         LogGenerator {
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             config,
             produced: 0,
-            countries,
-            pledges: Vec::new(),
+            partners,
+            grants,
+            pledged_grants: Vec::new(),
+            open_grants: Vec::new(),
+            donors,
+            sources,
             reversible: Vec::new(),
             recent: Vec::new(),
             next_id: 0,
@@ -265,7 +578,9 @@ impl LogGenerator {
         shares
     }
 
-    fn make_flow(&mut self, currency: usize, lines: &[(&'static str, i64)]) -> Flow {
+    /// A flow of `lines` in `currency`; a non-USD flow carries a rate 4 times in 5, dated the
+    /// first of the month the flow occurred in.
+    fn make_flow(&mut self, currency: usize, lines: &[(&'static str, i64)], occurred: u32) -> Flow {
         let (code, scale, rate) = CURRENCIES[currency];
         let total: i64 = lines.iter().map(|(_, v)| v).sum();
         let allocations: Vec<(&str, String)> = lines
@@ -278,29 +593,47 @@ impl LogGenerator {
             .collect();
         let flow = flow(&Self::amount_text(total, scale), code, &refs);
         if code != "USD" && self.rng.random_ratio(4, 5) {
-            with_rate(flow, rate)
+            let mut flow = with_rate(flow, rate);
+            flow.usd_rate_date = month_start_text(occurred);
+            flow
         } else {
             flow
         }
     }
 
-    fn recipients(&mut self) -> Vec<&'static str> {
+    fn partner(&self, partner: u32) -> Option<&Partner> {
+        self.partners.get(partner as usize)
+    }
+
+    /// One to three distinct recipients from the partner's countries and areas.
+    fn recipients(&mut self, partner: u32) -> Vec<&'static str> {
         let count = *[1usize, 1, 1, 2, 3]
             .get(self.rng.random_range(0..5))
             .unwrap_or(&1);
-        (0..count)
-            .map(|_| {
-                if self.rng.random_ratio(1, 20) {
-                    AREAS[self.rng.random_range(0..AREAS.len())]
-                } else {
-                    self.countries[self.rng.random_range(0..self.countries.len())]
-                }
-            })
-            .collect()
+        let Some(p) = self.partners.get(partner as usize) else {
+            return vec!["NPL"];
+        };
+        let mut chosen: Vec<&'static str> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let pool = if !p.areas.is_empty() && self.rng.random_ratio(3, 20) {
+                &p.areas
+            } else {
+                &p.countries
+            };
+            if let Some(&to) = pool.get(self.rng.random_range(0..pool.len().max(1)))
+                && !chosen.contains(&to)
+            {
+                chosen.push(to);
+            }
+        }
+        if chosen.is_empty() {
+            chosen.push("NPL");
+        }
+        chosen
     }
 
-    fn monetary_lines(&mut self) -> Vec<(&'static str, i64)> {
-        let recipients = self.recipients();
+    fn monetary_lines(&mut self, partner: u32) -> Vec<(&'static str, i64)> {
+        let recipients = self.recipients(partner);
         let total = self
             .rng
             .random_range(100..50_000_000i64)
@@ -309,89 +642,313 @@ impl LogGenerator {
         recipients.into_iter().zip(shares).collect()
     }
 
+    /// Mostly one of the partner's currencies, now and then any.
+    fn currency(&mut self, partner: u32) -> usize {
+        let own = self.partners.get(partner as usize).map(|p| &p.currencies);
+        match own {
+            Some(own) if !self.rng.random_ratio(3, 20) => {
+                favourite(&mut self.rng, own).unwrap_or(0)
+            }
+            _ => self.rng.random_range(0..CURRENCIES.len()),
+        }
+    }
+
+    /// Mostly one of the partner's favourite donors, else any of the pool (an index).
+    fn donor(&mut self, partner: u32) -> usize {
+        let own = self.partners.get(partner as usize).map(|p| &p.donors);
+        match own {
+            Some(own) if self.rng.random_ratio(4, 5) => favourite(&mut self.rng, own).unwrap_or(0),
+            _ => self.rng.random_range(0..self.donors.len()),
+        }
+    }
+
+    fn sector(&mut self, partner: u32) -> &'static str {
+        let own = self.partners.get(partner as usize).map(|p| &p.sectors);
+        let index = match own {
+            Some(own) if self.rng.random_ratio(7, 10) => favourite(&mut self.rng, own).unwrap_or(0),
+            _ => self.rng.random_range(0..SECTORS.len()),
+        };
+        SECTORS.get(index).copied().unwrap_or("health")
+    }
+
+    fn donor_name(&self, donor: usize) -> String {
+        self.donors.get(donor).cloned().unwrap_or_default()
+    }
+
+    /// A new pledge of `partner`: its next small grant once that is due, else a unique id.
+    fn pledge_body(&mut self, partner: u32, id: u128, now: &Now, occurred: u32) -> Body {
+        let lines = self.monetary_lines(partner);
+        let currency = self.currency(partner);
+        let donor = self.donor(partner);
+        let sector = self.sector(partner);
+        let flow = self.make_flow(currency, &lines, occurred);
+        let mut grant = None;
+        if let Some(p) = self.partners.get_mut(partner as usize)
+            && let Some(&g) = p.grants.get(p.pledged)
+            && let Some(state) = self.grants.get_mut(g)
+            && state.due <= now.day
+        {
+            p.pledged += 1;
+            state.open = true;
+            self.pledged_grants.push(g);
+            self.open_grants.push(g);
+            grant = Some(g);
+        }
+        let pledge_id = match grant.and_then(|g| self.grants.get(g)) {
+            Some(state) => state.id.clone(),
+            None => format!("pledge-{id:x}"),
+        };
+        let body = Body::PledgeRecorded(PledgeRecorded {
+            flow: Some(flow),
+            pledge_id: pledge_id.clone(),
+            donor: self.donor_name(donor),
+            sector: sector.to_owned(),
+            description: String::new(),
+        });
+        if let Some(p) = self.partners.get_mut(partner as usize) {
+            p.open.push(OpenPledge {
+                pledge_id,
+                currency,
+                donor,
+                occurred,
+                grant,
+                lines,
+            });
+            if p.open.len() > OPEN_PER_PARTNER {
+                let i = self.rng.random_range(0..p.open.len());
+                p.open.swap_remove(i);
+            }
+        }
+        body
+    }
+
+    /// A payment of `partner` against one of its open pledges, paying part of what is
+    /// outstanding (a third of the time all of it); `None` when it has none open. Returns the
+    /// body and the day it occurred on (not before the pledge).
+    fn payment_against_pledge(
+        &mut self,
+        partner: u32,
+        id: u128,
+        occurred: u32,
+    ) -> Option<(Body, u32)> {
+        let p = self.partners.get_mut(partner as usize)?;
+        if p.open.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..p.open.len());
+        let open = p.open.get_mut(i)?;
+        let pay_all = self.rng.random_ratio(1, 3);
+        let mut lines = Vec::with_capacity(open.lines.len());
+        for (to, outstanding) in &mut open.lines {
+            if *outstanding > 0 {
+                let pay = if pay_all {
+                    *outstanding
+                } else {
+                    let low = (*outstanding / 4).max(1);
+                    let high = (*outstanding / 2).max(1);
+                    self.rng.random_range(low..=high)
+                };
+                *outstanding -= pay;
+                lines.push((*to, pay));
+            }
+        }
+        let (pledge_id, currency, pledge_donor) =
+            (open.pledge_id.clone(), open.currency, open.donor);
+        let occurred = occurred.max(open.occurred);
+        let closed = open.lines.iter().all(|(_, outstanding)| *outstanding == 0);
+        if closed {
+            let done = p.open.swap_remove(i);
+            if let Some(g) = done.grant {
+                if let Some(state) = self.grants.get_mut(g) {
+                    state.open = false;
+                }
+                if let Some(at) = self.open_grants.iter().position(|&x| x == g) {
+                    self.open_grants.swap_remove(at);
+                }
+            }
+        }
+        if lines.is_empty() {
+            return None;
+        }
+        // About a third of payments against a pledge name their donor: mostly the pledge's,
+        // sometimes another (a co-funder paying in). The others inherit the pledge's.
+        let donor = if self.rng.random_ratio(8, 25) {
+            if self.rng.random_ratio(3, 5) {
+                self.donor_name(pledge_donor)
+            } else {
+                let other = self.donor(partner);
+                self.donor_name(other)
+            }
+        } else {
+            String::new()
+        };
+        let flow = self.make_flow(currency, &lines, occurred);
+        let body = Body::ContributionPaid(ContributionPaid {
+            flow: Some(flow),
+            payment_id: format!("pay-{id:x}"),
+            pledge_id,
+            description: String::new(),
+            donor,
+        });
+        Some((body, occurred))
+    }
+
+    /// A payment against no pledge; it names its donor 3 times in 5.
+    fn standalone_payment(&mut self, partner: u32, id: u128, occurred: u32) -> Body {
+        let lines = self.monetary_lines(partner);
+        let currency = self.currency(partner);
+        let flow = self.make_flow(currency, &lines, occurred);
+        let donor = if self.rng.random_ratio(3, 5) {
+            let donor = self.donor(partner);
+            self.donor_name(donor)
+        } else {
+            String::new()
+        };
+        Body::ContributionPaid(ContributionPaid {
+            flow: Some(flow),
+            payment_id: format!("pay-{id:x}"),
+            pledge_id: String::new(),
+            description: String::new(),
+            donor,
+        })
+    }
+
+    /// The grant a parallel funding of `partner` backs: a pledged small grant, open ones first,
+    /// another partner's 7 times in 10.
+    fn funded_grant(&mut self, partner: u32) -> String {
+        let others = self.rng.random_ratio(7, 10);
+        if !others
+            && let Some(p) = self.partners.get(partner as usize)
+            && p.pledged > 0
+        {
+            let own = &p.grants[..p.pledged.min(p.grants.len())];
+            let mut pick = None;
+            for _ in 0..8 {
+                let g = own.get(self.rng.random_range(0..own.len())).copied();
+                pick = pick.or(g);
+                if let Some(g) = g
+                    && self.grants.get(g).is_some_and(|state| state.open)
+                {
+                    pick = Some(g);
+                    break;
+                }
+            }
+            if let Some(state) = pick.and_then(|g| self.grants.get(g)) {
+                return state.id.clone();
+            }
+        }
+        for pool in [&self.open_grants, &self.pledged_grants] {
+            if pool.is_empty() {
+                continue;
+            }
+            for _ in 0..24 {
+                let g = pool.get(self.rng.random_range(0..pool.len())).copied();
+                if let Some(state) = g.and_then(|g| self.grants.get(g))
+                    && state.owner != partner
+                {
+                    return state.id.clone();
+                }
+            }
+        }
+        // Nothing of another partner's is pledged (yet, or there is one partner): any pledged
+        // grant, else an open pledge of the partner's own, else the pool's first grant.
+        if let Some(state) = self.pledged_grants.last().and_then(|&g| self.grants.get(g)) {
+            return state.id.clone();
+        }
+        if let Some(open) = self.partner(partner).and_then(|p| p.open.last()) {
+            return open.pledge_id.clone();
+        }
+        self.grants
+            .first()
+            .map_or_else(|| "grant-1".to_owned(), |g| g.id.clone())
+    }
+
+    fn parallel_funding_body(&mut self, partner: u32, id: u128, occurred: u32) -> Body {
+        let lines = self.monetary_lines(partner);
+        let currency = self.currency(partner);
+        let flow = self.make_flow(currency, &lines, occurred);
+        let grant_id = self.funded_grant(partner);
+        let source = self
+            .sources
+            .get(self.rng.random_range(0..self.sources.len()))
+            .cloned()
+            .unwrap_or_default();
+        Body::ParallelFundingMobilized(ParallelFundingMobilized {
+            flow: Some(flow),
+            funding_id: format!("pf-{id:x}"),
+            source,
+            grant_id,
+            description: String::new(),
+        })
+    }
+
+    fn in_kind_body(&mut self, partner: u32, id: u128, occurred: u32) -> Body {
+        let lines = self.monetary_lines(partner);
+        let currency = self.currency(partner);
+        let flow = self.make_flow(currency, &lines, occurred);
+        let (item, unit) = ITEMS[self.rng.random_range(0..ITEMS.len())];
+        let quantity = self.rng.random_range(1..250_000u32).to_string();
+        let mut body = in_kind(&format!("ik-{id:x}"), flow, &[(item, unit, &quantity)]);
+        let donor = self.donor(partner);
+        if let Body::InKindDonationRecorded(donation) = &mut body {
+            donation.donor = self.donor_name(donor);
+        }
+        body
+    }
+
     fn next_envelope(&mut self) -> (Envelope, Option<Vec<u8>>) {
         let partner = self.rng.random_range(0..self.config.partners.max(1));
         let id = self.fresh_id();
+        let now = self.now();
         let roll = self.rng.random_range(0..1000u32);
         if roll < self.config.invalid_per_mille {
-            return self.invalid(partner, id);
+            return self.invalid(partner, id, &now);
         }
-        let currency = self.rng.random_range(0..CURRENCIES.len());
+        let occurred = if self.rng.random_range(0..100u32) < BACKDATED_PERCENT {
+            now.day.saturating_sub(self.rng.random_range(1..=400u32))
+        } else {
+            now.day
+        };
         let kind = self.rng.random_range(0..100u32);
-        let body = match kind {
-            0..20 => {
-                let lines = self.monetary_lines();
-                let pledge_id = format!("pledge-{id:x}");
-                let flow = self.make_flow(currency, &lines);
-                self.pledges.push(OpenPledge {
+        let (partner, body, occurred) = match kind {
+            0..15 => {
+                let body = self.pledge_body(partner, id, &now, occurred);
+                let envelope = self.wrap(partner, id, body, &now, occurred);
+                return (envelope, None);
+            }
+            15..41 => match self.payment_against_pledge(partner, id, occurred) {
+                Some((body, occurred)) => (partner, body, occurred),
+                None => (
                     partner,
-                    pledge_id: pledge_id.clone(),
-                    currency,
-                    lines,
-                });
-                if self.pledges.len() > 4096 {
-                    let i = self.rng.random_range(0..self.pledges.len());
-                    self.pledges.swap_remove(i);
-                }
-                pledge(&pledge_id, flow)
-            }
-            20..45 if !self.pledges.is_empty() => {
-                let i = self.rng.random_range(0..self.pledges.len());
-                let open = &mut self.pledges[i];
-                let (pledge_partner, pledge_id, currency) =
-                    (open.partner, open.pledge_id.clone(), open.currency);
-                let mut lines = Vec::new();
-                for (to, outstanding) in &mut open.lines {
-                    if *outstanding > 0 {
-                        let pay = (*outstanding / 2).max(1);
-                        *outstanding -= pay;
-                        lines.push((*to, pay));
-                    }
-                }
-                if lines.is_empty() {
-                    self.pledges.swap_remove(i);
-                    let lines = self.monetary_lines();
-                    let flow = self.make_flow(currency, &lines);
-                    payment(&format!("pay-{id:x}"), "", flow)
-                } else {
-                    let flow = self.make_flow(currency, &lines);
-                    let body = payment(&format!("pay-{id:x}"), &pledge_id, flow);
-                    let envelope = self.wrap(pledge_partner, id, body);
-                    return (envelope, None);
-                }
-            }
-            20..55 => {
-                let lines = self.monetary_lines();
-                let flow = self.make_flow(currency, &lines);
-                payment(&format!("pay-{id:x}"), "", flow)
-            }
-            55..75 => {
-                let lines = self.monetary_lines();
-                let flow = self.make_flow(currency, &lines);
-                parallel_funding(&format!("pf-{id:x}"), flow)
-            }
-            75..95 => {
-                let lines = self.monetary_lines();
-                let flow = self.make_flow(currency, &lines);
-                let (item, unit) = ITEMS[self.rng.random_range(0..ITEMS.len())];
-                let quantity = self.rng.random_range(1..250_000u32).to_string();
-                in_kind(&format!("ik-{id:x}"), flow, &[(item, unit, &quantity)])
-            }
+                    self.standalone_payment(partner, id, occurred),
+                    occurred,
+                ),
+            },
+            41..53 => (
+                partner,
+                self.standalone_payment(partner, id, occurred),
+                occurred,
+            ),
+            53..73 => (
+                partner,
+                self.parallel_funding_body(partner, id, occurred),
+                occurred,
+            ),
+            73..97 => (partner, self.in_kind_body(partner, id, occurred), occurred),
             _ if !self.reversible.is_empty() => {
                 let i = self.rng.random_range(0..self.reversible.len());
                 let (target_partner, target) = self.reversible.swap_remove(i);
-                let envelope = self.wrap(target_partner, id, reversal(target));
+                let envelope = self.wrap(target_partner, id, reversal(target), &now, occurred);
                 return (envelope, None);
             }
-            _ => {
-                let lines = self.monetary_lines();
-                let flow = self.make_flow(currency, &lines);
-                parallel_funding(&format!("pf-{id:x}"), flow)
-            }
+            _ => (
+                partner,
+                self.parallel_funding_body(partner, id, occurred),
+                occurred,
+            ),
         };
-        let reversible = !matches!(body, Body::PledgeRecorded(_));
-        let envelope = self.wrap(partner, id, body);
-        if reversible && self.rng.random_ratio(1, 10) {
+        let envelope = self.wrap(partner, id, body, &now, occurred);
+        if self.rng.random_ratio(1, 10) {
             self.reversible.push((partner, id));
             if self.reversible.len() > 1024 {
                 self.reversible.swap_remove(0);
@@ -401,7 +958,7 @@ impl LogGenerator {
     }
 
     /// A deliberately invalid record: the fold must reject it and keep going.
-    fn invalid(&mut self, partner: u32, id: u128) -> (Envelope, Option<Vec<u8>>) {
+    fn invalid(&mut self, partner: u32, id: u128, now: &Now) -> (Envelope, Option<Vec<u8>>) {
         let pick = self.rng.random_range(0..5u32);
         match pick {
             0 => {
@@ -411,72 +968,79 @@ impl LogGenerator {
             }
             1 if !self.recent.is_empty() => {
                 // A resend: same content, same id, later timestamp.
-                let mut again = self.recent[self.rng.random_range(0..self.recent.len())].clone();
-                again.recorded_at = self.timestamp();
+                let i = self.rng.random_range(0..self.recent.len());
+                let mut again = self.recent[i].0.clone();
+                again.recorded_at = now.recorded_at.clone();
                 (again, None)
             }
             2 if !self.recent.is_empty() => {
-                // A reused id with other content.
-                let mut reused = self.recent[self.rng.random_range(0..self.recent.len())].clone();
-                reused.occurred_on = "2020-01-02".to_owned();
+                // A reused id with other content: the same event a day earlier (on the first
+                // day, with another description or reason).
+                let i = self.rng.random_range(0..self.recent.len());
+                let (mut reused, occurred) = self.recent[i].clone();
+                if occurred > 0 {
+                    reused.occurred_on = date_text(occurred - 1);
+                } else {
+                    match &mut reused.body {
+                        Some(Body::PledgeRecorded(b)) => b.description.push_str(" (again)"),
+                        Some(Body::ContributionPaid(b)) => b.description.push_str(" (again)"),
+                        Some(Body::ParallelFundingMobilized(b)) => {
+                            b.description.push_str(" (again)");
+                        }
+                        Some(Body::InKindDonationRecorded(b)) => {
+                            b.description.push_str(" (again)");
+                        }
+                        Some(Body::EventReversed(b)) => b.reason.push_str(" (again)"),
+                        None => {}
+                    }
+                }
                 (reused, None)
             }
             3 => {
                 let body = payment("pay-x", "", flow("10.00", "XYZ", &[("NPL", "10.00")]));
-                (self.wrap(partner, id, body), None)
+                (self.wrap(partner, id, body, now, now.day), None)
             }
             _ => {
                 let body = payment("pay-y", "", flow("10.005", "USD", &[("NPL", "10.005")]));
-                (self.wrap(partner, id, body), None)
+                (self.wrap(partner, id, body, now, now.day), None)
             }
         }
     }
 
-    fn timestamp(&self) -> String {
-        // One event per second from 2020-01-01, within the year's seconds.
-        let second = self.produced % (365 * 86_400);
-        let day = second / 86_400;
-        let (month, day_of_month) = month_day(day);
-        format!(
-            "2020-{month:02}-{day_of_month:02}T{:02}:{:02}:{:02}Z",
+    /// The clock of the next record: records are spread evenly over 2018-01-01 to 2023-12-31
+    /// by their index.
+    fn now(&self) -> Now {
+        let events = u128::from(self.config.events.max(1));
+        let at = u128::from(self.produced) * u128::from(SECONDS) / events;
+        let second = u64::try_from(at).unwrap_or(SECONDS - 1).min(SECONDS - 1);
+        let day = u32::try_from(second / 86_400).unwrap_or(DAYS - 1);
+        let recorded_at = format!(
+            "{}T{:02}:{:02}:{:02}Z",
+            date_text(day),
             (second % 86_400) / 3600,
             (second % 3600) / 60,
             second % 60
-        )
+        );
+        Now { recorded_at, day }
     }
 
-    fn wrap(&mut self, partner: u32, id: u128, body: Body) -> Envelope {
-        let recorded_at = self.timestamp();
-        let occurred_on = recorded_at[..10].to_owned();
+    fn wrap(&mut self, partner: u32, id: u128, body: Body, now: &Now, occurred: u32) -> Envelope {
         let envelope = Envelope {
             event_id: uuid_text(id),
             partner_id: Self::partner_name(partner),
-            recorded_at,
-            occurred_on,
+            recorded_at: now.recorded_at.clone(),
+            occurred_on: date_text(occurred),
             schema_version: fundflow_proto::SCHEMA_VERSION,
             body: Some(body),
         };
         if self.recent.len() < 256 {
-            self.recent.push(envelope.clone());
+            self.recent.push((envelope.clone(), occurred));
         } else {
             let i = self.rng.random_range(0..self.recent.len());
-            self.recent[i] = envelope.clone();
+            self.recent[i] = (envelope.clone(), occurred);
         }
         envelope
     }
-}
-
-/// Month and day of month of the `day`-th day (0-based) of 2020, a leap year.
-fn month_day(day: u64) -> (u64, u64) {
-    const DAYS: [u64; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    let mut left = day;
-    for (month, &days) in DAYS.iter().enumerate() {
-        if left < days {
-            return (month as u64 + 1, left + 1);
-        }
-        left -= days;
-    }
-    (12, 31)
 }
 
 impl Iterator for LogGenerator {
@@ -494,3 +1058,109 @@ impl Iterator for LogGenerator {
 
 /// Re-exported so callers can build bodies without naming the proto crate.
 pub use v1::envelope::Body as EnvelopeBody;
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test, with its location.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_calendar_knows_leap_years() {
+        assert_eq!(date_text(0), "2018-01-01");
+        assert_eq!(date_text(364), "2018-12-31");
+        assert_eq!(date_text(365), "2019-01-01");
+        assert_eq!(date_text(730), "2020-01-01");
+        assert_eq!(date_text(730 + 58), "2020-02-28");
+        assert_eq!(date_text(730 + 59), "2020-02-29");
+        assert_eq!(date_text(730 + 60), "2020-03-01");
+        assert_eq!(date_text(730 + 365), "2020-12-31");
+        assert_eq!(date_text(730 + 366), "2021-01-01");
+        assert_eq!(date_text(365 + 58), "2019-02-28");
+        assert_eq!(date_text(365 + 59), "2019-03-01");
+        assert_eq!(date_text(DAYS - 1), "2023-12-31");
+        assert_eq!(year_start(2020), 730);
+        assert_eq!(year_start(2024), DAYS);
+        assert!(is_leap(2020) && is_leap(2000) && !is_leap(1900) && !is_leap(2023));
+    }
+
+    #[test]
+    fn every_day_agrees_with_the_time_crate() {
+        let first = time::Date::from_calendar_date(2018, time::Month::January, 1).unwrap();
+        for day in 0..DAYS {
+            let expected = first + time::Duration::days(i64::from(day));
+            let (year, month, day_of_month) = civil(day);
+            assert_eq!(
+                (year, month, day_of_month),
+                (
+                    expected.year(),
+                    u32::from(u8::from(expected.month())),
+                    u32::from(expected.day())
+                ),
+                "day {day}"
+            );
+            assert_eq!(
+                month_start_text(day),
+                format!("{}-01", &date_text(day)[..7])
+            );
+        }
+    }
+
+    #[test]
+    fn the_clock_spans_six_years_and_never_goes_back() {
+        let mut generator = LogGenerator::new(
+            1,
+            GenConfig {
+                events: 5_000,
+                ..GenConfig::default()
+            },
+        );
+        let mut last = String::new();
+        let mut days = Vec::new();
+        for produced in 0..5_000 {
+            generator.produced = produced;
+            let now = generator.now();
+            assert!(now.recorded_at >= last, "{} after {last}", now.recorded_at);
+            assert_eq!(now.recorded_at[..10], date_text(now.day));
+            last = now.recorded_at;
+            days.push(now.day);
+        }
+        assert_eq!(days.first(), Some(&0));
+        assert!(days.last().is_some_and(|&d| d > DAYS - 2));
+    }
+
+    #[test]
+    fn the_grant_pool_has_400_distinct_owned_ids() {
+        let generator = LogGenerator::new(3, GenConfig::default());
+        assert_eq!(generator.grants.len(), 400);
+        let mut ids: Vec<&str> = generator.grants.iter().map(|g| g.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 400);
+        for (i, grant) in generator.grants.iter().enumerate() {
+            let year: i32 = grant.id[3..7].parse().unwrap();
+            assert!((2018..=2023).contains(&year), "{}", grant.id);
+            assert_eq!(grant.id.len(), "sg-2019-017".len(), "{}", grant.id);
+            assert!(grant.due >= year_start(year) && grant.due < year_start(year + 1));
+            assert!(generator.partners[grant.owner as usize].grants.contains(&i));
+        }
+        for partner in &generator.partners {
+            let dues: Vec<u32> = partner
+                .grants
+                .iter()
+                .map(|&g| generator.grants[g].due)
+                .collect();
+            assert!(dues.is_sorted(), "a partner's grants fall due in order");
+            assert!((3..=10).contains(&partner.countries.len()));
+            assert!((1..=2).contains(&partner.currencies.len()));
+        }
+        assert_eq!(generator.donors.len(), 200);
+        assert_eq!(generator.sources.len(), 150);
+        let mut names = generator.donors.clone();
+        names.extend(generator.sources.iter().cloned());
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 350);
+    }
+}

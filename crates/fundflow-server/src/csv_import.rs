@@ -356,6 +356,30 @@ mod tests {
     }
 
     #[test]
+    fn a_payments_donor_column_is_its_donor_and_may_be_left_empty() {
+        let csv = "ref,type,occurred_on,currency,amount,country,value,payment_id,pledge_id,donor\n\
+            c1,contribution_paid,2020-06-01,USD,10.00,TZA,10.00,pay-1,pl-1,Government of Japan\n\
+            c2,contribution_paid,2020-06-02,USD,5.00,TZA,5.00,pay-2,pl-1,\n";
+        let donors: Vec<String> = read_events(csv.as_bytes(), 100)
+            .unwrap()
+            .into_iter()
+            .map(|(line, event)| {
+                let envelope = event
+                    .unwrap()
+                    .into_envelope("icshp", "2020-06-03T08:00:00Z")
+                    .unwrap();
+                let Some(fundflow_proto::v1::envelope::Body::ContributionPaid(body)) =
+                    envelope.body
+                else {
+                    panic!("row {line} is not a payment: {envelope:?}");
+                };
+                body.donor
+            })
+            .collect();
+        assert_eq!(donors, ["Government of Japan", ""]);
+    }
+
+    #[test]
     fn a_later_row_that_contradicts_the_first_spoils_only_its_event() {
         let csv = "ref,type,occurred_on,currency,amount,country,value\n\
             a,parallel_funding_mobilized,2020-12-01,USD,10.00,TZA,5.00\n\

@@ -26,7 +26,7 @@ use crate::access::{AccessControl, Principal, Role};
 use crate::csv_import::{self, CsvError};
 use crate::gateway::{Gateway, Input, Refusal, SubmitError, Submitted, Verdict};
 use crate::problem::Problem;
-use crate::query::{Queries, QueryError, TotalsFilter, totals_csv};
+use crate::query::{FlowsParams, PledgesParams, Queries, QueryError, SummaryParams, TotalsFilter};
 
 /// A service's typed error, on its way to becoming a problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -204,6 +204,12 @@ pub enum Route {
     Event,
     /// `GET /v1/checkpoint`.
     Checkpoint,
+    /// `GET /v1/flows`.
+    Flows,
+    /// `GET /v1/pledges`.
+    Pledges,
+    /// `GET /v1/summary`.
+    Summary,
 }
 
 /// Which part of a process a route needs (a `gateway` has no queries, a `project` no
@@ -216,7 +222,7 @@ enum Needs {
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 10] = [
+    pub const ALL: [Route; 13] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -227,6 +233,9 @@ impl Route {
         Route::Pledge,
         Route::Event,
         Route::Checkpoint,
+        Route::Flows,
+        Route::Pledges,
+        Route::Summary,
     ];
 
     /// Its HTTP method.
@@ -250,6 +259,9 @@ impl Route {
             Route::Pledge => "/v1/pledges/{pledge_id}",
             Route::Event => "/v1/events/{event_id}",
             Route::Checkpoint => "/v1/checkpoint",
+            Route::Flows => "/v1/flows",
+            Route::Pledges => "/v1/pledges",
+            Route::Summary => "/v1/summary",
         }
     }
 
@@ -257,9 +269,14 @@ impl Route {
         match self {
             Route::Healthz | Route::Readyz | Route::Metrics | Route::OpenApi => Needs::Nothing,
             Route::Submit => Needs::Gateway,
-            Route::Totals | Route::InKind | Route::Pledge | Route::Event | Route::Checkpoint => {
-                Needs::Queries
-            }
+            Route::Totals
+            | Route::InKind
+            | Route::Pledge
+            | Route::Event
+            | Route::Checkpoint
+            | Route::Flows
+            | Route::Pledges
+            | Route::Summary => Needs::Queries,
         }
     }
 
@@ -275,6 +292,9 @@ impl Route {
             Route::Pledge => get(pledge),
             Route::Event => get(event),
             Route::Checkpoint => get(checkpoint),
+            Route::Flows => get(flows),
+            Route::Pledges => get(pledges),
+            Route::Summary => get(summary),
         }
     }
 }
@@ -590,6 +610,44 @@ fn queries(app: &App) -> Result<&Queries, Problem> {
         .ok_or_else(|| Problem::not_found("this process serves no queries"))
 }
 
+/// Whether a reply is JSON (default) or CSV.
+fn wants_csv(format: Option<&str>) -> Result<bool, Problem> {
+    match format {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(Problem::bad_query(
+            "invalid_format",
+            format!("format: {other:?} is not json or csv"),
+        )),
+    }
+}
+
+/// A CSV reply: the table in the body, the checkpoint (and the next page) in headers, so that
+/// the CSV stays one table.
+fn csv_response(
+    csv: Result<Vec<u8>, csv::Error>,
+    as_of_seq: u64,
+    model_digest: Option<&str>,
+    next_cursor: Option<&str>,
+) -> Result<Response, Problem> {
+    let csv = csv
+        .map_err(|err| Problem::unavailable(format!("the reply could not be written as CSV: {err}")))?;
+    let mut response = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"))],
+        csv,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert("fundflow-as-of-seq", HeaderValue::from(as_of_seq));
+    if let Some(digest) = model_digest.and_then(|d| HeaderValue::from_str(d).ok()) {
+        headers.insert("fundflow-model-digest", digest);
+    }
+    if let Some(cursor) = next_cursor.and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert("fundflow-next-cursor", cursor);
+    }
+    Ok(response)
+}
+
 async fn totals(
     State(app): State<App>,
     headers: HeaderMap,
@@ -598,38 +656,86 @@ async fn totals(
     let principal = authenticate(&app, &headers)?;
     require(principal, &[Role::Reviewer, Role::Auditor], "read totals")?;
     let Query(filter) = filter.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
-    let csv = match filter.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(Problem::bad_query(
-                "invalid_format",
-                format!("format {other:?} is not json or csv"),
-            ));
-        }
-    };
-    let reply = queries(&app)?.totals(&filter).await?;
+    let csv = wants_csv(filter.format.as_deref())?;
+    let (reply, group_by) = queries(&app)?.totals_grouped(&filter.params()).await?;
     if !csv {
         return Ok(axum::Json(reply).into_response());
     }
-    // The checkpoint travels in headers, so that the CSV stays one table.
-    let mut response = (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"))],
-        totals_csv(&reply.rows).map_err(|err| {
-            Problem::unavailable(format!("the totals could not be written as CSV: {err}"))
-        })?,
+    csv_response(
+        fundflow_api::totals_csv(&reply.rows, &group_by),
+        reply.as_of_seq,
+        reply.model_digest.as_deref(),
+        None,
     )
-        .into_response();
-    let headers = response.headers_mut();
-    headers.insert("fundflow-as-of-seq", HeaderValue::from(reply.as_of_seq));
-    if let Some(digest) = reply
-        .model_digest
-        .as_deref()
-        .and_then(|d| HeaderValue::from_str(d).ok())
-    {
-        headers.insert("fundflow-model-digest", digest);
+}
+
+/// The partner whose flows and pledges a principal reads: a partner only its own (naming
+/// another is refused), reviewers and auditors any one or all.
+fn own_partner(principal: &Principal, asked: Option<&str>) -> Result<Option<String>, Problem> {
+    match (&principal.partner_id, asked) {
+        (Some(own), None) => Ok(Some(own.clone())),
+        (Some(own), Some(asked)) if asked == own => Ok(Some(own.clone())),
+        (Some(_), Some(_)) => Err(Problem::forbidden(
+            "a partner may read only its own flows and pledges",
+        )),
+        (None, _) => Ok(None),
     }
-    Ok(response)
+}
+
+async fn flows(
+    State(app): State<App>,
+    headers: HeaderMap,
+    params: Result<Query<FlowsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let principal = authenticate(&app, &headers)?;
+    let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let csv = wants_csv(params.format.as_deref())?;
+    let own = own_partner(principal, params.partner.as_deref())?;
+    let reply = queries(&app)?.flows(&params, own.as_deref()).await?;
+    if !csv {
+        return Ok(axum::Json(reply).into_response());
+    }
+    csv_response(
+        fundflow_api::flows_csv(&reply.flows),
+        reply.as_of_seq,
+        None,
+        reply.next_cursor.as_deref(),
+    )
+}
+
+async fn pledges(
+    State(app): State<App>,
+    headers: HeaderMap,
+    params: Result<Query<PledgesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let principal = authenticate(&app, &headers)?;
+    let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let csv = wants_csv(params.format.as_deref())?;
+    let own = own_partner(principal, params.partner.as_deref())?;
+    let reply = queries(&app)?.pledges(&params, own.as_deref()).await?;
+    if !csv {
+        return Ok(axum::Json(reply).into_response());
+    }
+    csv_response(
+        fundflow_api::pledges_csv(&reply.pledges),
+        reply.as_of_seq,
+        None,
+        reply.next_cursor.as_deref(),
+    )
+}
+
+async fn summary(
+    State(app): State<App>,
+    headers: HeaderMap,
+    params: Result<Query<SummaryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let principal = authenticate(&app, &headers)?;
+    require(principal, &[Role::Reviewer, Role::Auditor], "read the summary")?;
+    let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let reply = queries(&app)?
+        .summary(params.from.as_deref(), params.to.as_deref())
+        .await?;
+    Ok(axum::Json(reply).into_response())
 }
 
 #[derive(Debug, Deserialize)]
