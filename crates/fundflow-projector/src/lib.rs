@@ -31,7 +31,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tracing::Instrument;
 
 use read_model::Changed;
-pub use read_model::ReadModel;
+pub use read_model::{
+    CellsSnapshot, FlowCursor, FlowQuery, FlowRecord, FlowStatus, PledgeCursor, PledgeFilter,
+    PledgeStatus, QuantitySnapshot, ReadModel, Snapshot,
+};
 
 /// Why the projector stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +212,10 @@ impl Projector {
                 tokio::task::spawn_blocking(move || {
                     let stored = model.state()?.model_digest();
                     let refolded = ledger.model_digest();
+                    // The digest covers the Day cells; the coarser levels are checked apart.
+                    if stored == refolded {
+                        model.check_levels(&ledger)?;
+                    }
                     Ok::<_, ProjectorError>((model, ledger, stored, refolded))
                 })
                 .await
@@ -329,7 +336,7 @@ impl Projector {
                 let (outcome, touched) =
                     self.ledger.apply_tracked(record.seq, &record.bytes, source);
                 if let Some(touched) = &touched {
-                    changed.add(touched);
+                    changed.add(record.seq, &record.bytes, touched);
                 }
                 match &outcome {
                     Outcome::Applied => {
@@ -354,7 +361,7 @@ impl Projector {
             let rejected = &self.ledger.rejected()[rejected_from..];
             let checkpoint = self.ledger.checkpoint();
             self.model
-                .write_batch(&self.ledger, &changed, rejected, &outcomes)?;
+                .write_batch(&self.ledger, &mut changed, rejected, &outcomes)?;
             self.metrics
                 .checkpoint_seq
                 .store(checkpoint.last_seq, Ordering::Relaxed);

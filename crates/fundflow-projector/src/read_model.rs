@@ -1,45 +1,121 @@
-//! The sled read model: the ledger's totals, quantities, pledges, rejections and outcomes, with
-//! the checkpoint that says how far into the log they are.
+//! The sled read model: everything a query reads (totals, quantities, cells by period, partner,
+//! grant, sector and donor, outcomes per day, the pledge book, parallel funding per grant, the
+//! flows list, rejections and outcomes), with the checkpoint that says how far into the log
+//! they are.
 //!
 //! Layout: one sled tree, `model`, keys prefixed by one byte so that one `sled::Batch` writes a
-//! whole fold batch atomically:
+//! whole fold batch atomically. Names inside values are length-prefixed; decimals are 16 bytes
+//! (`Decimal::serialize`); integers big-endian; dates Julian day numbers (i32) unless a key's
+//! period already says the month.
 //!
 //! | prefix | key after it | value |
 //! | --- | --- | --- |
 //! | `c` | — | the checkpoint: format version, last seq, log digest, counts, rejection digest |
-//! | `t` | — | every direct total: per total node u16, kind u8, currency u16, then amount, USD equivalent, unconverted (3 × 16-byte decimals) |
+//! | `t` | — | every direct total: per total node u16, kind u8, currency u16, then amount, USD equivalent, unconverted |
 //! | `q` | — | every direct in-kind quantity: per quantity node u16, item, unit, quantity |
-//! | `p` | partner, 0, pledge id | a pledge: currency u16, then per line node u16, pledged, paid (removed when the pledge is reversed) |
-//! | `r` | seq u64 | a rejection: code, event id, partner, message (length-prefixed) |
+//! | `p` | partner, 0, pledge id | an active pledge: currency, occurred_on, USD rate and sums, payments unconverted, donor, sector, then per line node, pledged, paid |
+//! | `r` | seq u64 | a rejection: code, event id, partner, field, message |
 //! | `o` | first seq u64 of a batch | the batch's outcomes packed: per record seq u64 and code u8 |
+//! | `D` | month u32, partner, 0, level u8, run seq u64 | a run of Day cells of (month, partner): per cell day of month u8, grant, sector, donor, node u16, kind u8, currency u16, the total |
+//! | `M` | month u32, partner, 0, level, run seq | a run of Month cells: grant, node, kind, currency, the total |
+//! | `Y` | year u16, partner, 0, level, run seq | a run of Year cells: node, kind, currency, the total |
+//! | `Q` | month u32, partner, 0, level, run seq | a run of in-kind quantity cells: day of month, item, unit, node, quantity |
+//! | `d` | year u16 | records applied and rejected per `occurred_on` day: per day, day of year u16, applied u64, rejected u64 |
+//! | `g` | grant | the parallel funding naming that grant: per currency u16, the total |
+//! | `f` | seq / 64, u64 | a pack of flow records (`FlowRecord`, protobuf): count, table of (seq, offset, length), records |
+//! | `v` | seq / 4096 of the flows undone, u64; first seq of the batch | the batch's reversals of those flows: target seq, reversal seq, event id, reason |
+//! | `x` | index u8, u32::MAX − month, level, run seq | a run of postings of one index and month: per indexed value (kind, partner, node, grant, donor or sector; none for `all` and `reversed`) its flows' (day, seq), newest first |
 //!
 //! Why this shape: sled takes roughly 60,000 random and 120,000 sequential inserts a second, far
-//! below the log's rate. So a fold batch writes a handful of values, never one per event:
-//! direct totals and quantities, whose number is bounded by the reference data (countries ×
-//! kinds × currencies; recipients × goods), are rewritten whole as one value each when the batch
-//! changed any (a batch of thousands of events changes most of them anyway); rejections are rare;
-//! the outcomes of all the batch's records go into one value under a sequential key (a lookup by
-//! seq is one range step back from it); and each pledge the batch changed is one value under its
-//! own key, so that the pledge query is one point read. The event-id index is not on disk at
-//! all: the log answers "which seq holds (partner, event id)", and the projector keeps its own
-//! index in memory, rebuilt at start by refolding the log (see `Projector::open`).
+//! below the log's rate, and a value it rewrites costs its whole length. So a fold batch writes
+//! a handful of values, never one per event, and each in proportion to what the batch changed:
+//! direct totals and quantities, whose number is bounded by the reference data, are rewritten
+//! whole when the batch changed any; the outcomes of all the batch's records go into one value
+//! under a sequential key; each pledge the batch changed is one value under its own key (the
+//! pledge query is one point read, the pledge book a scan in key order); rejections are rare.
+//!
+//! Cells (`D`, `M`, `Y`, `Q`) and postings (`x`) are kept as *runs* (see `runs`): a batch adds
+//! one run per block it touched, holding only its changes, and full levels are merged into the
+//! next in the same batch. A block's sum is its runs' sum, read in one prefix scan; a query's
+//! cost follows the cells or flows it returns and the few runs they are spread over, never the
+//! log. Rewriting a partner's month whole per batch, the obvious layout, is quadratic in the
+//! month's size (one event a second, as in the benchmarks, gives a partner hundreds of thousands
+//! of cells a month). Flow records are appended by seq and never rewritten; a reversal is
+//! written beside them (`v`) so that status "as of seq S" is a comparison. Outcomes per day are
+//! one small value per year, rewritten when a day of that year changed.
+//!
+//! The event-id index is not on disk at all: the log answers "which seq holds (partner, event
+//! id)", and the projector keeps its own index in memory, rebuilt at start by refolding the log
+//! (see `Projector::open`).
+//!
+//! Consistency: sled applies a batch atomically for crash recovery, but a scan running while a
+//! batch is applied may see part of it, and sled transactions cannot scan. So the read model has
+//! a gate, a process-wide read-write lock: the projector holds it exclusively only while sled
+//! applies a batch, and every read of more than one key holds it shared for the whole read
+//! ([`ReadModel::read`]), so that it sees one checkpoint and everything written with it. Queries
+//! and the projector always share one process: sled locks its directory.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod changed;
+mod codec;
+mod flows;
+mod pledges;
+mod runs;
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use fundflow_domain::{
-    Checkpoint, DirectQuantity, Ledger, ModelState, Node, PledgeLine, PledgeRow, RejectCode,
-    RejectedEvent, Rejection, Total, TotalKey, TotalKind, Touched,
+    CellLevel, CellRef, Checkpoint, DayOutcomes, DirectQuantity, Ledger, ModelState, Month, Node,
+    PledgeRow, QuantityCellRef, RejectCode, RejectedEvent, Rejection, StateCell, StateQuantityCell,
+    Total, TotalKey, TotalKind,
 };
+use fundflow_refdata::CurrencyIndex;
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+use time::Date;
 
+use self::codec::{Reader, put_decimal, put_text, unreadable};
+use self::flows::{
+    encode_pack, encode_postings, encode_reversals, merge_posting_runs, pack_entries, pack_find,
+    pack_key, postings_block, reversal_group, reversals_key,
+};
+use self::pledges::{decode_pledge, encode_pledge, pledge_key, split_pledge_key};
+use self::runs::{
+    DAY, EntryKey, MONTH, QUANTITY, RunEntries, Shape, Values, YEAR, encode_run, merge_cell_runs,
+    put_run, read_blocks, sum_runs,
+};
 use crate::ProjectorError;
 
+pub(crate) use self::changed::Changed;
+pub use self::flows::{FlowCursor, FlowQuery, FlowRecord, FlowStatus};
+pub use self::pledges::{PledgeCursor, PledgeFilter, PledgeStatus};
+
 /// Bumped when the layout changes; a read model of another version is rebuilt, not read.
-const FORMAT_VERSION: u8 = 2;
+const FORMAT_VERSION: u8 = 3;
+
+/// The key prefixes (see the module docs).
+mod prefix {
+    pub(super) const CHECKPOINT: u8 = b'c';
+    pub(super) const TOTALS: u8 = b't';
+    pub(super) const QUANTITIES: u8 = b'q';
+    pub(super) const PLEDGE: u8 = b'p';
+    pub(super) const REJECTION: u8 = b'r';
+    pub(super) const OUTCOMES: u8 = b'o';
+    pub(super) const DAY_CELLS: u8 = b'D';
+    pub(super) const MONTH_CELLS: u8 = b'M';
+    pub(super) const YEAR_CELLS: u8 = b'Y';
+    pub(super) const QUANTITY_CELLS: u8 = b'Q';
+    pub(super) const DAY_OUTCOMES: u8 = b'd';
+    pub(super) const GRANT_FUNDING: u8 = b'g';
+    pub(super) const FLOWS: u8 = b'f';
+    pub(super) const REVERSALS: u8 = b'v';
+    pub(super) const POSTINGS: u8 = b'x';
+}
 
 /// The fixed sizes of the value codecs below, in bytes.
-const DECIMAL_BYTES: usize = 16; // `Decimal::serialize`
+const DECIMAL_BYTES: usize = codec::DECIMAL_BYTES;
 const SEQ_BYTES: usize = 8; // u64, big-endian
 const NODE_BYTES: usize = 2; // a node index, u16 big-endian
 const CURRENCY_BYTES: usize = 2; // a currency index, u16 big-endian
@@ -51,8 +127,10 @@ const TOTAL_KEY_BYTES: usize = NODE_BYTES + 1 + CURRENCY_BYTES;
 const TOTAL_BYTES: usize = 3 * DECIMAL_BYTES;
 /// One entry of the `t` value.
 const TOTAL_ENTRY_BYTES: usize = TOTAL_KEY_BYTES + TOTAL_BYTES;
-/// One line of a pledge: node, pledged, paid.
-const PLEDGE_LINE_BYTES: usize = NODE_BYTES + 2 * DECIMAL_BYTES;
+/// One entry of a `g` value: currency, total.
+const FUNDING_ENTRY_BYTES: usize = CURRENCY_BYTES + TOTAL_BYTES;
+/// One day of a `d` value: day of the year, applied, rejected.
+const DAY_OUTCOME_BYTES: usize = 2 + 2 * COUNT_BYTES;
 /// One record of an `o` value: seq, outcome code.
 const OUTCOME_BYTES: usize = SEQ_BYTES + 1;
 /// Where each field of the checkpoint starts: version, last seq, log digest, applied count,
@@ -64,50 +142,25 @@ const CHECKPOINT_REJECTED_AT: usize = CHECKPOINT_APPLIED_AT + COUNT_BYTES;
 const CHECKPOINT_REJECTED_DIGEST_AT: usize = CHECKPOINT_REJECTED_AT + COUNT_BYTES;
 const CHECKPOINT_BYTES: usize = CHECKPOINT_REJECTED_DIGEST_AT + DIGEST_BYTES;
 
-const CHECKPOINT: &[u8] = b"c";
-const TOTALS: &[u8] = b"t";
-const QUANTITIES: &[u8] = b"q";
-const PLEDGE: u8 = b'p';
-const REJECTION: u8 = b'r';
-const OUTCOMES: u8 = b'o';
-
-/// What a fold batch changed, gathered from what each applied event touched: what the read
-/// model must rewrite.
-#[derive(Debug, Default)]
-pub(crate) struct Changed {
-    /// Whether any direct total changed: then all are rewritten, as one value.
-    totals: bool,
-    /// Whether any direct quantity changed: likewise.
-    quantities: bool,
-    /// The pledges changed, by partner, then pledge id: each is rewritten from the ledger (or
-    /// removed when it is no longer active), so a pledge reversed and recorded again in one
-    /// batch is written as it ends up.
-    pledges: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl Changed {
-    /// Adds what one applied event touched.
-    pub(crate) fn add(&mut self, touched: &Touched<'_>) {
-        self.totals |= touched.totals().next().is_some();
-        self.quantities |= touched.quantities().next().is_some();
-        if let Some((partner_id, pledge_id)) = touched.pledge() {
-            let pledges = match self.pledges.get_mut(partner_id) {
-                Some(pledges) => pledges,
-                None => self.pledges.entry(partner_id.to_owned()).or_default(),
-            };
-            if !pledges.contains(pledge_id) {
-                pledges.insert(pledge_id.to_owned());
-            }
-        }
+/// How each cell level is stored: prefix, width of the period in the key, entry shape.
+fn level_layout(level: CellLevel) -> (u8, usize, Shape) {
+    match level {
+        CellLevel::Year => (prefix::YEAR_CELLS, 2, YEAR),
+        CellLevel::Month => (prefix::MONTH_CELLS, 4, MONTH),
+        CellLevel::Day => (prefix::DAY_CELLS, 4, DAY),
     }
 }
 
-/// A read model in a sled database of its own. Clones share the database: the projector writes
-/// through one, queries read through others.
+/// A read model in a sled database of its own. Clones share the database and the gate: the
+/// projector writes through one, queries read through others.
 #[derive(Clone)]
 pub struct ReadModel {
     db: sled::Db,
     tree: sled::Tree,
+    /// Held exclusively while a batch is applied, shared by every multi-key read (see the
+    /// module docs). It guards no data, so a panic while it is held leaves nothing half-done
+    /// behind it, and a poisoned gate is simply taken.
+    gate: Arc<RwLock<()>>,
 }
 
 impl ReadModel {
@@ -117,8 +170,8 @@ impl ReadModel {
         let config = sled::Config::new()
             .path(dir)
             // sled caches 1 GiB by default; the model's working set (the checkpoint, the
-            // snapshots of totals, the latest batches) is small, and the projector's memory
-            // belongs to the fold's index.
+            // snapshots of totals, the latest runs and packs) is small, and the projector's
+            // memory belongs to the fold's index.
             .cache_capacity(64 * 1024 * 1024)
             // Every batch is flushed explicitly before the projector moves on; a background
             // flusher would add nothing.
@@ -132,23 +185,25 @@ impl ReadModel {
         let tree = db
             .open_tree("model")
             .map_err(|err| ProjectorError::storage("cannot open the model tree", err))?;
-        Ok(ReadModel { db, tree })
+        Ok(ReadModel {
+            db,
+            tree,
+            gate: Arc::new(RwLock::new(())),
+        })
     }
 
     /// The checkpoint, or `None` for an empty read model.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, ProjectorError> {
-        let Some(value) = self
-            .tree
-            .get(CHECKPOINT)
-            .map_err(|e| ProjectorError::storage("cannot read the checkpoint", e))?
-        else {
-            return Ok(None);
-        };
-        decode_checkpoint(&value).map(Some).ok_or_else(|| {
-            ProjectorError::corrupt(
-                "the checkpoint is unreadable or of another format version; rebuild the read model",
-            )
-        })
+        read_checkpoint(&self.tree)
+    }
+
+    /// Runs `f` on one consistent snapshot of the model: no batch is applied while it runs, so
+    /// every read through the [`Snapshot`] sees the same checkpoint (read it with
+    /// [`Snapshot::checkpoint`]). Keep `f` short: the projector waits for it to end before it
+    /// applies its next batch.
+    pub fn read<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> T) -> T {
+        let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        f(&Snapshot { tree: &self.tree })
     }
 
     /// Writes one fold batch atomically (what it `changed` as the ledger now has it, the records
@@ -158,10 +213,13 @@ impl ReadModel {
     pub(crate) fn write_batch(
         &self,
         ledger: &Ledger,
-        changed: &Changed,
+        changed: &mut Changed,
         rejected: &[RejectedEvent],
         outcomes: &[(u64, u8)],
     ) -> Result<(), ProjectorError> {
+        if let Some(err) = changed.error.take() {
+            return Err(err);
+        }
         let checkpoint = ledger.checkpoint();
         let mut batch = sled::Batch::default();
         if changed.totals {
@@ -170,31 +228,45 @@ impl ReadModel {
                 value.extend_from_slice(&total_key(key));
                 value.extend_from_slice(&encode_total(total));
             }
-            batch.insert(TOTALS, value);
+            batch.insert(vec![prefix::TOTALS], value);
         }
         if changed.quantities {
             let mut value = Vec::new();
             for quantity in ledger.direct_quantities() {
                 value.extend_from_slice(&quantity.node.index().to_be_bytes());
-                push_text(&mut value, &quantity.item);
-                push_text(&mut value, &quantity.unit);
+                put_text(&mut value, &quantity.item)?;
+                put_text(&mut value, &quantity.unit)?;
                 value.extend_from_slice(&quantity.quantity.serialize());
             }
-            batch.insert(QUANTITIES, value);
+            batch.insert(vec![prefix::QUANTITIES], value);
         }
         for (partner, pledge_ids) in &changed.pledges {
             for pledge_id in pledge_ids {
                 let key = pledge_key(partner, pledge_id);
                 match ledger.pledge_row(partner, pledge_id) {
-                    Some(row) => batch.insert(key, encode_pledge(&row)),
+                    Some(row) => batch.insert(key, encode_pledge(&row)?),
                     None => batch.remove(key),
                 }
             }
         }
+        for grant in &changed.grants {
+            let key = prefixed(prefix::GRANT_FUNDING, grant.as_bytes());
+            let funding = ledger.grant_funding(grant);
+            if funding.is_empty() {
+                batch.remove(key);
+            } else {
+                let mut value = Vec::with_capacity(funding.len() * FUNDING_ENTRY_BYTES);
+                for (currency, total) in funding {
+                    value.extend_from_slice(&currency.to_be_bytes());
+                    value.extend_from_slice(&encode_total(&total));
+                }
+                batch.insert(key, value);
+            }
+        }
         for rejected in rejected {
             batch.insert(
-                prefixed(REJECTION, &rejected.seq.to_be_bytes()),
-                encode_rejection(rejected),
+                prefixed(prefix::REJECTION, &rejected.seq.to_be_bytes()),
+                encode_rejection(rejected)?,
             );
         }
         if let Some(&(first, _)) = outcomes.first() {
@@ -203,12 +275,21 @@ impl ReadModel {
                 packed.extend_from_slice(&seq.to_be_bytes());
                 packed.push(*code);
             }
-            batch.insert(prefixed(OUTCOMES, &first.to_be_bytes()), packed);
+            batch.insert(prefixed(prefix::OUTCOMES, &first.to_be_bytes()), packed);
         }
-        batch.insert(CHECKPOINT, encode_checkpoint(&checkpoint));
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| ProjectorError::storage("cannot write a batch to the read model", e))?;
+        self.write_day_outcomes(&mut batch, ledger)?;
+        if let Some(seq) = changed.first_seq {
+            self.take_off_reversed_items(changed)?;
+            self.write_cells(&mut batch, changed, seq)?;
+            self.write_flows(&mut batch, changed, seq)?;
+        }
+        batch.insert(vec![prefix::CHECKPOINT], encode_checkpoint(&checkpoint));
+        {
+            let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+            self.tree.apply_batch(batch).map_err(|e| {
+                ProjectorError::storage("cannot write a batch to the read model", e)
+            })?;
+        }
         self.db
             .flush()
             .map_err(|e| ProjectorError::storage("cannot flush the read model", e))?;
@@ -222,80 +303,247 @@ impl ReadModel {
         }
     }
 
-    /// Everything in the model, as a [`ModelState`] for reports and the model digest.
-    pub fn state(&self) -> Result<ModelState, ProjectorError> {
-        let checkpoint = self.checkpoint()?.unwrap_or_default();
-        let read = |prefix: u8| {
-            self.tree.scan_prefix([prefix]).map(|entry| {
-                entry.map_err(|e| ProjectorError::storage("cannot read the read model", e))
-            })
-        };
-        let bad =
-            |what: &str| ProjectorError::corrupt(format!("an unreadable {what} in the read model"));
-        let mut state = ModelState {
-            checkpoint,
-            ..ModelState::default()
-        };
-        let get = |key: &[u8]| {
-            self.tree
-                .get(key)
-                .map_err(|e| ProjectorError::storage("cannot read the read model", e))
-        };
-        if let Some(value) = get(TOTALS)? {
-            state.direct_totals = decode_totals(&value)?;
+    /// The items of the in-kind flows the batch reversed, taken off their quantity cells: read
+    /// from their records (of this batch, or of an earlier one on disk).
+    fn take_off_reversed_items(&self, changed: &mut Changed) -> Result<(), ProjectorError> {
+        for target in std::mem::take(&mut changed.in_kind_reversals) {
+            let record = match changed.flows.binary_search_by_key(&target, |(s, _)| *s) {
+                Ok(at) => FlowRecord::decode_from(&changed.flows[at].1)?,
+                Err(_) => {
+                    let pack = self
+                        .tree
+                        .get(pack_key(target))
+                        .map_err(|e| ProjectorError::storage("cannot read a flow", e))?;
+                    let bytes = pack
+                        .as_deref()
+                        .and_then(|p| pack_find(p, target))
+                        .ok_or_else(|| {
+                            ProjectorError::corrupt(format!(
+                                "flow {target} is reversed but has no record"
+                            ))
+                        })?;
+                    FlowRecord::decode_from(bytes)?
+                }
+            };
+            let day = record
+                .occurred_on()
+                .ok_or_else(|| unreadable("flow record"))?;
+            let partner = changed.name_id(&record.partner);
+            changed.add_items(&record.envelope, Month::of(day).0, partner, day.day(), -1)?;
         }
-        if let Some(value) = get(QUANTITIES)? {
-            state.direct_quantities = decode_quantities(&value)?;
-        }
-        for entry in read(PLEDGE) {
-            let (key, value) = entry?;
-            let row = split_pledge_key(&key)
-                .and_then(|(partner, pledge_id)| decode_pledge(partner, pledge_id, &value));
-            state.pledges.push(row.ok_or_else(|| bad("pledge"))?);
-        }
-        for entry in read(REJECTION) {
-            let (key, value) = entry?;
-            let seq = key
-                .get(1..1 + SEQ_BYTES)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| bad("rejection key"))?;
-            state
-                .rejected_events
-                .push(decode_rejection(seq, &value).ok_or_else(|| bad("rejection"))?);
-        }
-        Ok(state)
+        Ok(())
     }
 
-    /// The checkpoint and the direct totals, read together (one consistent snapshot, whatever
-    /// the projector writes meanwhile): what the totals query needs, in reads bounded by the
-    /// reference data.
+    /// One run per cell block the batch changed, at each level.
+    fn write_cells(
+        &self,
+        batch: &mut sled::Batch,
+        changed: &Changed,
+        seq: u64,
+    ) -> Result<(), ProjectorError> {
+        let names = &changed.names;
+        let name = |id: u32| names.name(id).as_bytes();
+        type Blocks<'a> = BTreeMap<(u32, u32), Vec<(EntryKey<'a>, Values)>>;
+        let mut day: Blocks<'_> = BTreeMap::new();
+        for (c, values) in &changed.day_cells {
+            let key = EntryKey {
+                day: c.day,
+                names: [name(c.grant), name(c.sector), name(c.donor)],
+                node: c.node,
+                kind: c.kind,
+                currency: c.currency,
+            };
+            day.entry((c.month, c.partner))
+                .or_default()
+                .push((key, *values));
+        }
+        let mut month: Blocks<'_> = BTreeMap::new();
+        for (c, values) in &changed.month_cells {
+            let key = EntryKey {
+                day: 0,
+                names: [name(c.grant), &[], &[]],
+                node: c.node,
+                kind: c.kind,
+                currency: c.currency,
+            };
+            month
+                .entry((c.month, c.partner))
+                .or_default()
+                .push((key, *values));
+        }
+        let mut year: Blocks<'_> = BTreeMap::new();
+        for (c, values) in &changed.year_cells {
+            let key = EntryKey {
+                day: 0,
+                names: [&[], &[], &[]],
+                node: c.node,
+                kind: c.kind,
+                currency: c.currency,
+            };
+            year.entry((u32::from(c.year), c.partner))
+                .or_default()
+                .push((key, *values));
+        }
+        let mut quantity: Blocks<'_> = BTreeMap::new();
+        for (c, q) in &changed.quantity_cells {
+            let key = EntryKey {
+                day: c.day,
+                names: [name(c.item), name(c.unit), &[]],
+                node: c.node,
+                kind: 0,
+                currency: 0,
+            };
+            let values = [*q, Decimal::ZERO, Decimal::ZERO];
+            quantity
+                .entry((c.month, c.partner))
+                .or_default()
+                .push((key, values));
+        }
+        for (prefix, period_bytes, shape, blocks) in [
+            (prefix::DAY_CELLS, 4, DAY, day),
+            (prefix::MONTH_CELLS, 4, MONTH, month),
+            (prefix::YEAR_CELLS, 2, YEAR, year),
+            (prefix::QUANTITY_CELLS, 4, QUANTITY, quantity),
+        ] {
+            for ((period, partner), mut entries) in blocks {
+                // A flow and its reversal in one batch leave nothing to write.
+                entries.retain(|(_, v)| !runs::is_zero(v));
+                if entries.is_empty() {
+                    continue;
+                }
+                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let block = block_prefix(prefix, period_bytes, period, names.name(partner));
+                let run = encode_run(shape, &entries)?;
+                put_run(&self.tree, batch, &block, seq, run, &|runs| {
+                    merge_cell_runs(shape, runs)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch's flow records, reversals and postings.
+    fn write_flows(
+        &self,
+        batch: &mut sled::Batch,
+        changed: &mut Changed,
+        seq: u64,
+    ) -> Result<(), ProjectorError> {
+        let storage = |e| ProjectorError::storage("cannot read the flows", e);
+        let mut packs: BTreeMap<u64, Vec<(u64, &[u8])>> = BTreeMap::new();
+        for (seq, record) in &changed.flows {
+            packs
+                .entry(seq >> flows::PACK_BITS)
+                .or_default()
+                .push((*seq, record));
+        }
+        for (index, (pack, mut records)) in packs.into_iter().enumerate() {
+            let key = pack_key(pack << flows::PACK_BITS);
+            // Only the batch's first pack can have been begun by an earlier batch.
+            let earlier = if index == 0 {
+                self.tree.get(&key).map_err(storage)?
+            } else {
+                None
+            };
+            if let Some(earlier) = &earlier {
+                let mut all = pack_entries(earlier).ok_or_else(|| unreadable("flow pack"))?;
+                all.append(&mut records);
+                records = all;
+            }
+            batch.insert(key, encode_pack(&records)?);
+        }
+        let mut groups: BTreeMap<u64, Vec<&flows::Reversal>> = BTreeMap::new();
+        for reversal in &changed.reversals {
+            groups
+                .entry(reversal_group(reversal.target))
+                .or_default()
+                .push(reversal);
+        }
+        for (group, reversals) in groups {
+            batch.insert(reversals_key(group, seq), encode_reversals(&reversals)?);
+        }
+        for ((index, month), values) in std::mem::take(&mut changed.postings) {
+            let mut values: Vec<(&[u8], Vec<_>)> = values
+                .iter()
+                .map(|(v, p)| (v.as_slice(), p.clone()))
+                .collect();
+            let run = encode_postings(&mut values)?;
+            put_run(
+                &self.tree,
+                batch,
+                &postings_block(index, Month(month)),
+                seq,
+                run,
+                &merge_posting_runs,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the years whose outcome counts differ from what is stored (counts only grow, so
+    /// a changed day changes its year's value).
+    fn write_day_outcomes(
+        &self,
+        batch: &mut sled::Batch,
+        ledger: &Ledger,
+    ) -> Result<(), ProjectorError> {
+        let mut years: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+        for (day, outcomes) in ledger.day_outcomes() {
+            let year = u16::try_from(day.year())
+                .map_err(|_| ProjectorError::corrupt("a day outside years 0 to 65535"))?;
+            let value = years.entry(year).or_default();
+            value.extend_from_slice(&day.ordinal().to_be_bytes());
+            value.extend_from_slice(&outcomes.applied.to_be_bytes());
+            value.extend_from_slice(&outcomes.rejected.to_be_bytes());
+        }
+        let mut stored = BTreeMap::new();
+        for entry in self.tree.scan_prefix([prefix::DAY_OUTCOMES]) {
+            let (key, value) =
+                entry.map_err(|e| ProjectorError::storage("cannot read outcomes per day", e))?;
+            stored.insert(key, value);
+        }
+        for (year, value) in years {
+            let key = prefixed(prefix::DAY_OUTCOMES, &year.to_be_bytes());
+            if stored.remove(key.as_slice()).as_deref() != Some(value.as_slice()) {
+                batch.insert(key, value);
+            }
+        }
+        for key in stored.into_keys() {
+            batch.remove(key);
+        }
+        Ok(())
+    }
+
+    /// Everything in the model, as a [`ModelState`] for reports and the model digest: what
+    /// [`Ledger::model_state`] gives for the same log up to the same seq.
+    pub fn state(&self) -> Result<ModelState, ProjectorError> {
+        self.read(|snapshot| snapshot.state())
+    }
+
+    /// Checks the coarser cell levels, which the model digest does not cover (it covers the Day
+    /// level they are sums of), against `ledger`'s: at start, after the refold.
+    pub fn check_levels(&self, ledger: &Ledger) -> Result<(), ProjectorError> {
+        for level in [CellLevel::Month, CellLevel::Year] {
+            let stored = self.cells(level, None, None)?;
+            let mut stored: Vec<CellRef<'_>> = stored.iter().collect::<Result<_, _>>()?;
+            let mut folded = ledger.cells(level);
+            sort_cells(&mut stored);
+            sort_cells(&mut folded);
+            if stored != folded {
+                return Err(ProjectorError::Mismatch(format!(
+                    "the read model's {level:?} cells differ from a refold of the log ({} stored, {} refolded); rebuild it",
+                    stored.len(),
+                    folded.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint and the direct totals and quantities, read together: what the totals
+    /// query needs, in reads bounded by the reference data.
     pub fn totals_snapshot(&self) -> Result<ModelState, ProjectorError> {
-        let read = self
-            .tree
-            .transaction(|tx| Ok((tx.get(CHECKPOINT)?, tx.get(TOTALS)?, tx.get(QUANTITIES)?)));
-        let (checkpoint, totals, quantities) =
-            read.map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(e) => {
-                    ProjectorError::storage("cannot read the read model", e)
-                }
-                sled::transaction::TransactionError::Abort(()) => {
-                    ProjectorError::corrupt("the totals read was aborted")
-                }
-            })?;
-        let mut state = ModelState::default();
-        if let Some(value) = checkpoint {
-            state.checkpoint = decode_checkpoint(&value).ok_or_else(|| {
-                ProjectorError::corrupt("the checkpoint is unreadable; rebuild the read model")
-            })?;
-        }
-        if let Some(value) = totals {
-            state.direct_totals = decode_totals(&value)?;
-        }
-        if let Some(value) = quantities {
-            state.direct_quantities = decode_quantities(&value)?;
-        }
-        Ok(state)
+        self.read(|snapshot| snapshot.totals())
     }
 
     /// One pledge of one partner, as of the checkpoint; `None` when there is none (or it was
@@ -305,61 +553,281 @@ impl ReadModel {
         partner_id: &str,
         pledge_id: &str,
     ) -> Result<Option<PledgeRow>, ProjectorError> {
-        let value = self
-            .tree
-            .get(pledge_key(partner_id, pledge_id))
-            .map_err(|e| ProjectorError::storage("cannot read a pledge", e))?;
-        value
-            .map(|value| {
-                decode_pledge(partner_id.to_owned(), pledge_id.to_owned(), &value).ok_or_else(
-                    || ProjectorError::corrupt("an unreadable pledge in the read model"),
-                )
-            })
-            .transpose()
+        Snapshot { tree: &self.tree }.pledge(partner_id, pledge_id)
     }
 
-    /// A pledge and the checkpoint it is at, read as one snapshot (a batch written between two
-    /// reads would otherwise pair one batch's pledge with another's seq).
+    /// A pledge and the checkpoint it is at, read as one snapshot.
     pub fn pledge_at_checkpoint(
         &self,
         partner_id: &str,
         pledge_id: &str,
     ) -> Result<(Checkpoint, Option<PledgeRow>), ProjectorError> {
-        let key = pledge_key(partner_id, pledge_id);
-        let (checkpoint, value) = self
-            .tree
-            .transaction(|tx| Ok((tx.get(CHECKPOINT)?, tx.get(&key)?)))
-            .map_err(|err: sled::transaction::TransactionError<()>| match err {
-                sled::transaction::TransactionError::Storage(e) => {
-                    ProjectorError::storage("cannot read a pledge", e)
-                }
-                sled::transaction::TransactionError::Abort(()) => {
-                    ProjectorError::corrupt("a read-only transaction aborted")
-                }
-            })?;
-        let checkpoint = match checkpoint {
-            Some(bytes) => decode_checkpoint(&bytes)
-                .ok_or_else(|| ProjectorError::corrupt("an unreadable checkpoint"))?,
-            None => Checkpoint::default(),
+        self.read(|s| Ok((s.checkpoint()?, s.pledge(partner_id, pledge_id)?)))
+    }
+
+    /// The cells at `level` for the `periods` (years at the Year level, `Month.0` at the
+    /// others; all when `None`) and one `partner` (all when `None`), as one snapshot.
+    pub fn cells(
+        &self,
+        level: CellLevel,
+        periods: Option<RangeInclusive<u32>>,
+        partner: Option<&str>,
+    ) -> Result<CellsSnapshot, ProjectorError> {
+        self.read(|s| s.cells(level, periods, partner))
+    }
+
+    /// The in-kind quantity cells of the `months` (`Month.0`; all when `None`) and one
+    /// `partner` (all when `None`), as one snapshot.
+    pub fn quantity_cells(
+        &self,
+        months: Option<RangeInclusive<u32>>,
+        partner: Option<&str>,
+    ) -> Result<QuantitySnapshot, ProjectorError> {
+        self.read(|s| s.quantity_cells(months, partner))
+    }
+
+    /// The records applied and rejected whose `occurred_on` is in `from..=to` (open ends
+    /// unbounded), with the checkpoint they are at.
+    pub fn day_outcomes(
+        &self,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<(Checkpoint, DayOutcomes), ProjectorError> {
+        self.read(|s| Ok((s.checkpoint()?, s.day_outcomes(from, to)?)))
+    }
+
+    /// A page of the pledge book (see [`Snapshot::pledges`]).
+    pub fn pledges(
+        &self,
+        filter: &PledgeFilter,
+        after: Option<&PledgeCursor>,
+        limit: usize,
+    ) -> Result<(Vec<PledgeRow>, Option<PledgeCursor>), ProjectorError> {
+        self.read(|s| s.pledges(filter, after, limit))
+    }
+
+    /// The parallel funding naming `grant` (see [`Snapshot::grant_funding`]).
+    pub fn grant_funding(
+        &self,
+        grant: &str,
+    ) -> Result<Vec<(CurrencyIndex, Total)>, ProjectorError> {
+        Snapshot { tree: &self.tree }.grant_funding(grant)
+    }
+
+    /// A page of the flows list (see [`Snapshot::flows`]).
+    pub fn flows(
+        &self,
+        query: &FlowQuery,
+        as_of_seq: u64,
+        after: Option<FlowCursor>,
+        limit: usize,
+    ) -> Result<(Vec<FlowRecord>, Option<FlowCursor>), ProjectorError> {
+        self.read(|s| s.flows(query, as_of_seq, after, limit))
+    }
+
+    /// The outcome of the record at `seq` once folded: `Some(Ok(()))` applied,
+    /// `Some(Err(rejection))` rejected, `None` not folded yet.
+    pub fn outcome(&self, seq: u64) -> Result<Option<Result<(), Rejection>>, ProjectorError> {
+        self.read(|s| s.outcome(seq))
+    }
+
+    /// The outcome code of every record, in log order (0 = applied, else 1 + the code's position
+    /// in `RejectCode::ALL`).
+    pub fn outcomes(&self) -> Result<Vec<(u64, u8)>, ProjectorError> {
+        self.read(|s| s.outcomes())
+    }
+
+    /// Drops everything, for a rebuild from sequence 1.
+    pub fn clear(&self) -> Result<(), ProjectorError> {
+        {
+            let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+            self.tree
+                .clear()
+                .map_err(|e| ProjectorError::storage("cannot clear the read model", e))?;
+        }
+        self.db
+            .flush()
+            .map_err(|e| ProjectorError::storage("cannot flush the read model", e))?;
+        Ok(())
+    }
+
+    /// Bytes the model takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// One consistent view of the read model, lent by [`ReadModel::read`]: every read through it
+/// sees the same checkpoint, so a reply that combines several (cells, quantities, outcomes per
+/// day, the checkpoint) is one fold's state.
+pub struct Snapshot<'a> {
+    tree: &'a sled::Tree,
+}
+
+impl Snapshot<'_> {
+    /// The checkpoint the snapshot is at (the default, seq 0, for an empty model).
+    pub fn checkpoint(&self) -> Result<Checkpoint, ProjectorError> {
+        Ok(read_checkpoint(self.tree)?.unwrap_or_default())
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, ProjectorError> {
+        self.tree
+            .get(key)
+            .map_err(|e| ProjectorError::storage("cannot read the read model", e))
+    }
+
+    /// The checkpoint and the direct totals and quantities (the rest of the state empty).
+    pub fn totals(&self) -> Result<ModelState, ProjectorError> {
+        let mut state = ModelState {
+            checkpoint: self.checkpoint()?,
+            ..ModelState::default()
         };
-        let row = value
+        if let Some(value) = self.get(&[prefix::TOTALS])? {
+            state.direct_totals = decode_totals(&value)?;
+        }
+        if let Some(value) = self.get(&[prefix::QUANTITIES])? {
+            state.direct_quantities = decode_quantities(&value)?;
+        }
+        Ok(state)
+    }
+
+    /// The cells at `level` for the `periods` (years at the Year level, `Month.0` at the Month
+    /// and Day levels; all when `None`) and one `partner` (all when `None`). The reads are of
+    /// the blocks asked for only; the cells are decoded by [`CellsSnapshot::iter`].
+    pub fn cells(
+        &self,
+        level: CellLevel,
+        periods: Option<RangeInclusive<u32>>,
+        partner: Option<&str>,
+    ) -> Result<CellsSnapshot, ProjectorError> {
+        let (prefix, period_bytes, _) = level_layout(level);
+        let periods = periods.map(|r| (*r.start(), *r.end()));
+        Ok(CellsSnapshot {
+            checkpoint: self.checkpoint()?,
+            level,
+            blocks: read_blocks(self.tree, prefix, period_bytes, periods, partner)?,
+        })
+    }
+
+    /// The in-kind quantity cells of the `months` (`Month.0`; all when `None`) and one
+    /// `partner` (all when `None`).
+    pub fn quantity_cells(
+        &self,
+        months: Option<RangeInclusive<u32>>,
+        partner: Option<&str>,
+    ) -> Result<QuantitySnapshot, ProjectorError> {
+        let months = months.map(|r| (*r.start(), *r.end()));
+        Ok(QuantitySnapshot {
+            checkpoint: self.checkpoint()?,
+            blocks: read_blocks(self.tree, prefix::QUANTITY_CELLS, 4, months, partner)?,
+        })
+    }
+
+    /// The records applied and rejected whose `occurred_on` is in `from..=to` (open ends
+    /// unbounded): one value per year read.
+    pub fn day_outcomes(
+        &self,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<DayOutcomes, ProjectorError> {
+        let year =
+            |d: Date| u16::try_from(d.year()).unwrap_or(if d.year() < 0 { 0 } else { u16::MAX });
+        let start = prefixed(prefix::DAY_OUTCOMES, &from.map_or(0, year).to_be_bytes());
+        let end = prefixed(
+            prefix::DAY_OUTCOMES,
+            &to.map_or(u16::MAX, year).to_be_bytes(),
+        );
+        let mut sum = DayOutcomes::default();
+        for entry in self.tree.range(start..=end) {
+            let (key, value) =
+                entry.map_err(|e| ProjectorError::storage("cannot read outcomes per day", e))?;
+            for (day, outcomes) in decode_day_outcomes(&key, &value)? {
+                if from.is_none_or(|f| day >= f) && to.is_none_or(|t| day <= t) {
+                    sum.applied += outcomes.applied;
+                    sum.rejected += outcomes.rejected;
+                }
+            }
+        }
+        Ok(sum)
+    }
+
+    /// One pledge of one partner; `None` when there is none (or it was reversed).
+    pub fn pledge(
+        &self,
+        partner_id: &str,
+        pledge_id: &str,
+    ) -> Result<Option<PledgeRow>, ProjectorError> {
+        self.get(&pledge_key(partner_id, pledge_id))?
             .map(|value| {
-                decode_pledge(partner_id.to_owned(), pledge_id.to_owned(), &value).ok_or_else(
-                    || ProjectorError::corrupt("an unreadable pledge in the read model"),
-                )
+                decode_pledge(partner_id.to_owned(), pledge_id.to_owned(), &value)
+                    .ok_or_else(|| unreadable("pledge"))
             })
-            .transpose()?;
-        Ok((checkpoint, row))
+            .transpose()
+    }
+
+    /// Up to `limit` pledges that `filter` keeps, in (partner, pledge id) order after the
+    /// cursor `after`, with the cursor of the next page (`None` when nothing follows). With a
+    /// partner the scan is that partner's pledges only; the other filters are applied to the
+    /// rows scanned.
+    pub fn pledges(
+        &self,
+        filter: &PledgeFilter,
+        after: Option<&PledgeCursor>,
+        limit: usize,
+    ) -> Result<(Vec<PledgeRow>, Option<PledgeCursor>), ProjectorError> {
+        pledges::pledges(self.tree, filter, after, limit)
+    }
+
+    /// The parallel funding naming `grant`, per currency, all partners (one point read).
+    pub fn grant_funding(
+        &self,
+        grant: &str,
+    ) -> Result<Vec<(CurrencyIndex, Total)>, ProjectorError> {
+        let Some(value) = self.get(&prefixed(prefix::GRANT_FUNDING, grant.as_bytes()))? else {
+            return Ok(Vec::new());
+        };
+        if !value.len().is_multiple_of(FUNDING_ENTRY_BYTES) {
+            return Err(unreadable("grant's funding"));
+        }
+        value
+            .chunks_exact(FUNDING_ENTRY_BYTES)
+            .map(|entry| {
+                let currency = u16::from_be_bytes([entry[0], entry[1]]);
+                let total = decode_total(&entry[CURRENCY_BYTES..])
+                    .ok_or_else(|| unreadable("grant's funding"))?;
+                Ok((currency, total))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` flows that `query` keeps, as of `as_of_seq` (flows appended later and
+    /// reversals after it are not seen: pass the first page's checkpoint seq to every page of a
+    /// listing), newest `occurred_on` first then highest seq first, after the cursor `after`
+    /// (the last flow of the previous page), with the next page's cursor (`None` when nothing
+    /// follows).
+    ///
+    /// It walks one index (node if given, else grant, partner, donor, sector, kind, all; the
+    /// reversed flows for status reversed), month by month from the newest, and checks the
+    /// other filters on each record it reads: the cost follows the flows of that index read
+    /// until the page is full.
+    pub fn flows(
+        &self,
+        query: &FlowQuery,
+        as_of_seq: u64,
+        after: Option<FlowCursor>,
+        limit: usize,
+    ) -> Result<(Vec<FlowRecord>, Option<FlowCursor>), ProjectorError> {
+        flows::flows(self.tree, query, as_of_seq, after, limit)
     }
 
     /// The outcome of the record at `seq` once folded: `Some(Ok(()))` applied,
     /// `Some(Err(rejection))` rejected, `None` not folded yet.
     pub fn outcome(&self, seq: u64) -> Result<Option<Result<(), Rejection>>, ProjectorError> {
         let storage = |e| ProjectorError::storage("cannot read an outcome", e);
-        let key = prefixed(OUTCOMES, &seq.to_be_bytes());
+        let key = prefixed(prefix::OUTCOMES, &seq.to_be_bytes());
         let Some(entry) = self
             .tree
-            .range([OUTCOMES].as_slice()..=key.as_slice())
+            .range([prefix::OUTCOMES].as_slice()..=key.as_slice())
             .next_back()
         else {
             return Ok(None);
@@ -376,27 +844,23 @@ impl ReadModel {
             return Ok(Some(Ok(())));
         }
         let value = self
-            .tree
-            .get(prefixed(REJECTION, &seq.to_be_bytes()))
-            .map_err(storage)?
+            .get(&prefixed(prefix::REJECTION, &seq.to_be_bytes()))?
             .ok_or_else(|| {
                 ProjectorError::corrupt(format!(
                     "record {seq} is rejected but its rejection is missing"
                 ))
             })?;
-        let rejected = decode_rejection(seq, &value)
-            .ok_or_else(|| ProjectorError::corrupt("an unreadable rejection in the read model"))?;
+        let rejected = decode_rejection(seq, &value).ok_or_else(|| unreadable("rejection"))?;
         Ok(Some(Err(rejected.rejection)))
     }
 
-    /// The outcome code of every record, in log order (0 = applied, else 1 + the code's position
-    /// in `RejectCode::ALL`).
+    /// The outcome code of every record, in log order.
     pub fn outcomes(&self) -> Result<Vec<(u64, u8)>, ProjectorError> {
         let mut outcomes = Vec::new();
-        for entry in self.tree.scan_prefix([OUTCOMES]) {
+        for entry in self.tree.scan_prefix([prefix::OUTCOMES]) {
             let (_, value) =
                 entry.map_err(|e| ProjectorError::storage("cannot read the outcomes", e))?;
-            if value.len() % OUTCOME_BYTES != 0 {
+            if !value.len().is_multiple_of(OUTCOME_BYTES) {
                 return Err(ProjectorError::corrupt(
                     "an outcomes value of a length no whole number of records makes",
                 ));
@@ -413,25 +877,337 @@ impl ReadModel {
         Ok(outcomes)
     }
 
-    /// Drops everything, for a rebuild from sequence 1.
-    pub fn clear(&self) -> Result<(), ProjectorError> {
-        self.tree
-            .clear()
-            .map_err(|e| ProjectorError::storage("cannot clear the read model", e))?;
-        self.db
-            .flush()
-            .map_err(|e| ProjectorError::storage("cannot flush the read model", e))?;
-        Ok(())
-    }
-
-    /// Bytes the model takes on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+    /// Everything in the model as a [`ModelState`] (see [`ReadModel::state`]).
+    pub fn state(&self) -> Result<ModelState, ProjectorError> {
+        let mut state = self.totals()?;
+        let scan = |prefix: u8| {
+            self.tree.scan_prefix([prefix]).map(|entry| {
+                entry.map_err(|e| ProjectorError::storage("cannot read the read model", e))
+            })
+        };
+        for entry in scan(prefix::PLEDGE) {
+            let (key, value) = entry?;
+            let row = split_pledge_key(&key)
+                .and_then(|(partner, pledge_id)| decode_pledge(partner, pledge_id, &value));
+            state.pledges.push(row.ok_or_else(|| unreadable("pledge"))?);
+        }
+        for entry in scan(prefix::REJECTION) {
+            let (key, value) = entry?;
+            let seq = key
+                .get(1..1 + SEQ_BYTES)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| unreadable("rejection key"))?;
+            state
+                .rejected_events
+                .push(decode_rejection(seq, &value).ok_or_else(|| unreadable("rejection"))?);
+        }
+        let mut labels: FxHashMap<String, u32> = FxHashMap::default();
+        let mut label = |name: &str, labels_out: &mut Vec<String>| -> u32 {
+            if let Some(id) = labels.get(name) {
+                return *id;
+            }
+            let id = u32::try_from(labels_out.len()).unwrap_or(u32::MAX);
+            labels_out.push(name.to_owned());
+            labels.insert(name.to_owned(), id);
+            id
+        };
+        let cells = self.cells(CellLevel::Day, None, None)?;
+        for cell in cells.iter() {
+            let cell = cell?;
+            let day = cell.day.ok_or_else(|| unreadable("Day cell"))?;
+            let names = [
+                cell.partner,
+                cell.grant.unwrap_or_default(),
+                cell.sector.unwrap_or_default(),
+                cell.donor.unwrap_or_default(),
+            ];
+            let [partner, grant, sector, donor] = names.map(|n| label(n, &mut state.labels));
+            state.cells.push(StateCell {
+                day,
+                partner,
+                grant,
+                sector,
+                donor,
+                node: cell.node,
+                kind: cell.kind,
+                currency: cell.currency,
+                total: cell.total,
+            });
+        }
+        let quantities = self.quantity_cells(None, None)?;
+        for cell in quantities.iter() {
+            let cell = cell?;
+            let [partner, item, unit] =
+                [cell.partner, cell.item, cell.unit].map(|n| label(n, &mut state.labels));
+            state.quantity_cells.push(StateQuantityCell {
+                day: cell.day,
+                partner,
+                node: cell.node,
+                item,
+                unit,
+                quantity: cell.quantity,
+            });
+        }
+        for entry in scan(prefix::DAY_OUTCOMES) {
+            let (key, value) = entry?;
+            state
+                .day_outcomes
+                .extend(decode_day_outcomes(&key, &value)?);
+        }
+        Ok(state)
     }
 }
 
+/// Cells read by [`Snapshot::cells`]: the stored runs of the blocks asked for, decoded on
+/// iteration, names borrowed from the stored bytes.
+pub struct CellsSnapshot {
+    /// The checkpoint the cells are at.
+    pub checkpoint: Checkpoint,
+    level: CellLevel,
+    blocks: Vec<(sled::IVec, Vec<sled::IVec>)>,
+}
+
+impl CellsSnapshot {
+    /// Every cell, block by block (period, then partner, in key order). A block stored as one
+    /// run is decoded in place without allocating; one spread over several runs is summed
+    /// first (one map per block).
+    pub fn iter(&self) -> impl Iterator<Item = Result<CellRef<'_>, ProjectorError>> + '_ {
+        self.blocks.iter().flat_map(move |(key, runs)| {
+            let (_, period_bytes, shape) = level_layout(self.level);
+            let level = self.level;
+            BlockEntries::new(key, runs, period_bytes, shape).map(move |entry| {
+                let (period, partner, key, values) = entry?;
+                cell_ref(level, period, partner, key, values)
+            })
+        })
+    }
+}
+
+/// In-kind quantity cells read by [`Snapshot::quantity_cells`], decoded on iteration.
+pub struct QuantitySnapshot {
+    /// The checkpoint the cells are at.
+    pub checkpoint: Checkpoint,
+    blocks: Vec<(sled::IVec, Vec<sled::IVec>)>,
+}
+
+impl QuantitySnapshot {
+    /// Every quantity cell, block by block, as [`CellsSnapshot::iter`].
+    pub fn iter(&self) -> impl Iterator<Item = Result<QuantityCellRef<'_>, ProjectorError>> + '_ {
+        self.blocks.iter().flat_map(|(key, runs)| {
+            BlockEntries::new(key, runs, 4, QUANTITY).map(|entry| {
+                let (period, partner, key, values) = entry?;
+                let bad = || unreadable("quantity cell");
+                Ok(QuantityCellRef {
+                    day: day_of(Month(period), key.day).ok_or_else(bad)?,
+                    partner,
+                    node: Node::from_index(key.node).ok_or_else(bad)?,
+                    item: std::str::from_utf8(key.names[0]).map_err(|_| bad())?,
+                    unit: std::str::from_utf8(key.names[1]).map_err(|_| bad())?,
+                    quantity: values[0],
+                })
+            })
+        })
+    }
+}
+
+/// The entries of one block (period, partner, entry), decoded in place or summed.
+enum BlockEntries<'a> {
+    One {
+        period: u32,
+        partner: &'a str,
+        entries: RunEntries<'a>,
+    },
+    Summed {
+        period: u32,
+        partner: &'a str,
+        entries: std::vec::IntoIter<(EntryKey<'a>, Values)>,
+    },
+    Failed(Option<ProjectorError>),
+}
+
+impl<'a> BlockEntries<'a> {
+    fn new(key: &'a [u8], runs: &'a [sled::IVec], period_bytes: usize, shape: Shape) -> Self {
+        let parsed = (|| {
+            let period = key
+                .get(1..1 + period_bytes)?
+                .iter()
+                .fold(0u32, |n, b| (n << 8) | u32::from(*b));
+            let end = runs::block_len(key)?.checked_sub(1)?;
+            let partner = std::str::from_utf8(key.get(1 + period_bytes..end)?).ok()?;
+            Some((period, partner))
+        })();
+        let Some((period, partner)) = parsed else {
+            return BlockEntries::Failed(Some(unreadable("cell key")));
+        };
+        match runs {
+            [one] => BlockEntries::One {
+                period,
+                partner,
+                entries: RunEntries::new(shape, one),
+            },
+            runs => match sum_runs(shape, runs.iter().map(|r| r.as_ref())) {
+                Ok(entries) => BlockEntries::Summed {
+                    period,
+                    partner,
+                    entries: entries.into_iter(),
+                },
+                Err(err) => BlockEntries::Failed(Some(err)),
+            },
+        }
+    }
+}
+
+impl<'a> Iterator for BlockEntries<'a> {
+    type Item = Result<(u32, &'a str, EntryKey<'a>, Values), ProjectorError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            BlockEntries::One {
+                period,
+                partner,
+                entries,
+            } => entries
+                .next()
+                .map(|e| e.map(|(k, v)| (*period, *partner, k, v))),
+            BlockEntries::Summed {
+                period,
+                partner,
+                entries,
+            } => entries.next().map(|(k, v)| Ok((*period, *partner, k, v))),
+            BlockEntries::Failed(err) => err.take().map(Err),
+        }
+    }
+}
+
+fn day_of(month: Month, day: u8) -> Option<Date> {
+    let calendar = time::Month::try_from(month.month()).ok()?;
+    Date::from_calendar_date(month.year(), calendar, day).ok()
+}
+
+fn cell_ref<'a>(
+    level: CellLevel,
+    period: u32,
+    partner: &'a str,
+    key: EntryKey<'a>,
+    values: Values,
+) -> Result<CellRef<'a>, ProjectorError> {
+    let bad = || unreadable("cell");
+    let text = |b: &'a [u8]| std::str::from_utf8(b).map_err(|_| bad());
+    let (year, month) = match level {
+        CellLevel::Year => (i32::try_from(period).map_err(|_| bad())?, None),
+        CellLevel::Month | CellLevel::Day => (Month(period).year(), Some(Month(period))),
+    };
+    let day = match (level, month) {
+        (CellLevel::Day, Some(month)) => Some(day_of(month, key.day).ok_or_else(bad)?),
+        _ => None,
+    };
+    let grant = match level {
+        CellLevel::Year => None,
+        CellLevel::Month | CellLevel::Day => Some(text(key.names[0])?),
+    };
+    let (sector, donor) = match level {
+        CellLevel::Day => (Some(text(key.names[1])?), Some(text(key.names[2])?)),
+        CellLevel::Year | CellLevel::Month => (None, None),
+    };
+    Ok(CellRef {
+        year,
+        month,
+        day,
+        partner,
+        grant,
+        sector,
+        donor,
+        node: Node::from_index(key.node).ok_or_else(bad)?,
+        kind: kind_of(key.kind).ok_or_else(bad)?,
+        currency: (usize::from(key.currency) < fundflow_refdata::CURRENCIES.len())
+            .then_some(key.currency)
+            .ok_or_else(bad)?,
+        total: Total {
+            amount: values[0],
+            usd_equivalent: values[1],
+            unconverted: values[2],
+        },
+    })
+}
+
+/// Orders cells by every key field, for comparing sets of cells.
+fn sort_cells(cells: &mut [CellRef<'_>]) {
+    #[expect(clippy::type_complexity, reason = "a cell's key fields, in order")]
+    fn key<'a>(
+        c: &CellRef<'a>,
+    ) -> (
+        i32,
+        Option<Month>,
+        Option<Date>,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Node,
+        TotalKind,
+        CurrencyIndex,
+    ) {
+        (
+            c.year, c.month, c.day, c.partner, c.grant, c.sector, c.donor, c.node, c.kind,
+            c.currency,
+        )
+    }
+    cells.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+}
+
+/// The key prefix of a block: level prefix, period, partner, 0.
+fn block_prefix(prefix: u8, period_bytes: usize, period: u32, partner: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + period_bytes + partner.len());
+    key.push(prefix);
+    key.extend_from_slice(&period.to_be_bytes()[4 - period_bytes..]);
+    // Partner ids never hold a NUL, so it ends the partner.
+    key.extend_from_slice(partner.as_bytes());
+    key.push(0);
+    key
+}
+
+fn read_checkpoint(tree: &sled::Tree) -> Result<Option<Checkpoint>, ProjectorError> {
+    let Some(value) = tree
+        .get([prefix::CHECKPOINT])
+        .map_err(|e| ProjectorError::storage("cannot read the checkpoint", e))?
+    else {
+        return Ok(None);
+    };
+    decode_checkpoint(&value).map(Some).ok_or_else(|| {
+        ProjectorError::corrupt(
+            "the checkpoint is unreadable or of another format version; rebuild the read model",
+        )
+    })
+}
+
+fn decode_day_outcomes(
+    key: &[u8],
+    value: &[u8],
+) -> Result<Vec<(Date, DayOutcomes)>, ProjectorError> {
+    let bad = || unreadable("outcomes per day");
+    let year = key
+        .get(1..3)
+        .map(|b| i32::from(u16::from_be_bytes([b[0], b[1]])))
+        .ok_or_else(bad)?;
+    if !value.len().is_multiple_of(DAY_OUTCOME_BYTES) {
+        return Err(bad());
+    }
+    value
+        .chunks_exact(DAY_OUTCOME_BYTES)
+        .map(|entry| {
+            let mut r = Reader::new(entry);
+            let ordinal = r.u16().ok_or_else(bad)?;
+            let day = Date::from_ordinal_date(year, ordinal).map_err(|_| bad())?;
+            let applied = r.u64().ok_or_else(bad)?;
+            let rejected = r.u64().ok_or_else(bad)?;
+            Ok((day, DayOutcomes { applied, rejected }))
+        })
+        .collect()
+}
+
 fn decode_totals(value: &[u8]) -> Result<Vec<(TotalKey, Total)>, ProjectorError> {
-    let bad = || ProjectorError::corrupt("an unreadable total in the read model");
+    let bad = || unreadable("total");
     value
         .chunks(TOTAL_ENTRY_BYTES)
         .map(|entry| {
@@ -445,34 +1221,20 @@ fn decode_totals(value: &[u8]) -> Result<Vec<(TotalKey, Total)>, ProjectorError>
 }
 
 fn decode_quantities(value: &[u8]) -> Result<Vec<DirectQuantity>, ProjectorError> {
-    let mut rest = value;
+    let mut r = Reader::new(value);
     let mut quantities = Vec::new();
-    while !rest.is_empty() {
-        quantities.push(
-            take_quantity(&mut rest).ok_or_else(|| {
-                ProjectorError::corrupt("an unreadable quantity in the read model")
-            })?,
-        );
+    while !r.is_empty() {
+        let quantity = (|| {
+            Some(DirectQuantity {
+                node: Node::from_index(r.u16()?)?,
+                item: r.text()?.to_owned(),
+                unit: r.text()?.to_owned(),
+                quantity: r.decimal()?,
+            })
+        })();
+        quantities.push(quantity.ok_or_else(|| unreadable("quantity"))?);
     }
     Ok(quantities)
-}
-
-fn pledge_key(partner_id: &str, pledge_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + partner_id.len() + pledge_id.len());
-    key.push(PLEDGE);
-    key.extend_from_slice(partner_id.as_bytes());
-    // Partner ids never hold a NUL, so the first one ends the partner.
-    key.push(0);
-    key.extend_from_slice(pledge_id.as_bytes());
-    key
-}
-
-fn split_pledge_key(key: &[u8]) -> Option<(String, String)> {
-    let rest = key.strip_prefix(&[PLEDGE])?;
-    let nul = rest.iter().position(|b| *b == 0)?;
-    let partner = std::str::from_utf8(&rest[..nul]).ok()?;
-    let pledge = std::str::from_utf8(&rest[nul + 1..]).ok()?;
-    Some((partner.to_owned(), pledge.to_owned()))
 }
 
 fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
@@ -482,6 +1244,7 @@ fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
     key
 }
 
+/// A kind's byte: its position in `TotalKind::ALL`.
 fn kind_byte(kind: TotalKind) -> u8 {
     match kind {
         TotalKind::Pledged => 0,
@@ -489,6 +1252,10 @@ fn kind_byte(kind: TotalKind) -> u8 {
         TotalKind::ParallelFunding => 2,
         TotalKind::InKind => 3,
     }
+}
+
+fn kind_of(byte: u8) -> Option<TotalKind> {
+    TotalKind::ALL.into_iter().find(|k| kind_byte(*k) == byte)
 }
 
 fn total_key(key: &TotalKey) -> Vec<u8> {
@@ -500,12 +1267,10 @@ fn total_key(key: &TotalKey) -> Vec<u8> {
 }
 
 fn decode_total_key(bytes: &[u8]) -> Option<TotalKey> {
-    let node = Node::from_index(u16::from_be_bytes(bytes.get(0..2)?.try_into().ok()?))?;
-    let kind_stored = *bytes.get(2)?;
-    let kind = TotalKind::ALL
-        .into_iter()
-        .find(|k| kind_byte(*k) == kind_stored)?;
-    let currency = u16::from_be_bytes(bytes.get(3..5)?.try_into().ok()?);
+    let mut r = Reader::new(bytes);
+    let node = Node::from_index(r.u16()?)?;
+    let kind = kind_of(r.u8()?)?;
+    let currency = r.u16()?;
     (usize::from(currency) < fundflow_refdata::CURRENCIES.len()).then_some(TotalKey {
         node,
         kind,
@@ -514,103 +1279,24 @@ fn decode_total_key(bytes: &[u8]) -> Option<TotalKey> {
 }
 
 fn encode_total(total: &Total) -> Vec<u8> {
-    [total.amount, total.usd_equivalent, total.unconverted]
-        .iter()
-        .flat_map(Decimal::serialize)
-        .collect()
-}
-
-fn decimal_at(bytes: &[u8], offset: usize) -> Option<Decimal> {
-    Some(Decimal::deserialize(
-        bytes.get(offset..offset + DECIMAL_BYTES)?.try_into().ok()?,
-    ))
+    let mut out = Vec::with_capacity(TOTAL_BYTES);
+    for value in [total.amount, total.usd_equivalent, total.unconverted] {
+        put_decimal(&mut out, value);
+    }
+    out
 }
 
 fn decode_total(bytes: &[u8]) -> Option<Total> {
     (bytes.len() == TOTAL_BYTES).then_some(())?;
+    let mut r = Reader::new(bytes);
     Some(Total {
-        amount: decimal_at(bytes, 0)?,
-        usd_equivalent: decimal_at(bytes, DECIMAL_BYTES)?,
-        unconverted: decimal_at(bytes, 2 * DECIMAL_BYTES)?,
+        amount: r.decimal()?,
+        usd_equivalent: r.decimal()?,
+        unconverted: r.decimal()?,
     })
 }
 
-fn take_quantity(rest: &mut &[u8]) -> Option<DirectQuantity> {
-    let node = Node::from_index(u16::from_be_bytes(
-        rest.get(0..NODE_BYTES)?.try_into().ok()?,
-    ))?;
-    *rest = &rest[NODE_BYTES..];
-    let item = take_text(rest)?.to_owned();
-    let unit = take_text(rest)?.to_owned();
-    let quantity = decimal_at(rest, 0)?;
-    *rest = &rest[DECIMAL_BYTES..];
-    Some(DirectQuantity {
-        node,
-        item,
-        unit,
-        quantity,
-    })
-}
-
-fn encode_pledge(row: &PledgeRow) -> Vec<u8> {
-    let mut value = row.currency.to_be_bytes().to_vec();
-    for line in &row.lines {
-        value.extend_from_slice(&line.node.index().to_be_bytes());
-        value.extend_from_slice(&line.pledged.serialize());
-        value.extend_from_slice(&line.paid.serialize());
-    }
-    value
-}
-
-fn decode_pledge(partner_id: String, pledge_id: String, value: &[u8]) -> Option<PledgeRow> {
-    let currency = u16::from_be_bytes(value.get(0..CURRENCY_BYTES)?.try_into().ok()?);
-    let lines = value[CURRENCY_BYTES..]
-        .chunks(PLEDGE_LINE_BYTES)
-        .map(|line| {
-            (line.len() == PLEDGE_LINE_BYTES).then_some(())?;
-            Some(PledgeLine {
-                node: Node::from_index(u16::from_be_bytes(line[0..NODE_BYTES].try_into().ok()?))?,
-                pledged: decimal_at(line, NODE_BYTES)?,
-                paid: decimal_at(line, NODE_BYTES + DECIMAL_BYTES)?,
-            })
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(PledgeRow {
-        partner_id,
-        pledge_id,
-        currency,
-        lines,
-    })
-}
-
-fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Texts here are bounded far below 4 GiB (`limits::TEXT_LEN_MAX` and the like); a longer
-    // one is a bug, not input.
-    #[expect(
-        clippy::expect_used,
-        reason = "texts are bounded by the domain's limits"
-    )]
-    let len = u32::try_from(bytes.len()).expect("a read model text is shorter than 4 GiB");
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let len = usize::try_from(u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?)).ok()?;
-    let taken = bytes.get(4..4 + len)?;
-    *bytes = &bytes[4 + len..];
-    Some(taken)
-}
-
-fn push_text(out: &mut Vec<u8>, text: &str) {
-    push_bytes(out, text.as_bytes());
-}
-
-fn take_text<'a>(bytes: &mut &'a [u8]) -> Option<&'a str> {
-    std::str::from_utf8(take_bytes(bytes)?).ok()
-}
-
-fn encode_rejection(r: &RejectedEvent) -> Vec<u8> {
+fn encode_rejection(r: &RejectedEvent) -> Result<Vec<u8>, ProjectorError> {
     let mut value = Vec::new();
     for text in [
         r.rejection.code.as_str(),
@@ -619,17 +1305,18 @@ fn encode_rejection(r: &RejectedEvent) -> Vec<u8> {
         &r.rejection.field,
         &r.rejection.message,
     ] {
-        push_text(&mut value, text);
+        put_text(&mut value, text)?;
     }
-    value
+    Ok(value)
 }
 
-fn decode_rejection(seq: u64, mut bytes: &[u8]) -> Option<RejectedEvent> {
-    let code = RejectCode::from_str_code(take_text(&mut bytes)?)?;
-    let event_id = take_text(&mut bytes)?.to_owned();
-    let partner_id = take_text(&mut bytes)?.to_owned();
-    let field = take_text(&mut bytes)?.to_owned();
-    let message = take_text(&mut bytes)?.to_owned();
+fn decode_rejection(seq: u64, bytes: &[u8]) -> Option<RejectedEvent> {
+    let mut r = Reader::new(bytes);
+    let code = RejectCode::from_str_code(r.text()?)?;
+    let event_id = r.text()?.to_owned();
+    let partner_id = r.text()?.to_owned();
+    let field = r.text()?.to_owned();
+    let message = r.text()?.to_owned();
     Some(RejectedEvent {
         seq,
         event_id,
@@ -665,6 +1352,13 @@ fn decode_checkpoint(bytes: &[u8]) -> Option<Checkpoint> {
     })
 }
 
+impl FlowRecord {
+    fn decode_from(bytes: &[u8]) -> Result<FlowRecord, ProjectorError> {
+        use fundflow_proto::Message;
+        FlowRecord::decode(bytes).map_err(|_| unreadable("flow record"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -685,9 +1379,10 @@ mod tests {
     #[test]
     fn the_sizes_are_the_layouts() {
         assert_eq!(TOTAL_ENTRY_BYTES, 53);
-        assert_eq!(PLEDGE_LINE_BYTES, 34);
         assert_eq!(OUTCOME_BYTES, 9);
         assert_eq!(CHECKPOINT_BYTES, 89);
+        assert_eq!(FUNDING_ENTRY_BYTES, 50);
+        assert_eq!(DAY_OUTCOME_BYTES, 18);
     }
 
     #[test]
@@ -718,53 +1413,20 @@ mod tests {
     }
 
     #[test]
-    fn quantities_pledges_rejections_and_checkpoints_round_trip() {
-        let [country, area] = nodes();
+    fn quantities_rejections_outcomes_per_day_and_checkpoints_round_trip() {
+        let [_, area] = nodes();
         let quantity = DirectQuantity {
             node: area,
             item: "disposable surgical mask".into(),
             unit: "piece".into(),
             quantity: decimal("210000.5"),
         };
-        let mut value = country.index().to_be_bytes().to_vec();
-        push_text(&mut value, &quantity.item);
-        push_text(&mut value, &quantity.unit);
+        let mut value = area.index().to_be_bytes().to_vec();
+        put_text(&mut value, &quantity.item).unwrap();
+        put_text(&mut value, &quantity.unit).unwrap();
         value.extend_from_slice(&quantity.quantity.serialize());
-        let mut rest = value.as_slice();
-        let decoded = take_quantity(&mut rest).unwrap();
-        assert_eq!(
-            (decoded.node, decoded.quantity),
-            (country, quantity.quantity)
-        );
-        assert_eq!(
-            (decoded.item.as_str(), decoded.unit.as_str()),
-            ("disposable surgical mask", "piece")
-        );
-        assert!(rest.is_empty());
-
-        let pledge = PledgeRow {
-            partner_id: "icshp".into(),
-            pledge_id: "sg-2020-01".into(),
-            currency: 3,
-            lines: vec![
-                PledgeLine {
-                    node: country,
-                    pledged: decimal("100.00"),
-                    paid: decimal("40.00"),
-                },
-                PledgeLine {
-                    node: area,
-                    pledged: decimal("5"),
-                    paid: decimal("0"),
-                },
-            ],
-        };
-        let key = pledge_key(&pledge.partner_id, &pledge.pledge_id);
-        let (partner, id) = split_pledge_key(&key).unwrap();
-        let value = encode_pledge(&pledge);
-        assert_eq!(value.len(), CURRENCY_BYTES + 2 * PLEDGE_LINE_BYTES);
-        assert_eq!(decode_pledge(partner, id, &value).unwrap(), pledge);
-        assert!(decode_pledge("a".into(), "b".into(), &value[..value.len() - 1]).is_none());
+        assert_eq!(decode_quantities(&value).unwrap(), vec![quantity]);
+        assert!(decode_quantities(&value[..value.len() - 1]).is_err());
 
         let rejected = RejectedEvent {
             seq: 7,
@@ -777,9 +1439,26 @@ mod tests {
             },
         };
         assert_eq!(
-            decode_rejection(7, &encode_rejection(&rejected)).unwrap(),
+            decode_rejection(7, &encode_rejection(&rejected).unwrap()).unwrap(),
             rejected
         );
+
+        let day = Date::from_ordinal_date(2020, 366).unwrap();
+        let mut value = 366u16.to_be_bytes().to_vec();
+        value.extend_from_slice(&3u64.to_be_bytes());
+        value.extend_from_slice(&u64::MAX.to_be_bytes());
+        let key = prefixed(prefix::DAY_OUTCOMES, &2020u16.to_be_bytes());
+        assert_eq!(
+            decode_day_outcomes(&key, &value).unwrap(),
+            vec![(
+                day,
+                DayOutcomes {
+                    applied: 3,
+                    rejected: u64::MAX
+                }
+            )]
+        );
+        assert!(decode_day_outcomes(&key, &value[1..]).is_err());
 
         let checkpoint = Checkpoint {
             last_seq: u64::MAX,
@@ -794,5 +1473,49 @@ mod tests {
         let mut other_version = value.clone();
         other_version[0] = FORMAT_VERSION + 1;
         assert!(decode_checkpoint(&other_version).is_none());
+    }
+
+    #[test]
+    fn block_keys_and_cell_refs() {
+        let key = runs::run_key(
+            &block_prefix(prefix::DAY_CELLS, 4, 2020 * 12 + 8, "icshp"),
+            2,
+            99,
+        );
+        let run = encode_run(
+            DAY,
+            &[(
+                EntryKey {
+                    day: 30,
+                    names: [b"g", b"", b"d"],
+                    node: 3,
+                    kind: 2,
+                    currency: 1,
+                },
+                [decimal("1"), decimal("0"), decimal("1")],
+            )],
+        )
+        .unwrap();
+        let snapshot = CellsSnapshot {
+            checkpoint: Checkpoint::default(),
+            level: CellLevel::Day,
+            blocks: vec![(key.into(), vec![run.into()])],
+        };
+        let cells: Vec<_> = snapshot.iter().map(Result::unwrap).collect();
+        assert_eq!(cells.len(), 1);
+        let cell = cells[0];
+        assert_eq!(
+            cell.month.map(|m| m.to_string()),
+            Some("2020-09".to_owned())
+        );
+        assert_eq!(
+            cell.day,
+            Date::from_calendar_date(2020, time::Month::September, 30).ok()
+        );
+        assert_eq!(
+            (cell.partner, cell.grant, cell.sector, cell.donor),
+            ("icshp", Some("g"), Some(""), Some("d"))
+        );
+        assert_eq!(cell.kind, TotalKind::ParallelFunding);
     }
 }
