@@ -143,7 +143,7 @@ async fn an_unwritable_data_dir_stops_the_projector_and_leaves_the_model_intact(
 
     // The disk fills up mid-run.
     let mount_point = setup.path("small-disk");
-    let tmpfs = match Tmpfs::mount(&mount_point, "6m") {
+    let tmpfs = match Tmpfs::mount(&mount_point, "32m") {
         Ok(tmpfs) => tmpfs,
         // Skipping must be asked for: a test that cannot mount its disk is not green by itself.
         Err(why) if std::env::var_os(NO_TMPFS_VAR).is_some() => {
@@ -171,7 +171,7 @@ async fn an_unwritable_data_dir_stops_the_projector_and_leaves_the_model_intact(
     report(
         TEST,
         format!(
-            "projector on a 6 MiB tmpfs folded seq {}, then 40,000 more events were published (stream at seq {last_seq})",
+            "projector on a 32 MiB tmpfs folded seq {}, then 40,000 more events were published (stream at seq {last_seq})",
             checkpoint_before["seq"]
         ),
     );
