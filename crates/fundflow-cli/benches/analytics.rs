@@ -618,7 +618,11 @@ async fn load_postgres(
     http: &reqwest::Client,
     base: &str,
 ) -> Result<(usize, usize, f64, f64), String> {
-    let pg = |e: tokio_postgres::Error| format!("PostgreSQL: {e}");
+    // `Error`'s own text is only "db error"; the server's message is in the `DbError`.
+    let pg = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {db}"),
+        None => format!("PostgreSQL: {e}"),
+    };
     client.batch_execute(CREATE_FLOWS).await.map_err(pg)?;
     client.batch_execute(CREATE_M49).await.map_err(pg)?;
     let sink = client
@@ -696,10 +700,14 @@ async fn load_postgres(
     for index in INDEXES {
         client.batch_execute(index).await.map_err(pg)?;
     }
-    client
-        .batch_execute("VACUUM (ANALYZE) flows; VACUUM (ANALYZE) m49")
-        .await
-        .map_err(pg)?;
+    // One statement per call: several in one simple query run in one implicit transaction,
+    // which VACUUM refuses.
+    for table in ["flows", "m49"] {
+        client
+            .batch_execute(&format!("VACUUM (ANALYZE) {table}"))
+            .await
+            .map_err(pg)?;
+    }
     Ok((events, rows, paged, started.elapsed().as_secs_f64()))
 }
 
