@@ -731,8 +731,10 @@ async fn metrics_checkpoint_seq(http: &reqwest::Client, base: &str) -> u64 {
     let text = response.text().await.unwrap_or_default();
     text.lines()
         .find_map(|line| line.strip_prefix("fundflow_projector_checkpoint_seq "))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map_or(0, |seq| seq as u64)
+        // The exporter writes a gauge with f64's `Display`, which prints a whole number
+        // without a fraction or an exponent.
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 async fn checkpoint(http: &reqwest::Client, base: &str) -> Option<Value> {
