@@ -728,7 +728,9 @@ async fn metrics_checkpoint_seq(http: &reqwest::Client, base: &str) -> u64 {
     let Ok(response) = http.get(format!("{base}/metrics")).send().await else {
         return 0;
     };
-    let text = response.text().await.unwrap_or_default();
+    let Ok(text) = response.text().await else {
+        return 0;
+    };
     text.lines()
         .find_map(|line| line.strip_prefix("fundflow_projector_checkpoint_seq "))
         // The exporter writes a gauge with f64's `Display`, which prints a whole number
