@@ -16,15 +16,15 @@
 //! | `p` | partner, 0, pledge id | an active pledge: currency, occurred_on, USD rate and sums, payments unconverted, donor, sector, then per line node, pledged, paid |
 //! | `r` | seq u64 | a rejection: code, event id, partner, field, message |
 //! | `o` | first seq u64 of a batch | the batch's outcomes packed: per record seq u64 and code u8 |
-//! | `D` | month u32, partner, 0, level u8, run seq u64 | a run of Day cells of (month, partner): per cell day of month u8, grant, sector, donor, node u16, kind u8, currency u16, the total |
-//! | `M` | month u32, partner, 0, level, run seq | a run of Month cells: grant, node, kind, currency, the total |
-//! | `Y` | year u16, partner, 0, level, run seq | a run of Year cells: node, kind, currency, the total |
-//! | `Q` | month u32, partner, 0, level, run seq | a run of in-kind quantity cells: day of month, item, unit, node, quantity |
+//! | `D` | month u32, level u8, run seq u64, piece u16 | a piece of a run of Day cells of the month: per cell partner, day of month u8, grant, sector, donor, node u16, kind u8, currency u16, the total |
+//! | `M` | month u32, level, run seq, piece | a piece of a run of Month cells: partner, grant, node, kind, currency, the total |
+//! | `Y` | year u16, level, run seq, piece | a piece of a run of Year cells: partner, node, kind, currency, the total |
+//! | `Q` | month u32, level, run seq, piece | a piece of a run of in-kind quantity cells: partner, day of month, item, unit, node, quantity |
 //! | `d` | year u16 | records applied and rejected per `occurred_on` day: per day, day of year u16, applied u64, rejected u64 |
 //! | `g` | grant | the parallel funding naming that grant: per currency u16, the total |
 //! | `f` | seq / 64, u64 | a pack of flow records (`FlowRecord`, protobuf): count, table of (seq, offset, length), records |
 //! | `v` | seq / 4096 of the flows undone, u64; first seq of the batch | the batch's reversals of those flows: target seq, reversal seq, event id, reason |
-//! | `x` | index u8, u32::MAX − month, level, run seq | a run of postings of one index and month: per indexed value (kind, partner, node, grant, donor or sector; none for `all` and `reversed`) its flows' (day, seq), newest first |
+//! | `x` | index u8, u32::MAX − month, level, run seq, piece | a piece of a run of postings of one index and month: per indexed value (kind, partner, node, grant, donor or sector; none for `all` and `reversed`) its flows' (day, seq), newest first |
 //!
 //! Why this shape: sled takes roughly 60,000 random and 120,000 sequential inserts a second, far
 //! below the log's rate, and a value it rewrites costs its whole length. So a fold batch writes
@@ -36,11 +36,14 @@
 //!
 //! Cells (`D`, `M`, `Y`, `Q`) and postings (`x`) are kept as *runs* (see `runs`): a batch adds
 //! one run per block it touched, holding only its changes, and full levels are merged into the
-//! next in the same batch. A block's sum is its runs' sum, read in one prefix scan; a query's
-//! cost follows the cells or flows it returns and the few runs they are spread over, never the
-//! log. Rewriting a partner's month whole per batch, the obvious layout, is quadratic in the
-//! month's size (one event a second, as in the benchmarks, gives a partner hundreds of thousands
-//! of cells a month). Flow records are appended by seq and never rewritten; a reversal is
+//! next in the same batch. A block is a period (a month, or a year), all partners' cells in it:
+//! a batch touches a few dozen periods, so it writes a few dozen runs whatever the number of
+//! partners (blocks per (period, partner) cost about two sled inserts per event, a fifth of
+//! the log's rate). A run is cut into pieces of about 32 KiB (`runs::PIECE_BYTES`), so that no
+//! value becomes a sled blob. A block's sum is its runs' sum, read in one range scan; a query's
+//! cost follows the periods and cells it reads and the few runs they are spread over, never the
+//! log. Rewriting a month whole per batch, the obvious layout, is quadratic in the month's size
+//! (one event a second, as in the benchmarks, gives a month hundreds of thousands of cells). Flow records are appended by seq and never rewritten; a reversal is
 //! written beside them (`v`) so that status "as of seq S" is a comparison. Outcomes per day are
 //! one small value per year, rewritten when a day of that year changed.
 //!
@@ -64,7 +67,7 @@ mod runs;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use fundflow_domain::{
     CellLevel, CellRef, Checkpoint, DayOutcomes, DirectQuantity, Ledger, ModelState, Month, Node,
@@ -78,13 +81,13 @@ use time::Date;
 
 use self::codec::{Reader, put_decimal, put_text, unreadable};
 use self::flows::{
-    encode_pack, encode_postings, encode_reversals, merge_posting_runs, pack_entries, pack_find,
-    pack_key, postings_block, reversal_group, reversals_key,
+    encode_pack, encode_posting_pieces, encode_reversals, merge_posting_runs, pack_entries,
+    pack_find, pack_key, postings_block, reversal_group, reversals_key,
 };
 use self::pledges::{decode_pledge, encode_pledge, pledge_key, split_pledge_key};
 use self::runs::{
-    DAY, EntryKey, MONTH, QUANTITY, RunEntries, Shape, Values, YEAR, encode_run, merge_cell_runs,
-    put_run, read_blocks, sum_runs,
+    Block, DAY, EntryKey, MONTH, QUANTITY, RunEntries, Shape, SumCache, Values, YEAR, encode_run,
+    merge_cell_runs, put_run, read_blocks,
 };
 use crate::ProjectorError;
 
@@ -93,7 +96,11 @@ pub use self::flows::{FlowCursor, FlowQuery, FlowRecord, FlowStatus};
 pub use self::pledges::{PledgeCursor, PledgeFilter, PledgeStatus};
 
 /// Bumped when the layout changes; a read model of another version is rebuilt, not read.
-const FORMAT_VERSION: u8 = 3;
+const FORMAT_VERSION: u8 = 4;
+
+/// sled's segment size for the read model: its default, set because `runs::PIECE_BYTES` was
+/// measured against it (sled refuses to open a database with another).
+const SEGMENT_BYTES: usize = 512 * 1024;
 
 /// The key prefixes (see the module docs).
 mod prefix {
@@ -161,6 +168,8 @@ pub struct ReadModel {
     /// module docs). It guards no data, so a panic while it is held leaves nothing half-done
     /// behind it, and a poisoned gate is simply taken.
     gate: Arc<RwLock<()>>,
+    /// The sums of blocks of several runs that queries read last.
+    sums: Arc<Mutex<SumCache>>,
 }
 
 impl ReadModel {
@@ -173,6 +182,7 @@ impl ReadModel {
             // snapshots of totals, the latest runs and packs) is small, and the projector's
             // memory belongs to the fold's index.
             .cache_capacity(64 * 1024 * 1024)
+            .segment_size(SEGMENT_BYTES)
             // Every batch is flushed explicitly before the projector moves on; a background
             // flusher would add nothing.
             .flush_every_ms(None);
@@ -189,6 +199,7 @@ impl ReadModel {
             db,
             tree,
             gate: Arc::new(RwLock::new(())),
+            sums: Arc::default(),
         })
     }
 
@@ -203,7 +214,14 @@ impl ReadModel {
     /// applies its next batch.
     pub fn read<T>(&self, f: impl FnOnce(&Snapshot<'_>) -> T) -> T {
         let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-        f(&Snapshot { tree: &self.tree })
+        f(&self.snapshot())
+    }
+
+    fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            tree: &self.tree,
+            sums: &self.sums,
+        }
     }
 
     /// Writes one fold batch atomically (what it `changed` as the ledger now has it, the records
@@ -343,50 +361,49 @@ impl ReadModel {
     ) -> Result<(), ProjectorError> {
         let names = &changed.names;
         let name = |id: u32| names.name(id).as_bytes();
-        type Blocks<'a> = BTreeMap<(u32, u32), Vec<(EntryKey<'a>, Values)>>;
+        type Blocks<'a> = BTreeMap<u32, Vec<(EntryKey<'a>, Values)>>;
         let mut day: Blocks<'_> = BTreeMap::new();
         for (c, values) in &changed.day_cells {
             let key = EntryKey {
+                partner: name(c.partner),
                 day: c.day,
                 names: [name(c.grant), name(c.sector), name(c.donor)],
                 node: c.node,
                 kind: c.kind,
                 currency: c.currency,
             };
-            day.entry((c.month, c.partner))
-                .or_default()
-                .push((key, *values));
+            day.entry(c.month).or_default().push((key, *values));
         }
         let mut month: Blocks<'_> = BTreeMap::new();
         for (c, values) in &changed.month_cells {
             let key = EntryKey {
+                partner: name(c.partner),
                 day: 0,
                 names: [name(c.grant), &[], &[]],
                 node: c.node,
                 kind: c.kind,
                 currency: c.currency,
             };
-            month
-                .entry((c.month, c.partner))
-                .or_default()
-                .push((key, *values));
+            month.entry(c.month).or_default().push((key, *values));
         }
         let mut year: Blocks<'_> = BTreeMap::new();
         for (c, values) in &changed.year_cells {
             let key = EntryKey {
+                partner: name(c.partner),
                 day: 0,
                 names: [&[], &[], &[]],
                 node: c.node,
                 kind: c.kind,
                 currency: c.currency,
             };
-            year.entry((u32::from(c.year), c.partner))
+            year.entry(u32::from(c.year))
                 .or_default()
                 .push((key, *values));
         }
         let mut quantity: Blocks<'_> = BTreeMap::new();
         for (c, q) in &changed.quantity_cells {
             let key = EntryKey {
+                partner: name(c.partner),
                 day: c.day,
                 names: [name(c.item), name(c.unit), &[]],
                 node: c.node,
@@ -394,10 +411,7 @@ impl ReadModel {
                 currency: 0,
             };
             let values = [*q, Decimal::ZERO, Decimal::ZERO];
-            quantity
-                .entry((c.month, c.partner))
-                .or_default()
-                .push((key, values));
+            quantity.entry(c.month).or_default().push((key, values));
         }
         for (prefix, period_bytes, shape, blocks) in [
             (prefix::DAY_CELLS, 4, DAY, day),
@@ -405,14 +419,14 @@ impl ReadModel {
             (prefix::YEAR_CELLS, 2, YEAR, year),
             (prefix::QUANTITY_CELLS, 4, QUANTITY, quantity),
         ] {
-            for ((period, partner), mut entries) in blocks {
+            for (period, mut entries) in blocks {
                 // A flow and its reversal in one batch leave nothing to write.
                 entries.retain(|(_, v)| !runs::is_zero(v));
                 if entries.is_empty() {
                     continue;
                 }
                 entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                let block = block_prefix(prefix, period_bytes, period, names.name(partner));
+                let block = block_key(prefix, period_bytes, period);
                 let run = encode_run(shape, &entries)?;
                 put_run(&self.tree, batch, &block, seq, run, &|runs| {
                     merge_cell_runs(shape, runs)
@@ -467,7 +481,7 @@ impl ReadModel {
                 .iter()
                 .map(|(v, p)| (v.as_slice(), p.clone()))
                 .collect();
-            let run = encode_postings(&mut values)?;
+            let run = encode_posting_pieces(&mut values)?;
             put_run(
                 &self.tree,
                 batch,
@@ -553,7 +567,7 @@ impl ReadModel {
         partner_id: &str,
         pledge_id: &str,
     ) -> Result<Option<PledgeRow>, ProjectorError> {
-        Snapshot { tree: &self.tree }.pledge(partner_id, pledge_id)
+        self.snapshot().pledge(partner_id, pledge_id)
     }
 
     /// A pledge and the checkpoint it is at, read as one snapshot.
@@ -611,7 +625,7 @@ impl ReadModel {
         &self,
         grant: &str,
     ) -> Result<Vec<(CurrencyIndex, Total)>, ProjectorError> {
-        Snapshot { tree: &self.tree }.grant_funding(grant)
+        self.snapshot().grant_funding(grant)
     }
 
     /// A page of the flows list (see [`Snapshot::flows`]).
@@ -644,6 +658,7 @@ impl ReadModel {
             self.tree
                 .clear()
                 .map_err(|e| ProjectorError::storage("cannot clear the read model", e))?;
+            runs::lock(&self.sums).clear();
         }
         self.db
             .flush()
@@ -662,9 +677,23 @@ impl ReadModel {
 /// day, the checkpoint) is one fold's state.
 pub struct Snapshot<'a> {
     tree: &'a sled::Tree,
+    sums: &'a Mutex<SumCache>,
 }
 
 impl Snapshot<'_> {
+    /// The blocks of `periods` under `prefix`, each of several runs with its sum.
+    fn summed_blocks(
+        &self,
+        prefix: u8,
+        period_bytes: usize,
+        periods: Option<(u32, u32)>,
+        shape: Shape,
+    ) -> Result<Vec<Block>, ProjectorError> {
+        let mut blocks = read_blocks(self.tree, prefix, period_bytes, periods)?;
+        SumCache::sum(self.sums, shape, &mut blocks)?;
+        Ok(blocks)
+    }
+
     /// The checkpoint the snapshot is at (the default, seq 0, for an empty model).
     pub fn checkpoint(&self) -> Result<Checkpoint, ProjectorError> {
         Ok(read_checkpoint(self.tree)?.unwrap_or_default())
@@ -700,12 +729,13 @@ impl Snapshot<'_> {
         periods: Option<RangeInclusive<u32>>,
         partner: Option<&str>,
     ) -> Result<CellsSnapshot, ProjectorError> {
-        let (prefix, period_bytes, _) = level_layout(level);
+        let (prefix, period_bytes, shape) = level_layout(level);
         let periods = periods.map(|r| (*r.start(), *r.end()));
         Ok(CellsSnapshot {
             checkpoint: self.checkpoint()?,
             level,
-            blocks: read_blocks(self.tree, prefix, period_bytes, periods, partner)?,
+            partner: partner.map(str::to_owned),
+            blocks: self.summed_blocks(prefix, period_bytes, periods, shape)?,
         })
     }
 
@@ -719,7 +749,8 @@ impl Snapshot<'_> {
         let months = months.map(|r| (*r.start(), *r.end()));
         Ok(QuantitySnapshot {
             checkpoint: self.checkpoint()?,
-            blocks: read_blocks(self.tree, prefix::QUANTITY_CELLS, 4, months, partner)?,
+            partner: partner.map(str::to_owned),
+            blocks: self.summed_blocks(prefix::QUANTITY_CELLS, 4, months, QUANTITY)?,
         })
     }
 
@@ -965,7 +996,9 @@ pub struct CellsSnapshot {
     /// The checkpoint the cells are at.
     pub checkpoint: Checkpoint,
     level: CellLevel,
-    blocks: Vec<(sled::IVec, Vec<sled::IVec>)>,
+    /// Only this partner's cells are given (blocks hold every partner's).
+    partner: Option<String>,
+    blocks: Vec<Block>,
 }
 
 impl CellsSnapshot {
@@ -973,13 +1006,16 @@ impl CellsSnapshot {
     /// run is decoded in place without allocating; one spread over several runs is summed
     /// first (one map per block).
     pub fn iter(&self) -> impl Iterator<Item = Result<CellRef<'_>, ProjectorError>> + '_ {
-        self.blocks.iter().flat_map(move |(key, runs)| {
+        let partner = self.partner.as_deref().map(str::as_bytes);
+        self.blocks.iter().flat_map(move |block| {
             let (_, period_bytes, shape) = level_layout(self.level);
             let level = self.level;
-            BlockEntries::new(key, runs, period_bytes, shape).map(move |entry| {
-                let (period, partner, key, values) = entry?;
-                cell_ref(level, period, partner, key, values)
-            })
+            BlockEntries::new(block, period_bytes, shape)
+                .filter(move |entry| of_partner(entry, partner))
+                .map(move |entry| {
+                    let (period, key, values) = entry?;
+                    cell_ref(level, period, key, values)
+                })
         })
     }
 }
@@ -988,93 +1024,103 @@ impl CellsSnapshot {
 pub struct QuantitySnapshot {
     /// The checkpoint the cells are at.
     pub checkpoint: Checkpoint,
-    blocks: Vec<(sled::IVec, Vec<sled::IVec>)>,
+    /// Only this partner's cells are given.
+    partner: Option<String>,
+    blocks: Vec<Block>,
 }
 
 impl QuantitySnapshot {
     /// Every quantity cell, block by block, as [`CellsSnapshot::iter`].
     pub fn iter(&self) -> impl Iterator<Item = Result<QuantityCellRef<'_>, ProjectorError>> + '_ {
-        self.blocks.iter().flat_map(|(key, runs)| {
-            BlockEntries::new(key, runs, 4, QUANTITY).map(|entry| {
-                let (period, partner, key, values) = entry?;
-                let bad = || unreadable("quantity cell");
-                Ok(QuantityCellRef {
-                    day: day_of(Month(period), key.day).ok_or_else(bad)?,
-                    partner,
-                    node: Node::from_index(key.node).ok_or_else(bad)?,
-                    item: std::str::from_utf8(key.names[0]).map_err(|_| bad())?,
-                    unit: std::str::from_utf8(key.names[1]).map_err(|_| bad())?,
-                    quantity: values[0],
+        let partner = self.partner.as_deref().map(str::as_bytes);
+        self.blocks.iter().flat_map(move |block| {
+            BlockEntries::new(block, 4, QUANTITY)
+                .filter(move |entry| of_partner(entry, partner))
+                .map(|entry| {
+                    let (period, key, values) = entry?;
+                    let bad = || unreadable("quantity cell");
+                    Ok(QuantityCellRef {
+                        day: day_of(Month(period), key.day).ok_or_else(bad)?,
+                        partner: std::str::from_utf8(key.partner).map_err(|_| bad())?,
+                        node: Node::from_index(key.node).ok_or_else(bad)?,
+                        item: std::str::from_utf8(key.names[0]).map_err(|_| bad())?,
+                        unit: std::str::from_utf8(key.names[1]).map_err(|_| bad())?,
+                        quantity: values[0],
+                    })
                 })
-            })
         })
     }
 }
 
-/// The entries of one block (period, partner, entry), decoded in place or summed.
+/// Whether a block's entry is of `partner` (every entry when `None`; errors are kept).
+fn of_partner(
+    entry: &Result<(u32, EntryKey<'_>, Values), ProjectorError>,
+    partner: Option<&[u8]>,
+) -> bool {
+    match (entry, partner) {
+        (Ok((_, key, _)), Some(partner)) => key.partner == partner,
+        _ => true,
+    }
+}
+
+/// The entries of one block (period, entry), decoded in place or summed.
 enum BlockEntries<'a> {
+    /// The pieces of one run (or a block's sum): disjoint, in key order, each decoded in place.
     One {
         period: u32,
-        partner: &'a str,
+        pieces: std::slice::Iter<'a, sled::IVec>,
         entries: RunEntries<'a>,
-    },
-    Summed {
-        period: u32,
-        partner: &'a str,
-        entries: std::vec::IntoIter<(EntryKey<'a>, Values)>,
+        shape: Shape,
     },
     Failed(Option<ProjectorError>),
 }
 
 impl<'a> BlockEntries<'a> {
-    fn new(key: &'a [u8], runs: &'a [sled::IVec], period_bytes: usize, shape: Shape) -> Self {
-        let parsed = (|| {
-            let period = key
-                .get(1..1 + period_bytes)?
-                .iter()
-                .fold(0u32, |n, b| (n << 8) | u32::from(*b));
-            let end = runs::block_len(key)?.checked_sub(1)?;
-            let partner = std::str::from_utf8(key.get(1 + period_bytes..end)?).ok()?;
-            Some((period, partner))
-        })();
-        let Some((period, partner)) = parsed else {
+    fn new(block: &'a Block, period_bytes: usize, shape: Shape) -> Self {
+        let key = block.key();
+        let period = key
+            .get(1..1 + period_bytes)
+            .filter(|_| runs::block_len(key) == Some(1 + period_bytes))
+            .map(|bytes| bytes.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)));
+        let Some(period) = period else {
             return BlockEntries::Failed(Some(unreadable("cell key")));
         };
-        match runs {
-            [one] => BlockEntries::One {
+        match (&block.summed, block.one_run) {
+            (Some(summed), _) => BlockEntries::One {
                 period,
-                partner,
-                entries: RunEntries::new(shape, one),
+                pieces: [].iter(),
+                entries: RunEntries::new(shape, summed),
+                shape,
             },
-            runs => match sum_runs(shape, runs.iter().map(|r| r.as_ref())) {
-                Ok(entries) => BlockEntries::Summed {
-                    period,
-                    partner,
-                    entries: entries.into_iter(),
-                },
-                Err(err) => BlockEntries::Failed(Some(err)),
+            (None, true) => BlockEntries::One {
+                period,
+                pieces: block.pieces.iter(),
+                entries: RunEntries::new(shape, &[0; 4]),
+                shape,
             },
+            (None, false) => BlockEntries::Failed(Some(ProjectorError::corrupt(
+                "a block of several runs was read without its sum",
+            ))),
         }
     }
 }
 
 impl<'a> Iterator for BlockEntries<'a> {
-    type Item = Result<(u32, &'a str, EntryKey<'a>, Values), ProjectorError>;
+    type Item = Result<(u32, EntryKey<'a>, Values), ProjectorError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             BlockEntries::One {
                 period,
-                partner,
+                pieces,
                 entries,
-            } => entries
-                .next()
-                .map(|e| e.map(|(k, v)| (*period, *partner, k, v))),
-            BlockEntries::Summed {
-                period,
-                partner,
-                entries,
-            } => entries.next().map(|(k, v)| Ok((*period, *partner, k, v))),
+                shape,
+            } => loop {
+                if let Some(entry) = entries.next() {
+                    return Some(entry.map(|(k, v)| (*period, k, v)));
+                }
+                *entries = RunEntries::new(*shape, pieces.next()?);
+            },
             BlockEntries::Failed(err) => err.take().map(Err),
         }
     }
@@ -1088,7 +1134,6 @@ fn day_of(month: Month, day: u8) -> Option<Date> {
 fn cell_ref<'a>(
     level: CellLevel,
     period: u32,
-    partner: &'a str,
     key: EntryKey<'a>,
     values: Values,
 ) -> Result<CellRef<'a>, ProjectorError> {
@@ -1114,7 +1159,7 @@ fn cell_ref<'a>(
         year,
         month,
         day,
-        partner,
+        partner: text(key.partner)?,
         grant,
         sector,
         donor,
@@ -1156,14 +1201,12 @@ fn sort_cells(cells: &mut [CellRef<'_>]) {
     cells.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
 }
 
-/// The key prefix of a block: level prefix, period, partner, 0.
-fn block_prefix(prefix: u8, period_bytes: usize, period: u32, partner: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + period_bytes + partner.len());
+/// The key of a block of cells: level prefix, period (every partner's cells of a period are in
+/// one block, so a batch writes one run per period it touched, however many partners).
+fn block_key(prefix: u8, period_bytes: usize, period: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + period_bytes);
     key.push(prefix);
     key.extend_from_slice(&period.to_be_bytes()[4 - period_bytes..]);
-    // Partner ids never hold a NUL, so it ends the partner.
-    key.extend_from_slice(partner.as_bytes());
-    key.push(0);
     key
 }
 
@@ -1477,15 +1520,12 @@ mod tests {
 
     #[test]
     fn block_keys_and_cell_refs() {
-        let key = runs::run_key(
-            &block_prefix(prefix::DAY_CELLS, 4, 2020 * 12 + 8, "icshp"),
-            2,
-            99,
-        );
+        let key = runs::run_key(&block_key(prefix::DAY_CELLS, 4, 2020 * 12 + 8), 2, 99, 0);
         let run = encode_run(
             DAY,
             &[(
                 EntryKey {
+                    partner: b"icshp",
                     day: 30,
                     names: [b"g", b"", b"d"],
                     node: 3,
@@ -1499,7 +1539,13 @@ mod tests {
         let snapshot = CellsSnapshot {
             checkpoint: Checkpoint::default(),
             level: CellLevel::Day,
-            blocks: vec![(key.into(), vec![run.into()])],
+            partner: None,
+            blocks: vec![Block {
+                keys: vec![key.into()],
+                pieces: run.into_iter().map(Into::into).collect(),
+                one_run: true,
+                summed: None,
+            }],
         };
         let cells: Vec<_> = snapshot.iter().map(Result::unwrap).collect();
         assert_eq!(cells.len(), 1);

@@ -288,7 +288,7 @@ async fn the_read_model_of_a_seeded_log_is_byte_for_byte_as_pinned() {
         (entries, hex::encode(digest).as_str()),
         (
             98895,
-            "be652e1c3896a3d99f46f32406a1d65b7b6414c5c376c2b3450ab47b06d31de8"
+            "47dc29144b83498d734ec6c1b60e9f9489e7bdb3184dfcbb44b7aa803be4851f"
         )
     );
 }

@@ -25,6 +25,7 @@ use time::Date;
 
 use super::codec::{Reader, date_of, put_name, put_text, u32_of, unreadable};
 use super::kind_byte;
+use super::runs::{PIECE_BYTES, Pieces};
 use crate::ProjectorError;
 
 /// Seqs per pack of records: 2^6.
@@ -407,8 +408,43 @@ impl<'a> PostingRun<'a> {
     }
 }
 
-/// Merges posting runs into one (postings are only ever added, so nothing cancels).
-pub(super) fn merge_posting_runs(runs: &[&[u8]]) -> Result<Option<Vec<u8>>, ProjectorError> {
+/// Encodes postings as the pieces of one run: each a posting run of its own of about
+/// `PIECE_BYTES` at most (a value whose list is longer is split over pieces; a reader merges
+/// the lists of all runs of a month anyway).
+pub(super) fn encode_posting_pieces(
+    values: &mut [(&[u8], Vec<[u8; POSTING_BYTES]>)],
+) -> Result<Pieces, ProjectorError> {
+    values.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut pieces = Vec::new();
+    let mut piece: Vec<(&[u8], Vec<[u8; POSTING_BYTES]>)> = Vec::new();
+    let mut size = 4;
+    for (value, list) in values.iter_mut() {
+        list.sort_unstable_by(|a, b| b.cmp(a));
+        let mut rest: &[[u8; POSTING_BYTES]] = list;
+        while !rest.is_empty() {
+            let overhead = DIRECTORY_ENTRY_BYTES + value.len();
+            let room = PIECE_BYTES.saturating_sub(size + overhead) / POSTING_BYTES;
+            let take = room.clamp(1, rest.len());
+            let (now, later) = rest.split_at(take);
+            piece.push((value, now.to_vec()));
+            size += overhead + take * POSTING_BYTES;
+            rest = later;
+            if size >= PIECE_BYTES - DIRECTORY_ENTRY_BYTES - POSTING_BYTES {
+                pieces.push(encode_postings(&mut piece)?);
+                piece.clear();
+                size = 4;
+            }
+        }
+    }
+    if !piece.is_empty() {
+        pieces.push(encode_postings(&mut piece)?);
+    }
+    Ok(pieces)
+}
+
+/// Merges posting runs into one, as its pieces (postings are only ever added, so nothing
+/// cancels).
+pub(super) fn merge_posting_runs(runs: &[&[u8]]) -> Result<Pieces, ProjectorError> {
     let mut merged: BTreeMap<&[u8], Vec<[u8; POSTING_BYTES]>> = BTreeMap::new();
     for run in runs {
         let run = PostingRun::parse(run).ok_or_else(|| unreadable("posting run"))?;
@@ -422,11 +458,8 @@ pub(super) fn merge_posting_runs(runs: &[&[u8]]) -> Result<Option<Vec<u8>>, Proj
             }
         }
     }
-    if merged.is_empty() {
-        return Ok(None);
-    }
     let mut values: Vec<_> = merged.into_iter().collect();
-    encode_postings(&mut values).map(Some)
+    encode_posting_pieces(&mut values)
 }
 
 /// The index a query walks and the value it looks up there: the most selective filter given.
@@ -780,8 +813,9 @@ mod tests {
         assert_eq!(parsed.lookup(b"ke").unwrap(), b"");
         assert!(PostingRun::parse(&run[..run.len() - 1]).is_none());
         let other = encode_postings(&mut [(b"kes".as_slice(), vec![posting(5, 20)])]).unwrap();
-        let merged = merge_posting_runs(&[&run, &other]).unwrap().unwrap();
-        let merged = PostingRun::parse(&merged).unwrap();
+        let merged = merge_posting_runs(&[&run, &other]).unwrap();
+        assert_eq!(merged.len(), 1);
+        let merged = PostingRun::parse(&merged[0]).unwrap();
         assert_eq!(
             merged.lookup(b"kes").unwrap(),
             [
@@ -794,6 +828,40 @@ mod tests {
             .as_slice()
         );
         assert_eq!(merged.lookup(b"").unwrap(), posting(1, 1).as_slice());
+    }
+
+    #[test]
+    fn long_posting_lists_are_cut_into_pieces_that_hold_every_posting() {
+        let all: Vec<_> = (0..10_000u64)
+            .map(|seq| posting(1 + (seq % 28) as u8, seq))
+            .collect();
+        let few = vec![posting(2, 5), posting(7, 9)];
+        let mut values = vec![
+            (b"a".as_slice(), all.clone()),
+            (b"b".as_slice(), few.clone()),
+        ];
+        let pieces = encode_posting_pieces(&mut values).unwrap();
+        assert!(pieces.len() >= 3, "{} pieces", pieces.len());
+        let mut found: BTreeMap<&[u8], Vec<[u8; POSTING_BYTES]>> = BTreeMap::new();
+        for piece in &pieces {
+            assert!(piece.len() <= PIECE_BYTES, "{}", piece.len());
+            let run = PostingRun::parse(piece).unwrap();
+            for name in [b"a".as_slice(), b"b"] {
+                let list = run.lookup(name).unwrap();
+                let chunks = list.chunks_exact(POSTING_BYTES);
+                let entry = found.entry(name).or_default();
+                entry.extend(chunks.map(|p| <[u8; POSTING_BYTES]>::try_from(p).unwrap()));
+            }
+        }
+        let (mut want_all, mut want_few) = (all, few);
+        want_all.sort_unstable_by(|a, b| b.cmp(a));
+        want_few.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(
+            found[b"a".as_slice()],
+            want_all,
+            "newest first, across pieces"
+        );
+        assert_eq!(found[b"b".as_slice()], want_few);
     }
 
     #[test]
