@@ -11,18 +11,18 @@
 //! | prefix | key after it | value |
 //! | --- | --- | --- |
 //! | `c` | — | the checkpoint: format version, last seq, log digest, counts, rejection digest |
-//! | `t` | — | every direct total: per total node u16, kind u8, currency u16, then amount, USD equivalent, unconverted |
-//! | `q` | — | every direct in-kind quantity: per quantity node u16, item, unit, quantity |
+//! | `t` | piece u16 | every direct total, in pieces of about 6 KiB: per total node u16, kind u8, currency u16, then amount, USD equivalent, unconverted |
+//! | `q` | piece u16 | every direct in-kind quantity, in pieces likewise: per quantity node u16, item, unit, quantity |
 //! | `p` | partner, 0, pledge id | an active pledge: currency, occurred_on, USD rate and sums, payments unconverted, donor, sector, then per line node, pledged, paid |
 //! | `r` | seq u64 | a rejection: code, event id, partner, field, message |
-//! | `o` | first seq u64 of a batch | the batch's outcomes packed: per record seq u64 and code u8 |
+//! | `o` | first seq u64 of the records packed | up to 682 consecutive records' outcomes: per record seq u64 and code u8 |
 //! | `D` | month u32, level u8, run seq u64, piece u16 | a piece of a run of Day cells of the month: per cell partner, day of month u8, grant, sector, donor, node u16, kind u8, currency u16, the total |
 //! | `M` | month u32, level, run seq, piece | a piece of a run of Month cells: partner, grant, node, kind, currency, the total |
 //! | `Y` | year u16, level, run seq, piece | a piece of a run of Year cells: partner, node, kind, currency, the total |
 //! | `Q` | month u32, level, run seq, piece | a piece of a run of in-kind quantity cells: partner, day of month, item, unit, node, quantity |
 //! | `d` | year u16 | records applied and rejected per `occurred_on` day: per day, day of year u16, applied u64, rejected u64 |
 //! | `g` | grant | the parallel funding naming that grant: per currency u16, the total |
-//! | `f` | seq / 64, u64 | a pack of flow records (`FlowRecord`, protobuf): count, table of (seq, offset, length), records |
+//! | `f` | seq / 16, u64 | a pack of flow records (`FlowRecord`, protobuf): count, table of (seq, offset, length), records |
 //! | `v` | seq / 4096 of the flows undone, u64; first seq of the batch | the batch's reversals of those flows: target seq, reversal seq, event id, reason |
 //! | `x` | index u8, u32::MAX − month, level, run seq, piece | a piece of a run of postings of one index and month: per indexed value (kind, partner, node, grant, donor or sector; none for `all` and `reversed`) its flows' (day, seq), newest first |
 //!
@@ -39,7 +39,7 @@
 //! next in the same batch. A block is a period (a month, or a year), all partners' cells in it:
 //! a batch touches a few dozen periods, so it writes a few dozen runs whatever the number of
 //! partners (blocks per (period, partner) cost about two sled inserts per event, a fifth of
-//! the log's rate). A run is cut into pieces of about 32 KiB (`runs::PIECE_BYTES`), so that no
+//! the log's rate). A run is cut into pieces of about 6 KiB (`runs::PIECE_BYTES`), so that no
 //! value becomes a sled blob. A block's sum is its runs' sum, read in one range scan; a query's
 //! cost follows the periods and cells it reads and the few runs they are spread over, never the
 //! log. Rewriting a month whole per batch, the obvious layout, is quadratic in the month's size
@@ -241,22 +241,24 @@ impl ReadModel {
         let checkpoint = ledger.checkpoint();
         let mut batch = sled::Batch::default();
         if changed.totals {
-            let mut value = Vec::new();
+            let mut pieces = Pieced::default();
             for (key, total) in ledger.direct_totals() {
+                let value = pieces.entry();
                 value.extend_from_slice(&total_key(key));
                 value.extend_from_slice(&encode_total(total));
             }
-            batch.insert(vec![prefix::TOTALS], value);
+            self.put_pieced(&mut batch, prefix::TOTALS, pieces)?;
         }
         if changed.quantities {
-            let mut value = Vec::new();
+            let mut pieces = Pieced::default();
             for quantity in ledger.direct_quantities() {
+                let value = pieces.entry();
                 value.extend_from_slice(&quantity.node.index().to_be_bytes());
-                put_text(&mut value, &quantity.item)?;
-                put_text(&mut value, &quantity.unit)?;
+                put_text(value, &quantity.item)?;
+                put_text(value, &quantity.unit)?;
                 value.extend_from_slice(&quantity.quantity.serialize());
             }
-            batch.insert(vec![prefix::QUANTITIES], value);
+            self.put_pieced(&mut batch, prefix::QUANTITIES, pieces)?;
         }
         for (partner, pledge_ids) in &changed.pledges {
             for pledge_id in pledge_ids {
@@ -287,13 +289,17 @@ impl ReadModel {
                 encode_rejection(rejected)?,
             );
         }
-        if let Some(&(first, _)) = outcomes.first() {
-            let mut packed = Vec::with_capacity(outcomes.len() * OUTCOME_BYTES);
-            for (seq, code) in outcomes {
+        // Packed by seq, each value under its first seq (see `Snapshot::outcome`).
+        for chunk in outcomes.chunks(runs::PIECE_BYTES / OUTCOME_BYTES) {
+            let mut packed = Vec::with_capacity(chunk.len() * OUTCOME_BYTES);
+            for (seq, code) in chunk {
                 packed.extend_from_slice(&seq.to_be_bytes());
                 packed.push(*code);
             }
-            batch.insert(prefixed(prefix::OUTCOMES, &first.to_be_bytes()), packed);
+            batch.insert(
+                prefixed(prefix::OUTCOMES, &chunk[0].0.to_be_bytes()),
+                packed,
+            );
         }
         self.write_day_outcomes(&mut batch, ledger)?;
         if let Some(seq) = changed.first_seq {
@@ -319,6 +325,35 @@ impl ReadModel {
                 "the checkpoint read back differs from the one written",
             )),
         }
+    }
+
+    /// Writes a value of many entries as its pieces under `prefix` and a piece number (u16),
+    /// removing the pieces past the new last one.
+    fn put_pieced(
+        &self,
+        batch: &mut sled::Batch,
+        prefix: u8,
+        pieces: Pieced,
+    ) -> Result<(), ProjectorError> {
+        let pieces = pieces.done();
+        for entry in self.tree.scan_prefix([prefix]) {
+            let (key, _) =
+                entry.map_err(|e| ProjectorError::storage("cannot read the model", e))?;
+            let number = key
+                .get(1..3)
+                .and_then(|b| b.try_into().ok())
+                .map(u16::from_be_bytes)
+                .ok_or_else(|| unreadable("piece key"))?;
+            if usize::from(number) >= pieces.len() {
+                batch.remove(key);
+            }
+        }
+        for (number, piece) in pieces.into_iter().enumerate() {
+            let number = u16::try_from(number)
+                .map_err(|_| ProjectorError::corrupt("a value of more than 65,536 pieces"))?;
+            batch.insert(prefixed(prefix, &number.to_be_bytes()), piece);
+        }
+        Ok(())
     }
 
     /// The items of the in-kind flows the batch reversed, taken off their quantity cells: read
@@ -699,6 +734,17 @@ impl Snapshot<'_> {
         Ok(read_checkpoint(self.tree)?.unwrap_or_default())
     }
 
+    /// A value written by `ReadModel::put_pieced`, its pieces joined (empty when there is none).
+    fn pieced(&self, prefix: u8) -> Result<Vec<u8>, ProjectorError> {
+        let mut value = Vec::new();
+        for entry in self.tree.scan_prefix([prefix]) {
+            let (_, piece) =
+                entry.map_err(|e| ProjectorError::storage("cannot read the model", e))?;
+            value.extend_from_slice(&piece);
+        }
+        Ok(value)
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, ProjectorError> {
         self.tree
             .get(key)
@@ -711,12 +757,8 @@ impl Snapshot<'_> {
             checkpoint: self.checkpoint()?,
             ..ModelState::default()
         };
-        if let Some(value) = self.get(&[prefix::TOTALS])? {
-            state.direct_totals = decode_totals(&value)?;
-        }
-        if let Some(value) = self.get(&[prefix::QUANTITIES])? {
-            state.direct_quantities = decode_quantities(&value)?;
-        }
+        state.direct_totals = decode_totals(&self.pieced(prefix::TOTALS)?)?;
+        state.direct_quantities = decode_quantities(&self.pieced(prefix::QUANTITIES)?)?;
         Ok(state)
     }
 
@@ -1208,6 +1250,32 @@ fn block_key(prefix: u8, period_bytes: usize, period: u32) -> Vec<u8> {
     key.push(prefix);
     key.extend_from_slice(&period.to_be_bytes()[4 - period_bytes..]);
     key
+}
+
+/// A value of many entries being cut into pieces of about `runs::PIECE_BYTES`, between entries.
+#[derive(Default)]
+struct Pieced {
+    pieces: Vec<Vec<u8>>,
+}
+
+impl Pieced {
+    /// The buffer to append the next entry to.
+    fn entry(&mut self) -> &mut Vec<u8> {
+        if self
+            .pieces
+            .last()
+            .is_none_or(|p| p.len() >= runs::PIECE_BYTES)
+        {
+            self.pieces
+                .push(Vec::with_capacity(runs::PIECE_BYTES + 256));
+        }
+        let last = self.pieces.len() - 1;
+        &mut self.pieces[last]
+    }
+
+    fn done(self) -> Vec<Vec<u8>> {
+        self.pieces
+    }
 }
 
 fn read_checkpoint(tree: &sled::Tree) -> Result<Option<Checkpoint>, ProjectorError> {

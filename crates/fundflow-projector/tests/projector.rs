@@ -287,8 +287,8 @@ async fn the_read_model_of_a_seeded_log_is_byte_for_byte_as_pinned() {
     assert_eq!(
         (entries, hex::encode(digest).as_str()),
         (
-            98895,
-            "47dc29144b83498d734ec6c1b60e9f9489e7bdb3184dfcbb44b7aa803be4851f"
+            99859,
+            "bfc2ec443452e2b0458dbbebefd2c2bd0cedafb753ced1a33f3464b183c8de48"
         )
     );
 }

@@ -28,8 +28,8 @@ use super::kind_byte;
 use super::runs::{PIECE_BYTES, Pieces};
 use crate::ProjectorError;
 
-/// Seqs per pack of records: 2^6.
-pub(super) const PACK_BITS: u32 = 6;
+/// Seqs per pack of records: 2^4, so that a pack stays within `runs::PIECE_BYTES` or so.
+pub(super) const PACK_BITS: u32 = 4;
 /// Seqs per group of reversals: 2^12, so that a page of flows reads few groups.
 pub(super) const REVERSAL_GROUP_BITS: u32 = 12;
 /// One posting: day of the month, seq.

@@ -35,12 +35,14 @@ pub(super) type Pieces = Vec<Vec<u8>>;
 /// How many runs of one level are merged into one of the next.
 pub(super) const LEVEL_FANOUT: usize = 16;
 
-/// The size a piece of a run is cut at, so that no value grows with a block (a month's top run
-/// is megabytes at a million events): sled rewrites a value whole, and writes a node past a
-/// quarter of its segment as a blob file. Measured on the 1M-event embedded fold: 32 KiB pieces
-/// fold faster than 6 KiB ones (more, smaller nodes) and than larger segments (8 MiB segments,
-/// no blobs, wrote twice the bytes).
-pub(super) const PIECE_BYTES: usize = 32 * 1024;
+/// The size a piece of a run (and of any other value of many entries) is cut at, so that no
+/// value grows with the log and sled never writes a blob. sled writes a node past a quarter of
+/// its 512 KiB segment as a blob file of its own, and splits a leaf past 16 entries, so values of
+/// at most ~7.5 KiB keep every node in its log. Its recovery of blobs is what failed: with the
+/// disk full mid-batch, a model that held 32 KiB pieces reopened (after "removing 2 blobs that
+/// have a higher lsn than our stable log") with a state that differed from a refold, in 1 of 8
+/// runs of the disk fault test.
+pub(super) const PIECE_BYTES: usize = 6 * 1024;
 
 /// The bytes of a run key past its block: level, seq, piece.
 const RUN_KEY_TAIL: usize = 1 + 8 + 2;
