@@ -43,9 +43,10 @@
 //! value becomes a sled blob. A block's sum is its runs' sum, read in one range scan; a query's
 //! cost follows the periods and cells it reads and the few runs they are spread over, never the
 //! log. Rewriting a month whole per batch, the obvious layout, is quadratic in the month's size
-//! (one event a second, as in the benchmarks, gives a month hundreds of thousands of cells). Flow records are appended by seq and never rewritten; a reversal is
-//! written beside them (`v`) so that status "as of seq S" is a comparison. Outcomes per day are
-//! one small value per year, rewritten when a day of that year changed.
+//! (one event a second, as in the benchmarks, gives a month hundreds of thousands of cells).
+//! Flow records are appended by seq and never rewritten; a reversal is written beside them (`v`)
+//! so that status "as of seq S" is a comparison. Outcomes per day are one small value per year,
+//! rewritten when a day of that year changed.
 //!
 //! The event-id index is not on disk at all: the log answers "which seq holds (partner, event
 //! id)", and the projector keeps its own index in memory, rebuilt at start by refolding the log
