@@ -307,7 +307,10 @@ async fn killing_nodes_under_load_loses_nothing_acknowledged() {
         let down = Instant::now();
         tokio::time::sleep(Duration::from_secs(3)).await;
         nats.nodes[victim].start();
-        nats.wait_healthy(Duration::from_secs(60)).await;
+        // Usually 4-15 s; once, on the 2-core CI machine under this load, the restarted node's
+        // stream took over 60 s to become current. What the test checks is that nothing
+        // acknowledged is lost (the report gives the time), so the wait is generous.
+        nats.wait_healthy(Duration::from_secs(180)).await;
         let new_leader = self::leader(&service).await;
         report(
             TEST,
