@@ -85,12 +85,6 @@ impl JetStreamLog {
     }
 }
 
-/// The longest gap between records that a batch waits across.
-const LINGER_GAP: Duration = Duration::from_millis(5);
-
-/// The longest a batch waits for more records after its first.
-const LINGER_MAX: Duration = Duration::from_millis(100);
-
 /// Reads the stream in order.
 pub struct JetStreamReader {
     messages: consumer::pull::Ordered,
@@ -115,25 +109,10 @@ impl JetStreamReader {
             Ok(Some(message)) => message,
         };
         batch.push(record(first)?);
-        // Catching up, records keep coming: linger for them (a gap of `LINGER_GAP` ends the
-        // batch, and so does `LINGER_MAX` after its first record), so that a backlog is folded
-        // in large batches, each of which costs a write of the read model, without delaying a
-        // lone record by more than the gap.
-        let deadline = tokio::time::Instant::now() + LINGER_MAX;
         while batch.len() < max {
-            let message = match self.messages.next().now_or_never() {
-                Some(message) => message,
-                None => {
-                    let until = deadline.min(tokio::time::Instant::now() + LINGER_GAP);
-                    match tokio::time::timeout_at(until, self.messages.next()).await {
-                        Ok(message) => message,
-                        Err(_) => break,
-                    }
-                }
-            };
-            match message {
-                Some(message) => batch.push(record(message)?),
-                None => break,
+            match self.messages.next().now_or_never() {
+                Some(Some(message)) => batch.push(record(message)?),
+                _ => break,
             }
         }
         Ok(batch)
