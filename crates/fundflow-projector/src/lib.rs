@@ -88,10 +88,7 @@ impl ProjectorError {
 /// Tuning, with limits.
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
-    /// Most records folded and written as one batch. Each batch costs a write of the read
-    /// model whatever its size, so a backlog is folded in large ones: 32,768 folds the 1M-event
-    /// embedded log in 24 s against 37 s at 4,096 (a live stream's batches stay small: the
-    /// reader ends a batch when records stop coming).
+    /// Most records folded and written as one batch.
     pub batch_max: usize,
     /// How long the reader waits for records before it reports an empty batch.
     pub read_wait: Duration,
@@ -108,7 +105,7 @@ pub use fundflow_proto::v1::FoldNotice;
 impl Default for ProjectorConfig {
     fn default() -> Self {
         ProjectorConfig {
-            batch_max: 32768,
+            batch_max: 4096,
             read_wait: Duration::from_millis(200),
             notices: None,
         }
