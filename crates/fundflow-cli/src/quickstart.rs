@@ -270,6 +270,9 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
         "\nTry:\n  curl -s -H 'Authorization: Bearer {reviewer_token}' '{base}/v1/totals?scope=region&format=csv'"
     );
     println!("  curl -s {base}/metrics | grep fundflow_events");
+    println!(
+        "\nDashboard: open {base}/ in a browser and sign in with the reviewer token {reviewer_token}"
+    );
     if exit {
         return Ok(running.stop().await?);
     }

@@ -471,6 +471,7 @@ async fn assemble(
         },
         metrics,
         limits: config.limits,
+        sessions: Arc::default(),
     };
     let mut model = None;
     if mode.runs_projector() {

@@ -161,6 +161,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Request limits.
     pub limits: Limits,
+    /// The dashboard's signed-in sessions.
+    pub sessions: Arc<crate::pages::Sessions>,
 }
 
 /// The router of `app`.
@@ -175,6 +177,9 @@ pub fn router(app: App) -> Router {
         if served {
             router = router.route(route.path(), route.handler());
         }
+    }
+    if app.queries.is_some() {
+        router = router.merge(crate::pages::routes());
     }
     router
         .fallback(|| async { Problem::not_found("no such route; see /v1/openapi.json") })

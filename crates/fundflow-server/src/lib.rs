@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod nats_auth;
 pub mod nats_service;
+pub mod pages;
 pub mod problem;
 pub mod query;
 
