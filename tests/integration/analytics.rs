@@ -459,7 +459,7 @@ fn formatted(
 }
 
 /// Submits the scenario, reversals last, and waits for the fold.
-async fn load(server: &Server) {
+pub(crate) async fn load(server: &Server) {
     let t = &server.tokens;
     for flow in &FLOWS {
         let token = if flow.partner == "icshp" {
