@@ -84,7 +84,9 @@ impl Server {
             None => cmd.args(["--embedded"]),
         };
         let mut process = cmd.spawn();
-        process.wait_ready(Duration::from_secs(30)).await;
+        // Patience, not a timing: on a loaded 2-core runner, with every test binary starting its
+        // own servers at once, one start once took over 30 s to be ready.
+        process.wait_ready(Duration::from_secs(90)).await;
         Server {
             url: process.url().to_owned(),
             process,
