@@ -146,10 +146,125 @@ async fn a_reviewer_signs_in_and_the_overview_shows_the_apis_figures_for_the_yea
     let after = page(&server, "/", Some(&cookie)).await;
     assert_eq!(after.status(), StatusCode::SEE_OTHER, "the session ended");
 
-    // A partner's session does not open the programme's overview.
+    // A partner's session starts at its own flows and opens no page of the programme's, nor
+    // the API's totals.
     let partner = sign_in(&server, &t.icshp).await;
+    let start = page(&server, "/", Some(&partner)).await;
+    assert_eq!(start.status(), StatusCode::SEE_OTHER);
+    assert_eq!(start.headers()[LOCATION], "/flows");
+    for path in [
+        "/recipients",
+        "/partners",
+        "/in-kind",
+        "/rejections",
+        "/recipients/KEN",
+    ] {
+        let refused = page(&server, path, Some(&partner)).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            refused.headers().contains_key(CONTENT_SECURITY_POLICY),
+            "{path}"
+        );
+    }
     assert_eq!(
-        page(&server, "/", Some(&partner)).await.status(),
+        page(&server, "/v1/totals", Some(&partner)).await.status(),
         StatusCode::FORBIDDEN
     );
+    let own = page(&server, "/flows", Some(&partner)).await;
+    assert_eq!(own.status(), StatusCode::OK);
+    let own = own.text().await.unwrap();
+    assert!(
+        own.contains(r#"<span class="partner">icshp</span>"#),
+        "{own}"
+    );
+    assert!(
+        !own.contains(r#"<span class="partner">cabc</span>"#),
+        "{own}"
+    );
+    assert_eq!(
+        page(&server, "/flows?partner=cabc", Some(&partner))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_page_answers_a_reviewer_and_bad_filters_get_a_page_naming_the_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start("serve", dir.path(), &[], None).await;
+    load(&server).await;
+    let cookie = sign_in(&server, &server.tokens.reviewer).await;
+    for path in [
+        "/",
+        "/recipients",
+        "/recipients?region=014&from=2020-01-01&to=2020-12-31",
+        "/recipients/KEN",
+        "/pledges?status=open",
+        "/partners?partner=cabc",
+        "/in-kind",
+        "/flows?kind=&partner=&country=KE&status=all",
+        "/rejections",
+    ] {
+        let response = page(&server, path, Some(&cookie)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store", "{path}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains(r#"<html lang="en">"#), "{path}");
+        assert!(html.contains(r#"id="as-of-seq""#), "{path}");
+    }
+    for (path, status, says) in [
+        (
+            "/recipients?region=999",
+            StatusCode::NOT_FOUND,
+            "is not an M49 area code",
+        ),
+        ("/flows?from=2020-13-01", StatusCode::BAD_REQUEST, "from"),
+        ("/pledges?status=late", StatusCode::BAD_REQUEST, "status"),
+        ("/flows?colour=red", StatusCode::BAD_REQUEST, "colour"),
+        ("/rejections?cursor=x", StatusCode::BAD_REQUEST, "cursor"),
+    ] {
+        let response = page(&server, path, Some(&cookie)).await;
+        assert_eq!(response.status(), status, "{path}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains(says), "{path}: {html}");
+    }
+    // A reversal of nothing reaches the log and is rejected by the fold: the data-quality API
+    // and page list it with its code and field, newest first, a page at a time.
+    for target in ["nothing-1", "nothing-2"] {
+        let undo = serde_json::json!({"type": "event_reversed", "ref": format!("undo-{target}"),
+            "occurred_on": "2021-03-01", "reverses_ref": target, "reason": "typo"});
+        let (status, body) = server.submit(&server.tokens.cabc, &undo, true).await;
+        assert_eq!(status, 422, "{body}");
+    }
+    let (status, body) = server
+        .get("/v1/rejections?limit=1", Some(&server.tokens.reviewer))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let first = &body["rejections"][0];
+    assert_eq!(first["partner"], "cabc", "{body}");
+    assert_eq!(first["field"], "reverses_event_id", "{body}");
+    assert_eq!(first["code"], "reversal_target_unknown", "{body}");
+    let cursor = body["next_cursor"].as_str().unwrap().to_owned();
+    let (_, older) = server
+        .get(
+            &format!("/v1/rejections?limit=1&cursor={cursor}"),
+            Some(&server.tokens.reviewer),
+        )
+        .await;
+    assert_eq!(older["rejections"].as_array().unwrap().len(), 1, "{older}");
+    assert!(older["rejections"][0]["seq"].as_u64() < first["seq"].as_u64());
+    assert_eq!(older["next_cursor"], serde_json::Value::Null);
+    let html = page(&server, "/rejections", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        html.matches(r#"<code class="code">reversal_target_unknown</code>"#)
+            .count(),
+        2,
+        "{html}"
+    );
+    server.terminate().await;
 }

@@ -31,6 +31,7 @@ pub use event::{
 pub use intake::{Json, ReceivedEvent, parse_event};
 pub use reply::{
     CheckpointReply, EventOutcome, EventReply, InKindReply, PledgeLineReply, PledgeReply,
-    ProblemBody, Status, SubmitReply, SubmitResult, Summary, TotalsReply,
+    ProblemBody, RejectionItem, RejectionsReply, Status, SubmitReply, SubmitResult, Summary,
+    TotalsReply, rejections_csv,
 };
 pub use report::{ItemRow, RejectedRow, Report, TotalRow, item_rows, total_rows};

@@ -293,3 +293,50 @@ pub struct CheckpointReply {
     /// Records rejected.
     pub rejected: u64,
 }
+
+/// `GET /v1/rejections`: a page of the records the fold rejected, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionsReply {
+    /// The checkpoint the page is at.
+    pub as_of_seq: u64,
+    /// The page.
+    pub rejections: Vec<RejectionItem>,
+    /// The cursor of the next (older) page, `null` after the last.
+    pub next_cursor: Option<String>,
+}
+
+/// One rejected record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionItem {
+    /// Where it is in the log.
+    pub seq: u64,
+    /// The event id as given (`""` when the record could not be decoded).
+    pub event_id: String,
+    /// The partner as given (`""` when the record could not be decoded).
+    pub partner: String,
+    /// The rejection code.
+    pub code: String,
+    /// The field that broke the rule (`""` when the rule is of the whole record).
+    pub field: String,
+    /// The field and the rule, in one sentence.
+    pub message: String,
+}
+
+/// The rejections as CSV, one row each.
+pub fn rejections_csv(rejections: &[RejectionItem]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(["seq", "event_id", "partner", "code", "field", "message"])?;
+    for r in rejections {
+        writer.write_record([
+            r.seq.to_string().as_str(),
+            &r.event_id,
+            &r.partner,
+            &r.code,
+            &r.field,
+            &r.message,
+        ])?;
+    }
+    writer
+        .into_inner()
+        .map_err(|err| csv::Error::from(err.into_error()))
+}

@@ -6,17 +6,28 @@
 //! filters.
 
 mod chart;
+mod lists;
 mod overview;
 mod page;
+mod recipients;
+mod sums;
+mod tables;
 
 pub use chart::{Bar, BarChart};
+pub use lists::{FLOW_FILTERS, PLEDGE_FILTERS, flows, pledges, rejections};
 pub use overview::{OverviewInput, overview};
-pub use page::{Filters, PageContext, sign_in};
+pub use page::{Filter, Filters, KINDS, Page, PageContext, filter_bar, mixed, problem, sign_in};
+pub use recipients::{CountryInput, RECIPIENT_FILTERS, country, recipients};
+pub use tables::{PARTNER_FILTERS, in_kind, partners};
 
 /// The stylesheet every page links to, served at [`STYLESHEET_PATH`].
 pub const STYLESHEET: &str = include_str!("../assets/dashboard.css");
 /// Where the server serves [`STYLESHEET`].
 pub const STYLESHEET_PATH: &str = "/assets/dashboard.css";
+/// The pages' icon (an SVG), served at [`FAVICON_PATH`].
+pub const FAVICON: &str = include_str!("../assets/favicon.svg");
+/// Where the server serves [`FAVICON`].
+pub const FAVICON_PATH: &str = "/assets/favicon.svg";
 
 /// Why a page could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +46,12 @@ pub enum DashboardError {
         /// Which sum.
         what: &'static str,
     },
+    /// No such area or country: the client asked for a page that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A reply held what the API never returns: a bug in the server, never input.
+    #[error("the reply holds {0}, which the API never returns")]
+    Unexpected(String),
     /// A template failed to render.
     #[error("a page could not be rendered: {0}")]
     Render(#[from] askama::Error),

@@ -951,6 +951,29 @@ impl Snapshot<'_> {
         Ok(outcomes)
     }
 
+    /// Up to `limit` rejected records, newest first, all of them older than `before` (a seq)
+    /// when given: a page of the data-quality list, read backwards over the rejections' keys.
+    pub fn rejections(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RejectedEvent>, ProjectorError> {
+        let start = prefixed(prefix::REJECTION, &[]);
+        let end = prefixed(prefix::REJECTION, &before.unwrap_or(u64::MAX).to_be_bytes());
+        let mut rejections = Vec::new();
+        for entry in self.tree.range(start..end).rev().take(limit) {
+            let (key, value) =
+                entry.map_err(|e| ProjectorError::storage("cannot read the rejections", e))?;
+            let seq = key
+                .get(1..1 + SEQ_BYTES)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| unreadable("rejection key"))?;
+            rejections.push(decode_rejection(seq, &value).ok_or_else(|| unreadable("rejection"))?);
+        }
+        Ok(rejections)
+    }
+
     /// Everything in the model as a [`ModelState`] (see [`ReadModel::state`]).
     pub fn state(&self) -> Result<ModelState, ProjectorError> {
         let mut state = self.totals()?;

@@ -472,6 +472,7 @@ async fn assemble(
         metrics,
         limits: config.limits,
         sessions: Arc::default(),
+        overviews: Arc::default(),
     };
     let mut model = None;
     if mode.runs_projector() {

@@ -26,7 +26,9 @@ use crate::access::{AccessControl, Principal, Role};
 use crate::csv_import::{self, CsvError};
 use crate::gateway::{Gateway, Input, Refusal, SubmitError, Submitted, Verdict};
 use crate::problem::Problem;
-use crate::query::{FlowsParams, PledgesParams, Queries, QueryError, SummaryParams, TotalsFilter};
+use crate::query::{
+    FlowsParams, PledgesParams, Queries, QueryError, RejectionsParams, SummaryParams, TotalsFilter,
+};
 
 /// A service's typed error, on its way to becoming a problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,6 +165,8 @@ pub struct App {
     pub limits: Limits,
     /// The dashboard's signed-in sessions.
     pub sessions: Arc<crate::pages::Sessions>,
+    /// The dashboard's last overviews, by checkpoint and period.
+    pub overviews: Arc<crate::pages::OverviewCache>,
 }
 
 /// The router of `app`.
@@ -217,6 +221,8 @@ pub enum Route {
     Pledges,
     /// `GET /v1/summary`.
     Summary,
+    /// `GET /v1/rejections`.
+    Rejections,
 }
 
 /// Which part of a process a route needs (a `gateway` has no queries, a `project` no
@@ -229,7 +235,7 @@ enum Needs {
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 13] = [
+    pub const ALL: [Route; 14] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -243,6 +249,7 @@ impl Route {
         Route::Flows,
         Route::Pledges,
         Route::Summary,
+        Route::Rejections,
     ];
 
     /// Its HTTP method.
@@ -269,6 +276,7 @@ impl Route {
             Route::Flows => "/v1/flows",
             Route::Pledges => "/v1/pledges",
             Route::Summary => "/v1/summary",
+            Route::Rejections => "/v1/rejections",
         }
     }
 
@@ -283,7 +291,8 @@ impl Route {
             | Route::Checkpoint
             | Route::Flows
             | Route::Pledges
-            | Route::Summary => Needs::Queries,
+            | Route::Summary
+            | Route::Rejections => Needs::Queries,
         }
     }
 
@@ -302,6 +311,7 @@ impl Route {
             Route::Flows => get(flows),
             Route::Pledges => get(pledges),
             Route::Summary => get(summary),
+            Route::Rejections => get(rejections),
         }
     }
 }
@@ -331,7 +341,20 @@ async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-fn authenticate<'a>(app: &'a App, headers: &HeaderMap) -> Result<&'a Principal, Problem> {
+/// The principal of a read: a bearer token, else a dashboard session (so that a page's CSV
+/// links work in the browser that shows it; the session cookie is SameSite=Strict, and reads
+/// change nothing).
+fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
+    if headers.get(header::AUTHORIZATION).is_none()
+        && let Some(principal) = crate::pages::signed_in(app, headers)
+    {
+        return Ok(principal);
+    }
+    bearer(app, headers).cloned()
+}
+
+/// The principal of a bearer token: the only way to submit.
+fn bearer<'a>(app: &'a App, headers: &HeaderMap) -> Result<&'a Principal, Problem> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -505,7 +528,7 @@ async fn submit_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let principal = authenticate(app, headers)?;
+    let principal = bearer(app, headers)?;
     require(principal, &[Role::Partner], "submit events")?;
     // The access config gives every partner an id; a partner principal without one is a bug.
     let Some(partner_id) = principal.partner_id.clone() else {
@@ -662,7 +685,7 @@ async fn totals(
     headers: HeaderMap,
     filter: Result<Query<TotalsFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let principal = authenticate(&app, &headers)?;
+    let principal = &authenticate(&app, &headers)?;
     require(principal, &[Role::Reviewer, Role::Auditor], "read totals")?;
     let Query(filter) = filter.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
     let csv = wants_csv(filter.format.as_deref())?;
@@ -696,7 +719,7 @@ async fn flows(
     headers: HeaderMap,
     params: Result<Query<FlowsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let principal = authenticate(&app, &headers)?;
+    let principal = &authenticate(&app, &headers)?;
     let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
     let csv = wants_csv(params.format.as_deref())?;
     let own = own_partner(principal, params.partner.as_deref())?;
@@ -717,7 +740,7 @@ async fn pledges(
     headers: HeaderMap,
     params: Result<Query<PledgesParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let principal = authenticate(&app, &headers)?;
+    let principal = &authenticate(&app, &headers)?;
     let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
     let csv = wants_csv(params.format.as_deref())?;
     let own = own_partner(principal, params.partner.as_deref())?;
@@ -738,7 +761,7 @@ async fn summary(
     headers: HeaderMap,
     params: Result<Query<SummaryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let principal = authenticate(&app, &headers)?;
+    let principal = &authenticate(&app, &headers)?;
     require(
         principal,
         &[Role::Reviewer, Role::Auditor],
@@ -749,6 +772,31 @@ async fn summary(
         .summary(params.from.as_deref(), params.to.as_deref())
         .await?;
     Ok(axum::Json(reply).into_response())
+}
+
+async fn rejections(
+    State(app): State<App>,
+    headers: HeaderMap,
+    params: Result<Query<RejectionsParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let principal = &authenticate(&app, &headers)?;
+    require(
+        principal,
+        &[Role::Reviewer, Role::Auditor],
+        "read the rejected events",
+    )?;
+    let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
+    let csv = wants_csv(params.format.as_deref())?;
+    let reply = queries(&app)?.rejections(&params).await?;
+    if !csv {
+        return Ok(axum::Json(reply).into_response());
+    }
+    csv_response(
+        fundflow_api::rejections_csv(&reply.rejections),
+        reply.as_of_seq,
+        None,
+        reply.next_cursor.as_deref(),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -762,7 +810,7 @@ async fn in_kind(
     headers: HeaderMap,
     params: Result<Query<ScopeParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let principal = authenticate(&app, &headers)?;
+    let principal = &authenticate(&app, &headers)?;
     require(
         principal,
         &[Role::Reviewer, Role::Auditor],
@@ -785,7 +833,7 @@ async fn pledge(
     Path(pledge_id): Path<String>,
     params: Result<Query<PartnerParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let principal = authenticate(&app, &headers)?;
+    let principal = &authenticate(&app, &headers)?;
     let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
     let partner = partner_scope(principal, params.partner.as_deref())?;
     let reply = queries(&app)?.pledge(&partner, &pledge_id).await?;
@@ -798,7 +846,7 @@ async fn event(
     Path(event_id): Path<String>,
     params: Result<Query<PartnerParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let principal = authenticate(&app, &headers)?;
+    let principal = &authenticate(&app, &headers)?;
     let Query(params) = params.map_err(|e| Problem::bad_query("invalid_query", e.body_text()))?;
     let partner = partner_scope(principal, params.partner.as_deref())?;
     let reply = queries(&app)?.event(&partner, &event_id).await?;
@@ -806,7 +854,7 @@ async fn event(
 }
 
 async fn checkpoint(State(app): State<App>, headers: HeaderMap) -> Result<Response, Problem> {
-    let principal = authenticate(&app, &headers)?;
+    let principal = &authenticate(&app, &headers)?;
     require(principal, &[Role::Auditor], "read checkpoints")?;
     let reply = queries(&app)?.checkpoint().await?;
     Ok(axum::Json(reply).into_response())

@@ -3,26 +3,26 @@
 //! queries the API runs. Every page and asset is sent with a Content-Security-Policy that allows
 //! only fundflow's own assets and with caching forbidden to shared caches.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cookie::time::Duration as CookieDuration;
 
 use axum::Router;
-use axum::extract::{Form, Query, Request, State};
+use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use fundflow_api::TotalsParams;
-use fundflow_dashboard::{Filters, OverviewInput, PageContext};
+use fundflow_dashboard::{CountryInput, DashboardError, Filters, OverviewInput, Page, PageContext};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::access::{Principal, Role};
 use crate::http::App;
-use crate::query::QueryError;
+use crate::query::{FlowsParams, PledgesParams, Queries, QueryError, RejectionsParams};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "fundflow_session";
@@ -90,9 +90,17 @@ impl Sessions {
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/", get(overview))
+        .route("/recipients", get(recipients))
+        .route("/recipients/{alpha3}", get(country))
+        .route("/pledges", get(pledges))
+        .route("/partners", get(partners))
+        .route("/in-kind", get(in_kind))
+        .route("/flows", get(flows))
+        .route("/rejections", get(rejections))
         .route("/sign-in", get(sign_in_form).post(sign_in))
         .route("/sign-out", axum::routing::post(sign_out))
         .route(fundflow_dashboard::STYLESHEET_PATH, get(stylesheet))
+        .route(fundflow_dashboard::FAVICON_PATH, get(favicon))
         .layer(middleware::from_fn(page_headers))
 }
 
@@ -130,6 +138,17 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        fundflow_dashboard::FAVICON,
+    )
+        .into_response()
+}
+
 fn session_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -141,8 +160,9 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .map(|c| c.value().to_owned())
 }
 
-/// The signed-in principal, if any (a page without one redirects to sign-in).
-fn signed_in(app: &App, headers: &HeaderMap) -> Option<Principal> {
+/// The signed-in principal, if any (a page without one redirects to sign-in; the API's read
+/// routes take a session too, so that a page's CSV links work in the browser that shows it).
+pub(crate) fn signed_in(app: &App, headers: &HeaderMap) -> Option<Principal> {
     session_id(headers).and_then(|id| app.sessions.principal(&id))
 }
 
@@ -228,30 +248,48 @@ async fn sign_out(State(app): State<App>, headers: HeaderMap) -> Response {
     response
 }
 
-fn html(status: StatusCode, page: Result<String, fundflow_dashboard::DashboardError>) -> Response {
+fn html(status: StatusCode, page: Result<String, DashboardError>) -> Response {
     match page {
         Ok(page) => (status, Html(page)).into_response(),
+        Err(DashboardError::NotFound(detail)) => {
+            problem(StatusCode::NOT_FOUND, "Not found", &detail)
+        }
         Err(err) => {
             tracing::error!(%err, "a page failed to render");
-            (
+            problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "the page could not be rendered; the server's log says why",
+                "This page could not be drawn",
+                "the server's log says why",
             )
-                .into_response()
         }
     }
 }
 
-/// A page for an error: the rule broken, or why the data cannot be read now.
-fn query_failed(err: QueryError) -> Response {
-    let status = match err {
-        QueryError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
-        QueryError::NotFound(_) => StatusCode::NOT_FOUND,
-        QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    (status, err.to_string()).into_response()
+/// A page that says why there is no page.
+fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
+    match fundflow_dashboard::problem(title, detail) {
+        Ok(page) => (status, Html(page)).into_response(),
+        Err(err) => {
+            tracing::error!(%err, "the problem page failed to render");
+            (status, detail.to_owned()).into_response()
+        }
+    }
 }
 
+/// A page for a failed query: the parameter and its rule, or why the data cannot be read now.
+fn query_failed(err: QueryError) -> Response {
+    let (status, title) = match err {
+        QueryError::InvalidFilter { .. } => (StatusCode::BAD_REQUEST, "A filter is not valid"),
+        QueryError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+        QueryError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The figures cannot be read now",
+        ),
+    };
+    problem(status, title, &err.to_string())
+}
+
+/// The overview's parameters.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PeriodParams {
@@ -259,19 +297,163 @@ struct PeriodParams {
     to: Option<String>,
 }
 
-fn context(
-    principal: &Principal,
-    filters: Filters,
-    as_of_seq: u64,
-    digest: Option<String>,
-) -> PageContext {
-    PageContext {
-        who: principal.name.clone(),
-        role: principal.role.as_str().to_owned(),
-        as_of_seq,
-        model_digest: digest,
-        filters,
+/// Every page's parameters, under the API's names. A GET form sends its empty controls as
+/// empty values: they mean "no filter".
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PageParams {
+    from: Option<String>,
+    to: Option<String>,
+    kind: Option<String>,
+    currency: Option<String>,
+    partner: Option<String>,
+    grant: Option<String>,
+    country: Option<String>,
+    region: Option<String>,
+    status: Option<String>,
+    cursor: Option<String>,
+}
+
+fn set(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+impl PageParams {
+    fn filters(&self) -> Filters {
+        Filters {
+            from: set(&self.from),
+            to: set(&self.to),
+            kind: set(&self.kind),
+            currency: set(&self.currency),
+            partner: set(&self.partner),
+            grant: set(&self.grant),
+            country: set(&self.country),
+            region: set(&self.region),
+        }
     }
+
+    fn totals(&self, scope: Option<&str>, group_by: Option<&str>) -> TotalsParams {
+        let f = self.filters();
+        TotalsParams {
+            scope: scope.map(str::to_owned),
+            group_by: group_by.map(str::to_owned),
+            kind: f.kind,
+            currency: f.currency,
+            partner: f.partner,
+            grant: f.grant,
+            from: f.from,
+            to: f.to,
+            ..TotalsParams::default()
+        }
+    }
+}
+
+/// Who may see a page, with what: the signed-in principal, the page's parameters (a partner's
+/// own id put in as its partner filter) and the queries.
+struct Visit {
+    principal: Principal,
+    params: PageParams,
+    queries: Queries,
+}
+
+fn visit(
+    app: &App,
+    headers: &HeaderMap,
+    page: Page,
+    params: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Visit, Box<Response>> {
+    let Some(principal) = signed_in(app, headers) else {
+        return Err(Box::new(Redirect::to("/sign-in").into_response()));
+    };
+    let partner_page = page.for_partners();
+    if principal.role == Role::Partner && !partner_page {
+        return Err(Box::new(problem(
+            StatusCode::FORBIDDEN,
+            "Not for partners",
+            "this page is for reviewers and auditors; a partner sees its own flows and pledges",
+        )));
+    }
+    let mut params = match params {
+        Ok(Query(params)) => params,
+        Err(err) => {
+            return Err(Box::new(problem(
+                StatusCode::BAD_REQUEST,
+                "A filter is not valid",
+                &err.body_text(),
+            )));
+        }
+    };
+    if let Some(own) = &principal.partner_id {
+        match set(&params.partner) {
+            Some(asked) if &asked != own => {
+                return Err(Box::new(problem(
+                    StatusCode::FORBIDDEN,
+                    "Not yours",
+                    "partner: a partner may read only its own flows and pledges",
+                )));
+            }
+            _ => params.partner = Some(own.clone()),
+        }
+    }
+    let Some(queries) = app.queries.clone() else {
+        return Err(Box::new(problem(
+            StatusCode::NOT_FOUND,
+            "No figures here",
+            "this process serves no queries",
+        )));
+    };
+    Ok(Visit {
+        principal,
+        params,
+        queries,
+    })
+}
+
+impl Visit {
+    async fn context(&self, page: Page, as_of_seq: u64, digest: Option<String>) -> PageContext {
+        self.context_of(page, &[as_of_seq], digest).await
+    }
+
+    /// The frame of a page drawn from replies at `seqs` (the first is the page's checkpoint).
+    async fn context_of(&self, page: Page, seqs: &[u64], digest: Option<String>) -> PageContext {
+        let as_of_seq = seqs.first().copied().unwrap_or_default();
+        let model_digest = match digest {
+            Some(digest) => Some(digest),
+            // A busy projector leaves it uncomputed; the page says so.
+            None => self.queries.model_digest(as_of_seq).await.ok().flatten(),
+        };
+        let mut filters = self.params.filters();
+        if self.principal.role == Role::Partner {
+            // Its own id is implied, not a filter it chose.
+            filters.partner = None;
+        }
+        PageContext {
+            who: self.principal.name.clone(),
+            role: self.principal.role.as_str().to_owned(),
+            page,
+            as_of_seq,
+            model_digest,
+            filters,
+            mixed_seqs: fundflow_dashboard::mixed(seqs),
+        }
+    }
+
+    fn own(&self) -> Option<&str> {
+        self.principal.partner_id.as_deref()
+    }
+}
+
+macro_rules! try_query {
+    ($query:expr) => {
+        match $query.await {
+            Ok(reply) => reply,
+            Err(err) => return query_failed(err),
+        }
+    };
 }
 
 async fn overview(
@@ -282,86 +464,374 @@ async fn overview(
     let Some(principal) = signed_in(&app, &headers) else {
         return Redirect::to("/sign-in").into_response();
     };
-    if !matches!(principal.role, Role::Reviewer | Role::Auditor) {
-        return (
-            StatusCode::FORBIDDEN,
-            "the overview is for reviewers and auditors; a partner reads its own flows and pledges through the API",
-        )
-            .into_response();
+    if principal.role == Role::Partner {
+        return Redirect::to(Page::Flows.path()).into_response();
     }
     let Ok(Query(params)) = params else {
-        return (
+        return problem(
             StatusCode::BAD_REQUEST,
+            "A filter is not valid",
             "only from and to filter the overview",
-        )
-            .into_response();
+        );
     };
     let Some(queries) = app.queries.as_ref() else {
-        return (StatusCode::NOT_FOUND, "this process serves no queries").into_response();
+        return problem(
+            StatusCode::NOT_FOUND,
+            "No figures here",
+            "this process serves no queries",
+        );
     };
-    let totals = |scope: &str,
-                  group_by: Option<&str>,
-                  from: &Option<String>,
-                  to: &Option<String>| TotalsParams {
-        scope: Some(scope.to_owned()),
-        group_by: group_by.map(str::to_owned),
-        from: from.clone(),
-        to: to.clone(),
-        ..TotalsParams::default()
-    };
-    // The years with data, for the picker and the default period (the latest year).
-    let years = match queries
-        .totals_grouped(&totals("global", Some("year"), &None, &None))
-        .await
-    {
-        Ok((reply, _)) => {
-            let mut years: Vec<String> = reply.rows.into_iter().filter_map(|r| r.year).collect();
-            years.sort_unstable_by(|a, b| b.cmp(a));
-            years.dedup();
-            years
-        }
+    let read = match overview_read(&app, queries, set(&params.from), set(&params.to)).await {
+        Ok(read) => read,
         Err(err) => return query_failed(err),
     };
-    let (from, to) = match (params.from, params.to, years.first()) {
+    let [by_month, by_country, by_partner] = read.totals.as_slice() else {
+        unreachable!("three totals queries were run")
+    };
+    let seqs = [
+        by_month.as_of_seq,
+        read.summary.as_of_seq,
+        by_country.as_of_seq,
+        by_partner.as_of_seq,
+        read.years_seq,
+    ];
+    let ctx = PageContext {
+        who: principal.name.clone(),
+        role: principal.role.as_str().to_owned(),
+        page: Page::Overview,
+        as_of_seq: by_month.as_of_seq,
+        model_digest: by_month.model_digest.clone(),
+        filters: Filters {
+            from: read.from.clone(),
+            to: read.to.clone(),
+            ..Filters::default()
+        },
+        mixed_seqs: fundflow_dashboard::mixed(&seqs),
+    };
+    let input = OverviewInput {
+        summary: &read.summary,
+        by_month,
+        by_country,
+        by_partner,
+        years: &read.years,
+    };
+    html(StatusCode::OK, fundflow_dashboard::overview(&ctx, &input))
+}
+
+/// How often a page of several queries is read again when events arrived between them, before
+/// it is shown with its seqs (`PageContext::mixed_seqs`).
+const READ_ATTEMPTS: usize = 3;
+
+/// How many overviews (checkpoint and period) are kept.
+const OVERVIEWS_KEPT: usize = 32;
+
+/// The replies an overview is drawn from, all at one checkpoint when `consistent`.
+pub(crate) struct OverviewRead {
+    years: Vec<String>,
+    years_seq: u64,
+    from: Option<String>,
+    to: Option<String>,
+    summary: fundflow_api::SummaryReply,
+    totals: Vec<fundflow_api::TotalsReply>,
+}
+
+impl OverviewRead {
+    fn seq(&self) -> Option<u64> {
+        let seq = self.summary.as_of_seq;
+        (self.years_seq == seq && self.totals.iter().all(|t| t.as_of_seq == seq)).then_some(seq)
+    }
+}
+
+/// What an overview is kept under: its checkpoint seq and the `from` and `to` asked.
+type OverviewKey = (u64, Option<String>, Option<String>);
+
+/// The last overviews read, by (checkpoint seq, asked `from`, asked `to`). The overview is the
+/// page every reviewer opens first and its five queries are the dashboard's dearest; a
+/// checkpoint's figures never change, so the same question at the same checkpoint is
+/// answered from here, and a new checkpoint is a miss.
+#[derive(Default)]
+pub struct OverviewCache {
+    entries: Mutex<VecDeque<(OverviewKey, Arc<OverviewRead>)>>,
+}
+
+impl OverviewCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(OverviewKey, Arc<OverviewRead>)>> {
+        // Each change is one call on the deque: a poisoned lock still holds a whole deque.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The overview's replies for the asked period (the latest year's when neither end is given),
+/// from the cache at the current checkpoint, else read (again, up to [`READ_ATTEMPTS`] times,
+/// while events arrive between the queries).
+async fn overview_read(
+    app: &App,
+    queries: &Queries,
+    from: Option<String>,
+    to: Option<String>,
+) -> Result<Arc<OverviewRead>, QueryError> {
+    let now = queries
+        .model()
+        .checkpoint()
+        .map_err(|err| QueryError::Unavailable(format!("the read model cannot be read: {err}")))?
+        .map_or(0, |c| c.last_seq);
+    let key = (now, from.clone(), to.clone());
+    if let Some((_, read)) = app.overviews.lock().iter().find(|(k, _)| *k == key) {
+        return Ok(read.clone());
+    }
+    let mut attempt = 0;
+    let read = loop {
+        let read = read_overview(queries, from.clone(), to.clone()).await?;
+        attempt += 1;
+        if read.seq().is_some() || attempt == READ_ATTEMPTS {
+            break Arc::new(read);
+        }
+    };
+    if let Some(seq) = read.seq() {
+        let mut entries = app.overviews.lock();
+        entries.push_back(((seq, from, to), read.clone()));
+        while entries.len() > OVERVIEWS_KEPT {
+            entries.pop_front();
+        }
+    }
+    Ok(read)
+}
+
+/// The overview's queries: the years with data (for the picker and the default period), the
+/// summary, then totals by month, country and partner.
+async fn read_overview(
+    queries: &Queries,
+    from: Option<String>,
+    to: Option<String>,
+) -> Result<OverviewRead, QueryError> {
+    let totals =
+        |scope: &str, group_by: &str, from: &Option<String>, to: &Option<String>| TotalsParams {
+            scope: Some(scope.to_owned()),
+            group_by: (!group_by.is_empty()).then(|| group_by.to_owned()),
+            from: from.clone(),
+            to: to.clone(),
+            ..TotalsParams::default()
+        };
+    let by_year = queries
+        .totals(&totals("global", "year", &None, &None))
+        .await?;
+    let mut years: Vec<String> = by_year.rows.into_iter().filter_map(|r| r.year).collect();
+    years.sort_unstable_by(|a, b| b.cmp(a));
+    years.dedup();
+    let (from, to) = match (from, to, years.first()) {
         (None, None, Some(latest)) => (
             Some(format!("{latest}-01-01")),
             Some(format!("{latest}-12-31")),
         ),
         (from, to, _) => (from, to),
     };
-    let summary = match queries.summary(from.as_deref(), to.as_deref()).await {
-        Ok(reply) => reply,
-        Err(err) => return query_failed(err),
-    };
+    let summary = queries.summary(from.as_deref(), to.as_deref()).await?;
     let mut replies = Vec::with_capacity(3);
-    for (scope, group_by) in [
-        ("global", Some("month")),
-        ("country", None),
-        ("global", Some("partner")),
-    ] {
-        match queries
-            .totals_grouped(&totals(scope, group_by, &from, &to))
-            .await
-        {
-            Ok((reply, _)) => replies.push(reply),
-            Err(err) => return query_failed(err),
-        }
+    for (scope, group_by) in [("global", "month"), ("country", ""), ("global", "partner")] {
+        replies.push(queries.totals(&totals(scope, group_by, &from, &to)).await?);
     }
-    let [by_month, by_country, by_partner] = replies.as_slice() else {
-        unreachable!("three queries were run")
+    Ok(OverviewRead {
+        years,
+        years_seq: by_year.as_of_seq,
+        from,
+        to,
+        summary,
+        totals: replies,
+    })
+}
+
+type PageQuery = Result<Query<PageParams>, axum::extract::rejection::QueryRejection>;
+
+async fn recipients(State(app): State<App>, headers: HeaderMap, params: PageQuery) -> Response {
+    let visit = match visit(&app, &headers, Page::Recipients, params) {
+        Ok(visit) => visit,
+        Err(response) => return *response,
     };
-    let ctx = context(
-        &principal,
-        Filters { from, to },
-        by_month.as_of_seq,
-        by_month.model_digest.clone(),
+    let area = set(&visit.params.region).unwrap_or_else(|| "001".to_owned());
+    // Every scope at once: the area, its parts and the countries in one reply.
+    let reply = try_query!(visit.queries.totals(&visit.params.totals(None, None)));
+    let ctx = visit
+        .context(
+            Page::Recipients,
+            reply.as_of_seq,
+            reply.model_digest.clone(),
+        )
+        .await;
+    html(
+        StatusCode::OK,
+        fundflow_dashboard::recipients(&ctx, &area, &reply),
+    )
+}
+
+async fn country(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(alpha3): Path<String>,
+    params: PageQuery,
+) -> Response {
+    let visit = match visit(&app, &headers, Page::Recipients, params) {
+        Ok(visit) => visit,
+        Err(response) => return *response,
+    };
+    let mut attempt = 0;
+    let (totals, in_kind, flows) = loop {
+        let read = async {
+            let mut totals = visit.params.totals(Some("country"), None);
+            totals.key = Some(alpha3.clone());
+            let totals = visit.queries.totals(&totals).await?;
+            let in_kind = visit.queries.in_kind(Some("country")).await?;
+            let f = visit.params.filters();
+            let flows = FlowsParams {
+                country: Some(alpha3.clone()),
+                partner: f.partner,
+                grant: f.grant,
+                from: f.from,
+                to: f.to,
+                limit: Some("50".to_owned()),
+                ..FlowsParams::default()
+            };
+            let flows = visit.queries.flows(&flows, None).await?;
+            Ok::<_, QueryError>((totals, in_kind, flows))
+        };
+        let (totals, in_kind, flows) = match read.await {
+            Ok(replies) => replies,
+            Err(err) => return query_failed(err),
+        };
+        attempt += 1;
+        let one = in_kind.as_of_seq == totals.as_of_seq && flows.as_of_seq == totals.as_of_seq;
+        if one || attempt == READ_ATTEMPTS {
+            break (totals, in_kind, flows);
+        }
+    };
+    let seqs = [totals.as_of_seq, in_kind.as_of_seq, flows.as_of_seq];
+    let ctx = visit
+        .context_of(Page::Recipients, &seqs, totals.model_digest.clone())
+        .await;
+    let input = CountryInput {
+        totals: &totals,
+        in_kind: &in_kind,
+        flows: &flows,
+    };
+    html(
+        StatusCode::OK,
+        fundflow_dashboard::country(&ctx, &alpha3, &input),
+    )
+}
+
+async fn pledges(State(app): State<App>, headers: HeaderMap, params: PageQuery) -> Response {
+    let visit = match visit(&app, &headers, Page::Pledges, params) {
+        Ok(visit) => visit,
+        Err(response) => return *response,
+    };
+    let f = visit.params.filters();
+    let status = set(&visit.params.status).unwrap_or_else(|| "all".to_owned());
+    let query = PledgesParams {
+        partner: f.partner,
+        grant: f.grant,
+        from: f.from,
+        to: f.to,
+        status: Some(status.clone()),
+        cursor: set(&visit.params.cursor),
+        ..PledgesParams::default()
+    };
+    let reply = try_query!(visit.queries.pledges(&query, visit.own()));
+    let ctx = visit.context(Page::Pledges, reply.as_of_seq, None).await;
+    html(
+        StatusCode::OK,
+        fundflow_dashboard::pledges(&ctx, &status, &reply),
+    )
+}
+
+async fn partners(State(app): State<App>, headers: HeaderMap, params: PageQuery) -> Response {
+    let visit = match visit(&app, &headers, Page::Partners, params) {
+        Ok(visit) => visit,
+        Err(response) => return *response,
+    };
+    let reply = try_query!(
+        visit
+            .queries
+            .totals(&visit.params.totals(Some("global"), Some("partner,year")))
     );
-    let input = OverviewInput {
-        summary: &summary,
-        by_month,
-        by_country,
-        by_partner,
-        years: &years,
+    let ctx = visit
+        .context(Page::Partners, reply.as_of_seq, reply.model_digest.clone())
+        .await;
+    html(StatusCode::OK, fundflow_dashboard::partners(&ctx, &reply))
+}
+
+async fn in_kind(State(app): State<App>, headers: HeaderMap, params: PageQuery) -> Response {
+    let visit = match visit(&app, &headers, Page::InKind, params) {
+        Ok(visit) => visit,
+        Err(response) => return *response,
     };
-    html(StatusCode::OK, fundflow_dashboard::overview(&ctx, &input))
+    let f = visit.params.filters();
+    let totals = TotalsParams {
+        scope: Some("country".to_owned()),
+        kind: Some("in_kind".to_owned()),
+        from: f.from,
+        to: f.to,
+        ..TotalsParams::default()
+    };
+    let mut attempt = 0;
+    let (items, totals) = loop {
+        let items = try_query!(visit.queries.in_kind(Some("country")));
+        let totals = try_query!(visit.queries.totals(&totals));
+        attempt += 1;
+        if items.as_of_seq == totals.as_of_seq || attempt == READ_ATTEMPTS {
+            break (items, totals);
+        }
+    };
+    let ctx = visit
+        .context_of(
+            Page::InKind,
+            &[totals.as_of_seq, items.as_of_seq],
+            totals.model_digest.clone(),
+        )
+        .await;
+    html(
+        StatusCode::OK,
+        fundflow_dashboard::in_kind(&ctx, &items, &totals),
+    )
+}
+
+async fn flows(State(app): State<App>, headers: HeaderMap, params: PageQuery) -> Response {
+    let visit = match visit(&app, &headers, Page::Flows, params) {
+        Ok(visit) => visit,
+        Err(response) => return *response,
+    };
+    let f = visit.params.filters();
+    let status = set(&visit.params.status).unwrap_or_else(|| "applied".to_owned());
+    let query = FlowsParams {
+        kind: f.kind,
+        partner: f.partner,
+        country: f.country,
+        region: f.region,
+        grant: f.grant,
+        from: f.from,
+        to: f.to,
+        status: Some(status.clone()),
+        cursor: set(&visit.params.cursor),
+        ..FlowsParams::default()
+    };
+    let reply = try_query!(visit.queries.flows(&query, visit.own()));
+    let ctx = visit.context(Page::Flows, reply.as_of_seq, None).await;
+    html(
+        StatusCode::OK,
+        fundflow_dashboard::flows(&ctx, &status, &reply),
+    )
+}
+
+async fn rejections(State(app): State<App>, headers: HeaderMap, params: PageQuery) -> Response {
+    let visit = match visit(&app, &headers, Page::Rejections, params) {
+        Ok(visit) => visit,
+        Err(response) => return *response,
+    };
+    let query = RejectionsParams {
+        cursor: set(&visit.params.cursor),
+        ..RejectionsParams::default()
+    };
+    let reply = try_query!(visit.queries.rejections(&query));
+    let ctx = visit.context(Page::Rejections, reply.as_of_seq, None).await;
+    html(StatusCode::OK, fundflow_dashboard::rejections(&ctx, &reply))
 }

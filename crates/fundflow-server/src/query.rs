@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use fundflow_api::{
     CheckpointReply, Dimension, EventObject, EventOutcome, EventReply, FlowAllocation, FlowItem,
     FlowsCursor, FlowsReply, InKindReply, ItemQuantity, Period, Periods, PledgeLineReply,
-    PledgeReply, PledgesCursor, PledgesReply, QueryParamError, SummaryQuery, SummaryReply,
-    TotalsParams, TotalsQuery, TotalsReply, item_rows, parse_limit, total_rows,
+    PledgeReply, PledgesCursor, PledgesReply, QueryParamError, RejectionItem, RejectionsReply,
+    SummaryQuery, SummaryReply, TotalsParams, TotalsQuery, TotalsReply, item_rows, parse_limit,
+    total_rows,
 };
 use fundflow_domain::money::format_at_scale;
 use fundflow_domain::{CellLevel, ModelState, Node, Scope, TotalKind};
@@ -131,6 +132,18 @@ pub struct PledgesParams {
     pub format: Option<String>,
 }
 
+/// The query of `GET /v1/rejections`.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectionsParams {
+    /// Rejections per page, 1 to 1,000 (default 100).
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
 /// The query of `GET /v1/summary`.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,7 +244,7 @@ impl Queries {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn model_digest(&self, seq: u64) -> Result<Option<String>, QueryError> {
+    pub(crate) async fn model_digest(&self, seq: u64) -> Result<Option<String>, QueryError> {
         // The lock is held only to look and to store, never across the scan: requests at a
         // seq already digested are answered at once while another computes a newer one.
         if let Some((at, digest)) = &*self.cached_digest()
@@ -381,6 +394,59 @@ impl Queries {
                 let seq = snapshot.checkpoint().map_err(unavailable)?.last_seq;
                 fundflow_api::summary(cells, quantities, outcomes, &query, seq)
                     .map_err(|err| QueryError::Unavailable(err.to_string()))
+            })
+        })
+        .await
+        .map_err(join_failed)?
+    }
+
+    /// `GET /v1/rejections`: a page of the rejected records, newest first, from one snapshot.
+    /// The cursor is the seq the next page starts below; rejections are only ever added at
+    /// higher seqs, so later pages neither repeat nor miss one.
+    pub async fn rejections(
+        &self,
+        params: &RejectionsParams,
+    ) -> Result<RejectionsReply, QueryError> {
+        let limit = parse_limit(params.limit.as_deref())?;
+        let before = params
+            .cursor
+            .as_deref()
+            .map(|text| {
+                text.parse::<u64>().map_err(|_| QueryError::InvalidFilter {
+                    code: "invalid_cursor",
+                    parameter: "cursor",
+                    detail: format!("cursor: {text:?} is not a cursor this route returned"),
+                })
+            })
+            .transpose()?;
+        let model = self.model.clone();
+        tokio::task::spawn_blocking(move || {
+            model.read(|snapshot| {
+                // One more than a page tells whether there is a next one.
+                let mut rejected = snapshot
+                    .rejections(before, limit + 1)
+                    .map_err(unavailable)?;
+                let more = rejected.len() > limit;
+                rejected.truncate(limit);
+                let checkpoint = snapshot.checkpoint().map_err(unavailable)?;
+                let next_cursor = more
+                    .then(|| rejected.last().map(|r| r.seq.to_string()))
+                    .flatten();
+                Ok(RejectionsReply {
+                    as_of_seq: checkpoint.last_seq,
+                    rejections: rejected
+                        .into_iter()
+                        .map(|r| RejectionItem {
+                            seq: r.seq,
+                            event_id: r.event_id,
+                            partner: r.partner_id,
+                            code: r.rejection.code.as_str().to_owned(),
+                            field: r.rejection.field,
+                            message: r.rejection.message,
+                        })
+                        .collect(),
+                    next_cursor,
+                })
             })
         })
         .await
