@@ -6,6 +6,7 @@
 
 mod analytics;
 mod audit;
+mod browser;
 mod dashboard;
 mod helpers;
 mod nats;
