@@ -10,8 +10,12 @@ use crate::DashboardError;
 
 /// The length of the longest bar, in pixels.
 const BAR_SPACE: u32 = 360;
-/// Where bars start, after their labels.
+/// Where bars start at the least, after their labels; longer labels push them right.
 const LABEL_WIDTH: u32 = 150;
+/// Where bars start at the most: a longer label is cut off by the chart's edge, not the bar.
+const LABEL_WIDTH_MAX: u32 = 320;
+/// The width of a label's character at the chart's 12 px font, generously.
+const CHAR_WIDTH: u32 = 7;
 /// The height of one bar and its gap.
 const ROW_HEIGHT: u32 = 24;
 
@@ -56,6 +60,15 @@ impl BarChart {
             .iter()
             .map(|bar| bar.value)
             .fold(Decimal::ZERO, Decimal::max);
+        let longest = bars
+            .iter()
+            .map(|bar| u32::try_from(bar.label.chars().count()).unwrap_or(u32::MAX))
+            .max()
+            .unwrap_or(0);
+        let label_width = longest
+            .saturating_mul(CHAR_WIDTH)
+            .saturating_add(8)
+            .clamp(LABEL_WIDTH, LABEL_WIDTH_MAX);
         let mut rows = Vec::with_capacity(bars.len());
         let mut y = 0u32;
         for bar in bars {
@@ -75,15 +88,15 @@ impl BarChart {
                 y,
                 text_y: y + 16,
                 length,
-                text_x: LABEL_WIDTH + length + 6,
+                text_x: label_width + length + 6,
             });
             y += ROW_HEIGHT;
         }
         Ok(BarChart {
             title: title.into(),
             height: y.max(ROW_HEIGHT),
-            width: LABEL_WIDTH + BAR_SPACE + 200,
-            label_width: LABEL_WIDTH,
+            width: label_width + BAR_SPACE + 200,
+            label_width,
             rows,
         })
     }

@@ -72,7 +72,7 @@ pub fn pledges(
         let (Some(pledged), Some(paid)) = (&pledge.pledged_usd, &pledge.paid_usd) else {
             continue;
         };
-        let name = format!("{} / {}", pledge.partner, pledge.pledge_id);
+        let name = &pledge.pledge_id;
         for (what, text) in [("pledged", pledged), ("paid", paid)] {
             bars.push(Bar {
                 label: format!("{name} {what}"),
