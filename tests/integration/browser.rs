@@ -8,6 +8,7 @@
 //! Needs `chromium` and `chromium-driver` (`deploy/browser/install-chromium.sh` installs them;
 //! `FUNDFLOW_CHROMIUM` and `FUNDFLOW_CHROMEDRIVER` name other binaries).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -197,6 +198,10 @@ fn screenshot_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_owned()
 }
 
 fn dec(text: &str) -> Decimal {
@@ -435,7 +440,36 @@ async fn a_reviewer_reads_every_page_in_a_browser_with_the_apis_figures_and_a_pa
 
     // Partners, in kind, data quality: each renders its table.
     b.click_link("Partners").await;
-    assert!(b.texts("#partners tbody tr").await.len() >= 2);
+    let (_, by_partner) = server
+        .get(
+            "/v1/totals?scope=global&group_by=partner,year",
+            Some(&t.reviewer),
+        )
+        .await;
+    let rows = b.texts("#partners tbody tr").await;
+    let api_rows: BTreeSet<(String, String)> = by_partner["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (text(&r["partner"]), text(&r["year"])))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        api_rows.len(),
+        "one row per partner and year: {rows:?}"
+    );
+    let cells = b
+        .texts(r#"#partners tr[data-partner="icshp"][data-year="2020"] td.num"#)
+        .await;
+    for (index, kind) in ["pledged", "paid", "parallel_funding", "in_kind"]
+        .iter()
+        .enumerate()
+    {
+        let api = totals_usd(&by_partner, kind, |r| {
+            r["partner"] == "icshp" && r["year"] == "2020"
+        });
+        assert_eq!(dec(&cells[index]), api, "icshp 2020 {kind}");
+    }
     b.screenshots("partners").await;
     b.click_link("In kind").await;
     assert!(
@@ -453,6 +487,21 @@ async fn a_reviewer_reads_every_page_in_a_browser_with_the_apis_figures_and_a_pa
         .goto(&format!("{}/flows?status=reversed", server.url))
         .await
         .unwrap();
+    let (_, api_reversed) = server
+        .get("/v1/flows?status=reversed", Some(&t.reviewer))
+        .await;
+    let mut seqs = Vec::new();
+    for li in b.client.find_all(Locator::Css("li.flow")).await.unwrap() {
+        seqs.push(li.attr("data-seq").await.unwrap().unwrap());
+    }
+    let api_seqs: Vec<String> = api_reversed["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["seq"].to_string())
+        .collect();
+    assert_eq!(seqs, api_seqs, "the reversed flows, in the API's order");
+    assert_eq!(seqs.len(), 2);
     let reversed = b
         .client
         .find(Locator::Css("li.flow summary"))

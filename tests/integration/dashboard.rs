@@ -40,6 +40,18 @@ async fn page(server: &Server, path: &str, cookie: Option<&str>) -> reqwest::Res
     request.send().await.unwrap()
 }
 
+/// `fundflow_dashboard_reads_total{page, cache}` on the server's `/metrics` (0 before the
+/// first).
+async fn reads(server: &Server, page_name: &str, cache: &str) -> u64 {
+    let text = page(server, "/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("fundflow_dashboard_reads_total{"))
+        .filter(|l| l.contains(&format!(r#"page="{page_name}""#)))
+        .filter(|l| l.contains(&format!(r#"cache="{cache}""#)))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 /// The text of the `<td class="num">` cells of the row `data-kind="{kind}"`.
 fn kind_cells(html: &str, kind: &str) -> Vec<String> {
     let row = html
@@ -231,6 +243,7 @@ async fn every_page_answers_a_reviewer_and_bad_filters_get_a_page_naming_the_par
     }
     // A reversal of nothing reaches the log and is rejected by the fold: the data-quality API
     // and page list it with its code and field, newest first, a page at a time.
+    let partners_read = reads(&server, "partners", "miss").await;
     for target in ["nothing-1", "nothing-2"] {
         let undo = serde_json::json!({"type": "event_reversed", "ref": format!("undo-{target}"),
             "occurred_on": "2021-03-01", "reverses_ref": target, "reason": "typo"});
@@ -255,6 +268,24 @@ async fn every_page_answers_a_reviewer_and_bad_filters_get_a_page_naming_the_par
     assert_eq!(older["rejections"].as_array().unwrap().len(), 1, "{older}");
     assert!(older["rejections"][0]["seq"].as_u64() < first["seq"].as_u64());
     assert_eq!(older["next_cursor"], serde_json::Value::Null);
+    // Those batches made new checkpoints: with a reviewer signed in, the server reads the
+    // default overview and partners page ahead (at most every 2 s), so the next reviewer to open
+    // the overview is answered from the cache.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while reads(&server, "partners", "miss").await <= partners_read {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was read ahead: {}",
+            page(&server, "/metrics", None).await.text().await.unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let hits = reads(&server, "overview", "hit").await;
+    assert_eq!(
+        page(&server, "/", Some(&cookie)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(reads(&server, "overview", "hit").await, hits + 1);
     let html = page(&server, "/rejections", Some(&cookie))
         .await
         .text()

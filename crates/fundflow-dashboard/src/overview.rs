@@ -52,6 +52,16 @@ struct Overview<'a> {
     reproduce: String,
 }
 
+impl Overview<'_> {
+    /// A kind as a page names it (`Parallel funding` for `parallel_funding`).
+    fn kind_title<'k>(&self, kind: &'k str) -> &'k str {
+        crate::page::KINDS
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(kind, |(_, title)| *title)
+    }
+}
+
 /// Kinds whose money reached recipients: a pledge alone benefits no one yet.
 const BENEFITING: [&str; 3] = ["paid", "in_kind", "parallel_funding"];
 

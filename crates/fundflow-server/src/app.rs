@@ -472,7 +472,7 @@ async fn assemble(
         metrics,
         limits: config.limits,
         sessions: Arc::default(),
-        overviews: Arc::default(),
+        reads: Arc::default(),
     };
     let mut model = None;
     if mode.runs_projector() {
@@ -555,6 +555,19 @@ async fn assemble(
             });
         }
         app.gateway = Some(gateway);
+    }
+    if app.queries.is_some() {
+        // The dashboard's default overview, read ahead at new checkpoints while someone is
+        // signed in: its first reader at a checkpoint then gets it from the cache.
+        let warm = crate::pages::read_ahead(app.clone(), notices_tx.subscribe());
+        let stop = stop_rx.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = warm => {}
+                () = stopped(stop) => {}
+            }
+            Ok(())
+        });
     }
     tracing::info!(mode = ?mode, log = log.kind(), "serving");
     Ok(app)

@@ -165,8 +165,8 @@ pub struct App {
     pub limits: Limits,
     /// The dashboard's signed-in sessions.
     pub sessions: Arc<crate::pages::Sessions>,
-    /// The dashboard's last overviews, by checkpoint and period.
-    pub overviews: Arc<crate::pages::OverviewCache>,
+    /// The dashboard's last reads of its dearest pages, by checkpoint and question.
+    pub reads: Arc<crate::pages::Reads>,
 }
 
 /// The router of `app`.

@@ -69,6 +69,12 @@ impl Sessions {
         (*ends > Instant::now()).then(|| principal.clone())
     }
 
+    /// Whether anyone is signed in.
+    fn any_live(&self) -> bool {
+        let now = Instant::now();
+        self.lock().values().any(|(_, ends)| *ends > now)
+    }
+
     fn close(&self, id: &str) {
         self.lock().remove(&Self::hash(id));
     }
@@ -522,11 +528,11 @@ async fn overview(
 /// it is shown with its seqs (`PageContext::mixed_seqs`).
 const READ_ATTEMPTS: usize = 3;
 
-/// How many overviews (checkpoint and period) are kept.
-const OVERVIEWS_KEPT: usize = 32;
+/// How many reads a [`ReadCache`] keeps.
+const READS_KEPT: usize = 32;
 
 /// The replies an overview is drawn from, all at one checkpoint when `consistent`.
-pub(crate) struct OverviewRead {
+pub struct OverviewRead {
     years: Vec<String>,
     years_seq: u64,
     from: Option<String>,
@@ -542,25 +548,63 @@ impl OverviewRead {
     }
 }
 
-/// What an overview is kept under: its checkpoint seq and the `from` and `to` asked.
-type OverviewKey = (u64, Option<String>, Option<String>);
-
-/// The last overviews read, by (checkpoint seq, asked `from`, asked `to`). The overview is the
-/// page every reviewer opens first and its five queries are the dashboard's dearest; a
-/// checkpoint's figures never change, so the same question at the same checkpoint is
-/// answered from here, and a new checkpoint is a miss.
-#[derive(Default)]
-pub struct OverviewCache {
-    entries: Mutex<VecDeque<(OverviewKey, Arc<OverviewRead>)>>,
+/// The last reads of a page's dearest queries, by (checkpoint seq, the question asked). A
+/// checkpoint's figures never change, so the same question at the same checkpoint is answered
+/// from here, and a new checkpoint is a miss: the overview (five queries, the page every
+/// reviewer opens first) and the partners page (every partner's every year) are kept.
+pub struct ReadCache<T> {
+    entries: Mutex<VecDeque<Kept<T>>>,
 }
 
-impl OverviewCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(OverviewKey, Arc<OverviewRead>)>> {
+/// A kept read: its checkpoint seq, its question, and the read.
+type Kept<T> = ((u64, String), Arc<T>);
+
+impl<T> Default for ReadCache<T> {
+    fn default() -> Self {
+        ReadCache {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<T> ReadCache<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept<T>>> {
         // Each change is one call on the deque: a poisoned lock still holds a whole deque.
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    fn get(&self, seq: u64, question: &str) -> Option<Arc<T>> {
+        self.lock()
+            .iter()
+            .find(|((s, q), _)| *s == seq && q == question)
+            .map(|(_, read)| read.clone())
+    }
+
+    fn put(&self, seq: u64, question: String, read: Arc<T>) {
+        let mut entries = self.lock();
+        entries.push_back(((seq, question), read));
+        while entries.len() > READS_KEPT {
+            entries.pop_front();
+        }
+    }
+}
+
+/// Counts a cached page's read: from the cache, or afresh.
+fn count_read(page: &'static str, hit: bool) {
+    let cache = if hit { "hit" } else { "miss" };
+    metrics::counter!("fundflow_dashboard_reads_total", "page" => page, "cache" => cache)
+        .increment(1);
+}
+
+/// The current checkpoint's seq (0 for an empty model).
+fn current_seq(queries: &Queries) -> Result<u64, QueryError> {
+    Ok(queries
+        .model()
+        .checkpoint()
+        .map_err(|err| QueryError::Unavailable(format!("the read model cannot be read: {err}")))?
+        .map_or(0, |c| c.last_seq))
 }
 
 /// The overview's replies for the asked period (the latest year's when neither end is given),
@@ -572,15 +616,12 @@ async fn overview_read(
     from: Option<String>,
     to: Option<String>,
 ) -> Result<Arc<OverviewRead>, QueryError> {
-    let now = queries
-        .model()
-        .checkpoint()
-        .map_err(|err| QueryError::Unavailable(format!("the read model cannot be read: {err}")))?
-        .map_or(0, |c| c.last_seq);
-    let key = (now, from.clone(), to.clone());
-    if let Some((_, read)) = app.overviews.lock().iter().find(|(k, _)| *k == key) {
-        return Ok(read.clone());
+    let question = format!("{from:?} {to:?}");
+    if let Some(read) = app.reads.overviews.get(current_seq(queries)?, &question) {
+        count_read("overview", true);
+        return Ok(read);
     }
+    count_read("overview", false);
     let mut attempt = 0;
     let read = loop {
         let read = read_overview(queries, from.clone(), to.clone()).await?;
@@ -590,13 +631,84 @@ async fn overview_read(
         }
     };
     if let Some(seq) = read.seq() {
-        let mut entries = app.overviews.lock();
-        entries.push_back(((seq, from, to), read.clone()));
-        while entries.len() > OVERVIEWS_KEPT {
-            entries.pop_front();
-        }
+        app.reads.overviews.put(seq, question, read.clone());
     }
     Ok(read)
+}
+
+/// The partners page's totals (`scope=global&group_by=partner,year` and its filters), from the
+/// cache at the current checkpoint, else read.
+async fn partner_years_read(
+    app: &App,
+    queries: &Queries,
+    params: &TotalsParams,
+) -> Result<Arc<fundflow_api::TotalsReply>, QueryError> {
+    let question = format!("{params:?}");
+    if let Some(reply) = app
+        .reads
+        .partner_years
+        .get(current_seq(queries)?, &question)
+    {
+        count_read("partners", true);
+        return Ok(reply);
+    }
+    count_read("partners", false);
+    let reply = Arc::new(queries.totals(params).await?);
+    app.reads
+        .partner_years
+        .put(reply.as_of_seq, question, reply.clone());
+    Ok(reply)
+}
+
+/// The dashboard's caches of reads.
+#[derive(Default)]
+pub struct Reads {
+    /// Overviews, by period asked.
+    overviews: ReadCache<OverviewRead>,
+    /// The partners page's totals, by filters.
+    partner_years: ReadCache<fundflow_api::TotalsReply>,
+}
+
+/// The least time between two overviews read ahead: catching up, the projector checkpoints
+/// several times a second, and each read ahead costs as much as a reviewer's first view.
+const WARM_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reads the default overview (the latest year's) and partners page ahead after fold batches, at most once per
+/// [`WARM_INTERVAL`] and only while someone is signed in, so that the first reviewer to open
+/// the dashboard at a new checkpoint is answered from the cache. Runs until the notices end.
+pub async fn read_ahead(
+    app: App,
+    mut notices: tokio::sync::broadcast::Receiver<Arc<fundflow_projector::FoldNotice>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(queries) = app.queries.clone() else {
+        return;
+    };
+    loop {
+        match notices.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+        tokio::time::sleep(WARM_INTERVAL).await;
+        // The batches folded meanwhile: one read ahead covers them all.
+        while !matches!(
+            notices.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty
+                | tokio::sync::broadcast::error::TryRecvError::Closed)
+        ) {}
+        if !app.sessions.any_live() {
+            continue;
+        }
+        let span = tracing::debug_span!("dashboard read ahead");
+        let partners = PageParams::default().totals(Some("global"), Some("partner,year"));
+        let read = async {
+            overview_read(&app, &queries, None, None).await?;
+            partner_years_read(&app, &queries, &partners).await
+        };
+        if let Err(err) = tracing::Instrument::instrument(read, span).await {
+            tracing::debug!(%err, "the dashboard could not be read ahead");
+        }
+    }
 }
 
 /// The overview's queries: the years with data (for the picker and the default period), the
@@ -749,11 +861,11 @@ async fn partners(State(app): State<App>, headers: HeaderMap, params: PageQuery)
         Ok(visit) => visit,
         Err(response) => return *response,
     };
-    let reply = try_query!(
-        visit
-            .queries
-            .totals(&visit.params.totals(Some("global"), Some("partner,year")))
-    );
+    let params = visit.params.totals(Some("global"), Some("partner,year"));
+    let reply = match partner_years_read(&app, &visit.queries, &params).await {
+        Ok(reply) => reply,
+        Err(err) => return query_failed(err),
+    };
     let ctx = visit
         .context(Page::Partners, reply.as_of_seq, reply.model_digest.clone())
         .await;
