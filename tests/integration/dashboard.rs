@@ -286,6 +286,23 @@ async fn every_page_answers_a_reviewer_and_bad_filters_get_a_page_naming_the_par
         StatusCode::OK
     );
     assert_eq!(reads(&server, "overview", "hit").await, hits + 1);
+    // The CLI's counterpart prints the API's CSV.
+    let csv = crate::helpers::fundflow_ok(&[
+        "rejections",
+        "--url",
+        &server.url,
+        "--token",
+        &server.tokens.auditor,
+        "--format",
+        "csv",
+    ]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "seq,event_id,partner,code,field,message");
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[1].contains(",cabc,reversal_target_unknown,reverses_event_id,"),
+        "{csv}"
+    );
     let html = page(&server, "/rejections", Some(&cookie))
         .await
         .text()

@@ -12,6 +12,7 @@
 //!    `COPY ... FROM STDIN`, one row per allocation, next to an `m49` table of every country's
 //!    and area's ancestors (from `fundflow_domain::Node`), with the indexes a PostgreSQL user
 //!    would add; the same five questions are asked in SQL (prepared statements, the same runs);
+//!    then the dashboard's pages (issue 14) in a reviewer's session, the same way;
 //! 4. one table compares them, with the rows each side returned (and whether they are the same
 //!    rows), PostgreSQL's table size and fundflow's data dir size.
 //!
@@ -51,6 +52,21 @@ const QUESTIONS: [&str; 5] = [
     "/v1/flows?country=KEN&limit=100",
     "/v1/pledges?status=open&limit=100",
     "/v1/summary?from=2020-01-01&to=2020-12-31",
+];
+
+/// The dashboard's pages (issue 14), asked in a reviewer's session like the questions: each
+/// runs the queries behind it and renders its HTML, so its time less its queries' is the
+/// rendering's.
+const PAGES: [&str; 9] = [
+    "/?from=2020-01-01&to=2020-12-31",
+    "/recipients",
+    "/recipients?region=014",
+    "/recipients/KEN",
+    "/pledges?status=open",
+    "/partners",
+    "/in-kind",
+    "/flows?country=KEN",
+    "/rejections",
 ];
 
 /// The CSV columns of `GET /v1/flows?format=csv`, as PostgreSQL columns (`grant` is a reserved
@@ -258,6 +274,8 @@ fn percentile_ms(sorted: &[Duration], percent: usize) -> f64 {
 struct Timed {
     latencies: Vec<Duration>,
     error: Option<String>,
+    /// The first request's time: a page's cache is cold then.
+    first: Option<Duration>,
 }
 
 impl Timed {
@@ -314,6 +332,7 @@ async fn ask_fundflow(http: &reqwest::Client, base: &str, path: &str) -> (Timed,
     let mut timed = Timed {
         latencies: Vec::with_capacity(RUNS),
         error: None,
+        first: None,
     };
     let mut last = Bytes::new();
     let started = Instant::now();
@@ -333,6 +352,9 @@ async fn ask_fundflow(http: &reqwest::Client, base: &str, path: &str) -> (Timed,
                 String::from_utf8_lossy(&body[..body.len().min(300)])
             ));
             break;
+        }
+        if run == 0 {
+            timed.first = Some(elapsed);
         }
         if run >= WARMUP {
             timed.latencies.push(elapsed);
@@ -357,6 +379,7 @@ async fn ask_postgres(
     let mut timed = Timed {
         latencies: Vec::with_capacity(RUNS),
         error: None,
+        first: None,
     };
     let statement = match client.prepare(sql).await {
         Ok(s) => s,
@@ -867,6 +890,37 @@ async fn run(events: usize, conninfo: &str) {
         fundflow.push((timed, body));
     }
 
+    // 2b. The dashboard's pages, in a reviewer's session (the cookie; pages ignore the bearer
+    // token `get` also sends).
+    let signed_in = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{base}/sign-in"))
+        .form(&[("token", REVIEWER)])
+        .send()
+        .await
+        .unwrap();
+    let session = signed_in.headers()[reqwest::header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut cookie = reqwest::header::HeaderMap::new();
+    cookie.insert(reqwest::header::COOKIE, session.parse().unwrap());
+    let pages_http = reqwest::Client::builder()
+        .default_headers(cookie)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut pages = Vec::new();
+    for path in PAGES {
+        let (timed, _) = ask_fundflow(&pages_http, &base, path).await;
+        pages.push(timed);
+    }
+
     // 3. The same flows in PostgreSQL.
     admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
@@ -915,6 +969,7 @@ async fn run(events: usize, conninfo: &str) {
             Timed {
                 latencies: Vec::new(),
                 error: Some("not run".to_owned()),
+                first: None,
             },
             Vec::new(),
         );
@@ -1025,6 +1080,24 @@ async fn run(events: usize, conninfo: &str) {
     }
     println!("(rows: totals rows; flows as events+allocations; pledges; summary as figures)");
     println!("\n{}", notes.join("\n"));
+    println!(
+        "\n{:<60} {:>21} {:>12} {:>9}",
+        "dashboard page (p50 / p99 ms)", "fundflow", "first ms", "runs"
+    );
+    for (path, timed) in PAGES.iter().zip(&pages) {
+        println!(
+            "{:<60} {:>21} {:>12} {:>9}",
+            format!("GET {path}"),
+            timed.cell(),
+            timed
+                .first
+                .map_or("-".to_owned(), |d| format!("{:.2}", d.as_secs_f64() * 1e3)),
+            timed.latencies.len()
+        );
+        if let Some(e) = &timed.error {
+            println!("  {path}: {e}");
+        }
+    }
     println!(
         "\nPostgreSQL table flows: {} with indexes ({} heap); fundflow data dir: {}",
         mib(u64::try_from(size).unwrap_or(0)),

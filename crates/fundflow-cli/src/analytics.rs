@@ -11,7 +11,7 @@ use fundflow_projector::ReadModel;
 use fundflow_server::query::Queries;
 
 use crate::Format;
-use crate::args::{FlowsArgs, PledgesArgs, ReadSource};
+use crate::args::{FlowsArgs, PledgesArgs, ReadSource, RejectionsArgs};
 use crate::client::Client;
 
 /// The read model of a stopped data directory, with the server's queries over it.
@@ -39,6 +39,60 @@ fn client(source: &ReadSource, url: &str) -> anyhow::Result<Client> {
 fn params<T: serde::de::DeserializeOwned>(flags: &impl serde::Serialize) -> anyhow::Result<T> {
     let value = serde_json::to_value(flags).context("cannot read the flags")?;
     serde_json::from_value(value).context("cannot read the flags")
+}
+
+/// `fundflow rejections`.
+pub async fn rejections(
+    source: &ReadSource,
+    page: &RejectionsArgs,
+    format: Format,
+) -> anyhow::Result<()> {
+    let reply: fundflow_api::RejectionsReply = match &source.url {
+        Some(url) if matches!(format, Format::Csv) => {
+            let mut query = serde_json::to_value(page)?;
+            query["format"] = "csv".into();
+            print!(
+                "{}",
+                client(source, url)?
+                    .get_text("/v1/rejections", &query)
+                    .await?
+            );
+            return Ok(());
+        }
+        Some(url) => {
+            client(source, url)?
+                .get_with("/v1/rejections", page)
+                .await?
+        }
+        None => offline(&source.data_dir)?
+            .rejections(&params(page)?)
+            .await
+            .context("cannot list the rejections")?,
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&reply)?),
+        Format::Csv => print!(
+            "{}",
+            String::from_utf8(fundflow_api::rejections_csv(&reply.rejections)?)?
+        ),
+        Format::Table => {
+            println!("as of seq {}", reply.as_of_seq);
+            println!(
+                "  {:>8} {:<16} {:<28} {:<20} message",
+                "seq", "partner", "code", "field"
+            );
+            for r in &reply.rejections {
+                println!(
+                    "  {:>8} {:<16} {:<28} {:<20} {}",
+                    r.seq, r.partner, r.code, r.field, r.message
+                );
+            }
+            if let Some(cursor) = &reply.next_cursor {
+                println!("more: --cursor {cursor}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `fundflow flows`.

@@ -173,6 +173,17 @@ pub(crate) enum Command {
         #[command(flatten)]
         filter: PledgesArgs,
     },
+    /// The records the fold rejected, newest first, with their codes and fields (from a server
+    /// with --url, or from a stopped data directory).
+    Rejections {
+        #[command(flatten)]
+        source: ReadSource,
+        /// Output format: table, json, or csv.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        page: RejectionsArgs,
+    },
     /// The figures at a glance for a period.
     Summary {
         #[command(flatten)]
@@ -383,6 +394,19 @@ pub struct ReadSource {
     /// A token, with --url (a partner's reads its own flows and pledges only).
     #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+/// The page of `GET /v1/rejections`, as flags.
+#[derive(Args, Clone, Debug, Default, serde::Serialize)]
+pub struct RejectionsArgs {
+    /// Rejections per page (default 100, at most 1,000).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The next_cursor of the previous page.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// The filters of `GET /v1/flows`, as flags.

@@ -20,6 +20,11 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
             format,
             filter,
         } => analytics::flows(&source, &filter, format).await,
+        Command::Rejections {
+            source,
+            format,
+            page,
+        } => analytics::rejections(&source, &page, format).await,
         Command::Pledges {
             source,
             format,
