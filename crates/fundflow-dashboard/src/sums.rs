@@ -78,9 +78,10 @@ impl KindSums {
         self.usd.iter().all(Decimal::is_zero) && self.unconverted.is_empty()
     }
 
-    /// The USD equivalent of the kind at `index` of [`KINDS`].
+    /// The USD equivalent of the kind at `index` of [`KINDS`] (an index past them is a bug,
+    /// and panics).
     pub fn usd(&self, index: usize) -> Decimal {
-        self.usd.get(index).copied().unwrap_or_default()
+        self.usd[index]
     }
 
     /// The USD equivalents per kind as cents text, in [`KINDS`] order.

@@ -421,12 +421,20 @@ fn visit(
 
 impl Visit {
     async fn context(&self, page: Page, as_of_seq: u64, digest: Option<String>) -> PageContext {
-        self.context_of(page, &[as_of_seq], digest).await
+        self.context_of(page, as_of_seq, &[], digest).await
     }
 
-    /// The frame of a page drawn from replies at `seqs` (the first is the page's checkpoint).
-    async fn context_of(&self, page: Page, seqs: &[u64], digest: Option<String>) -> PageContext {
-        let as_of_seq = seqs.first().copied().unwrap_or_default();
+    /// The frame of a page drawn from replies at `as_of_seq` (the page's checkpoint) and at
+    /// `others`.
+    async fn context_of(
+        &self,
+        page: Page,
+        as_of_seq: u64,
+        others: &[u64],
+        digest: Option<String>,
+    ) -> PageContext {
+        let mut seqs = vec![as_of_seq];
+        seqs.extend_from_slice(others);
         let model_digest = match digest {
             Some(digest) => Some(digest),
             // A busy projector leaves it uncomputed; the page says so.
@@ -444,7 +452,7 @@ impl Visit {
             as_of_seq,
             model_digest,
             filters,
-            mixed_seqs: fundflow_dashboard::mixed(seqs),
+            mixed_seqs: fundflow_dashboard::mixed(&seqs),
         }
     }
 
@@ -817,9 +825,13 @@ async fn country(
             break (totals, in_kind, flows);
         }
     };
-    let seqs = [totals.as_of_seq, in_kind.as_of_seq, flows.as_of_seq];
     let ctx = visit
-        .context_of(Page::Recipients, &seqs, totals.model_digest.clone())
+        .context_of(
+            Page::Recipients,
+            totals.as_of_seq,
+            &[in_kind.as_of_seq, flows.as_of_seq],
+            totals.model_digest.clone(),
+        )
         .await;
     let input = CountryInput {
         totals: &totals,
@@ -897,7 +909,8 @@ async fn in_kind(State(app): State<App>, headers: HeaderMap, params: PageQuery) 
     let ctx = visit
         .context_of(
             Page::InKind,
-            &[totals.as_of_seq, items.as_of_seq],
+            totals.as_of_seq,
+            &[items.as_of_seq],
             totals.model_digest.clone(),
         )
         .await;
