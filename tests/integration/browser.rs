@@ -482,6 +482,34 @@ async fn a_reviewer_reads_every_page_in_a_browser_with_the_apis_figures_and_a_pa
     assert_eq!(b.text("h1").await, "Rejected events");
     b.screenshots("rejections").await;
 
+    // The flows' filter bar: choosing a kind puts it in the address, and only it (the empty
+    // controls are dropped), and the list is the API's for it.
+    b.click_link("Flows").await;
+    b.client
+        .find(Locator::Css(r#"#f-kind option[value="in_kind"]"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("form.filters button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.arrive("/flows?kind=in_kind&status=applied").await;
+    let kinds = b.texts("li.flow summary .kind").await;
+    let (_, api_in_kind) = server
+        .get("/v1/flows?kind=in_kind", Some(&t.reviewer))
+        .await;
+    assert_eq!(kinds.len(), api_in_kind["flows"].as_array().unwrap().len());
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| k == "in_kind"),
+        "{kinds:?}"
+    );
+
     // The flows: a reversed one opens to its reversal and reason.
     b.client
         .goto(&format!("{}/flows?status=reversed", server.url))

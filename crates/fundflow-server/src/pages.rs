@@ -107,7 +107,35 @@ pub fn routes() -> Router<App> {
         .route("/sign-out", axum::routing::post(sign_out))
         .route(fundflow_dashboard::STYLESHEET_PATH, get(stylesheet))
         .route(fundflow_dashboard::FAVICON_PATH, get(favicon))
+        .layer(middleware::from_fn(tidy_query))
         .layer(middleware::from_fn(page_headers))
+}
+
+/// A GET form sends its empty controls as `name=`: such a request is sent on to the same page
+/// without them, so that the address a reviewer shares holds only the filters in force.
+async fn tidy_query(request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::GET
+        && let Some(query) = request.uri().query()
+    {
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        if pairs.iter().any(|(_, value)| value.trim().is_empty()) {
+            let kept: Vec<&(String, String)> =
+                pairs.iter().filter(|(_, v)| !v.trim().is_empty()).collect();
+            let mut target = request.uri().path().to_owned();
+            if !kept.is_empty() {
+                let mut tidy = form_urlencoded::Serializer::new(String::new());
+                for (name, value) in kept {
+                    tidy.append_pair(name, value);
+                }
+                target.push('?');
+                target.push_str(&tidy.finish());
+            }
+            return Redirect::to(&target).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Headers on every page and asset.
