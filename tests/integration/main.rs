@@ -11,5 +11,6 @@ mod dashboard;
 mod helpers;
 mod nats;
 mod replay;
+mod restore;
 mod server;
 mod tidy;

@@ -139,7 +139,12 @@ pub async fn export(
 }
 
 /// One link of the export chain: like the log digest's, over the subject partner as well.
-fn chain_export(previous: &Digest32, seq: u64, partner: &str, envelope: &[u8]) -> Digest32 {
+pub(crate) fn chain_export(
+    previous: &Digest32,
+    seq: u64,
+    partner: &str,
+    envelope: &[u8],
+) -> Digest32 {
     let mut hasher = Sha256::new();
     hasher.update(previous);
     hasher.update(seq.to_be_bytes());

@@ -1,16 +1,19 @@
 //! What auditors use to check fundflow without trusting it: a portable export of the log with a
-//! digest chain ([`export`]), its verification record by record, replays of the log in memory as
-//! of a sequence or a date ([`replay`]), and a report a person can sign ([`report`]). Everything
-//! streams: a replay holds the fold's state, never the log.
+//! digest chain ([`export`]), its verification record by record, the restoring of a log from it
+//! ([`restore`]), replays of the log in memory as of a sequence or a date ([`replay`]), and a
+//! report a person can sign ([`report`]). Everything streams: a replay holds the fold's state,
+//! never the log.
 
 pub mod export;
 pub mod replay;
 pub mod report;
+pub mod restore;
 
 use std::path::PathBuf;
 
 pub use export::{Manifest, Verified, export, verify};
 pub use replay::{Cutoff, Details, Replay, replay_file, replay_log};
+pub use restore::{Imported, import};
 
 /// Why an audit step failed.
 #[derive(Debug, thiserror::Error)]

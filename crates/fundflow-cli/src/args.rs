@@ -236,6 +236,20 @@ pub(crate) enum LogCommand {
         /// The export file (its manifest is beside it).
         path: PathBuf,
     },
+    /// Restore a log from an export: verify it, then append its records at their own seqs to
+    /// an empty stream or embedded log, or to one that holds a prefix of the export (an import
+    /// that was interrupted goes on after it).
+    Import {
+        /// The export file (its manifest is beside it).
+        path: PathBuf,
+        #[command(flatten)]
+        target: audit::TargetArgs,
+        #[command(flatten)]
+        stream: audit::StreamArgs,
+        /// Replicas of the stream when creating it (1 on one node, 3 in a cluster).
+        #[arg(long, env = "FUNDFLOW_REPLICAS")]
+        replicas: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]

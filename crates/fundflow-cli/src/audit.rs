@@ -30,6 +30,19 @@ pub struct SourceArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+/// Where `log import` writes: a NATS server's stream or a data directory's embedded log.
+#[derive(Args, Clone, Debug)]
+#[group(required = true, multiple = false, id = "log_target")]
+pub struct TargetArgs {
+    /// The NATS servers of the JetStream log, comma-separated.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// A data directory whose embedded log (`DIR/log`) is restored (no process may hold it
+    /// open).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
 /// Options of the JetStream source.
 #[derive(Args, Clone, Debug)]
 pub struct StreamArgs {
@@ -160,6 +173,69 @@ pub async fn export(source: &SourceArgs, stream: &StreamArgs, out: &Path) -> any
         out.display(),
         started.elapsed().as_secs_f64(),
         manifest.log_digest
+    );
+    Ok(())
+}
+
+/// `fundflow log import`.
+pub async fn import(
+    path: &Path,
+    target: &TargetArgs,
+    stream: &StreamArgs,
+    replicas: Option<usize>,
+) -> anyhow::Result<()> {
+    let config = LogConfig {
+        nats_url: target.nats_url.clone().unwrap_or_default(),
+        nats_creds: stream.nats_creds.clone(),
+        nats_nkey: stream.nats_nkey.clone(),
+        nats_name: Some("fundflow log import".into()),
+        read_only: false,
+        embedded: target.data_dir.is_some(),
+        stream: stream.stream.clone(),
+        replicas,
+        duplicate_window: None,
+        data_dir: target.data_dir.clone().unwrap_or_default(),
+    };
+    let log = fundflow_server::app::open_log(&config).await?;
+    let bar = indicatif::ProgressBar::new(0);
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records, {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let imported = fundflow_audit::import(&log, path, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await
+    .with_context(|| format!("cannot import {}", path.display()))?;
+    bar.finish_and_clear();
+    let kept = if imported.kept > 0 {
+        format!(
+            " after the {} records the target held already (checked against the export)",
+            imported.kept
+        )
+    } else {
+        String::new()
+    };
+    let renamed = if imported.renamed > 0 {
+        format!(
+            "; {} records whose event id the source held twice were stored under ids from their seq",
+            imported.renamed
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "imported {} records{kept} in {:.1} s: the log ends at seq {} with log digest {} and export digest {}, as the manifest says{renamed}",
+        imported.appended,
+        started.elapsed().as_secs_f64(),
+        imported.last_seq,
+        imported.log_digest,
+        imported.export_digest
     );
     Ok(())
 }

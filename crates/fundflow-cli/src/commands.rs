@@ -93,6 +93,15 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
         Command::Log {
             command: LogCommand::Verify { path },
         } => audit::verify_export(&path),
+        Command::Log {
+            command:
+                LogCommand::Import {
+                    path,
+                    target,
+                    stream,
+                    replicas,
+                },
+        } => audit::import(&path, &target, &stream, replicas).await,
         Command::Audit {
             command:
                 AuditCommand::Replay {

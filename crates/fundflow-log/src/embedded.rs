@@ -21,7 +21,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::Notify;
 
-use crate::{AppendRequest, Appended, LogError, LogErrorKind, Record};
+use crate::{AppendRequest, Appended, LogError, LogErrorKind, Record, RestoreRequest, Restored};
 
 /// A log in a local sled store. Cheap to clone: clones share the store.
 #[derive(Clone)]
@@ -114,6 +114,17 @@ impl EmbeddedLog {
     ) -> Result<Vec<Appended>, LogError> {
         let requests = requests.to_vec();
         self.blocking(move |inner| inner.append_blocking(&requests))
+            .await
+    }
+
+    /// Puts records back at their seqs (see [`crate::EventLog::restore_batch`]), in one
+    /// transaction, then flushes.
+    pub async fn restore_batch(
+        &self,
+        requests: &[RestoreRequest],
+    ) -> Result<Vec<Restored>, LogError> {
+        let requests = requests.to_vec();
+        self.blocking(move |inner| inner.restore_blocking(&requests))
             .await
     }
 
@@ -215,6 +226,54 @@ impl Inner {
         self.db.flush()?;
         // Here rather than after the caller's await: the wake-up must not depend on the caller
         // still waiting.
+        self.appended.notify_waiters();
+        Ok(results)
+    }
+
+    fn restore_blocking(&self, requests: &[RestoreRequest]) -> Result<Vec<Restored>, LogError> {
+        let _one_at_a_time = self
+            .append_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let last = self.last_seq()?;
+        let result = (&self.records, &self.ids).transaction(|(records, ids)| {
+            let mut next = last;
+            let mut results = Vec::with_capacity(requests.len());
+            for RestoreRequest { seq, append } in requests {
+                if *seq != next + 1 {
+                    results.push(Restored::Misplaced { last_seq: next });
+                    break;
+                }
+                let id = crate::message_id(&append.partner_id, &append.event_id);
+                if let Some(held) = ids.get(id.as_bytes())? {
+                    results.push(Restored::Occupied {
+                        seq: seq_of_key(&held),
+                    });
+                    break;
+                }
+                let partner = append.partner_id.as_bytes();
+                let Ok(partner_len) = u8::try_from(partner.len()) else {
+                    return Err(ConflictableTransactionError::Abort(format!(
+                        "partner id {:?} is longer than 255 bytes",
+                        append.partner_id
+                    )));
+                };
+                next += 1;
+                let mut value = Vec::with_capacity(1 + partner.len() + append.envelope.len());
+                value.push(partner_len);
+                value.extend_from_slice(partner);
+                value.extend_from_slice(&append.envelope);
+                records.insert(&next.to_be_bytes(), value)?;
+                ids.insert(id.as_bytes(), &next.to_be_bytes())?;
+                results.push(Restored::Stored);
+            }
+            Ok(results)
+        });
+        let results = result.map_err(|err| match err {
+            TransactionError::Abort(message) => LogError::new(LogErrorKind::Append, message),
+            TransactionError::Storage(err) => LogError::from(err),
+        })?;
+        self.db.flush()?;
         self.appended.notify_waiters();
         Ok(results)
     }

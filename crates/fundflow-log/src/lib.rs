@@ -80,6 +80,34 @@ impl Appended {
     }
 }
 
+/// A record put back at the position it had in another log (`fundflow log import`): appended
+/// only if the log's last seq is `seq - 1`.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// The position it must land at.
+    pub seq: u64,
+    /// The subject partner, event id (the dedupe key) and bytes.
+    pub append: AppendRequest,
+}
+
+/// What the log did with a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// Stored at the requested seq (also when an earlier attempt of the same request had
+    /// stored it and its answer was lost).
+    Stored,
+    /// The (partner, event id) is held already, at `seq`: nothing was stored.
+    Occupied {
+        /// Where the log holds it.
+        seq: u64,
+    },
+    /// The log's last seq was not the requested seq − 1: nothing was stored.
+    Misplaced {
+        /// The log's last seq.
+        last_seq: u64,
+    },
+}
+
 /// The event id as a subject token and dedupe key: a UUID in its canonical lowercase form, so
 /// that spellings of one UUID are one key (as they are for the fold); any other id, which the
 /// fold will reject anyway, as `x` and a hash of it, so that it is a valid, unique NATS token.
@@ -144,6 +172,21 @@ impl EventLog {
         results
             .pop()
             .ok_or_else(|| LogError::new(LogErrorKind::Append, "no result for the append"))
+    }
+
+    /// Puts records back at their seqs, in order, pipelined where the log allows; returns one
+    /// result per request. After the first request that is not [`Restored::Stored`], the
+    /// later ones are [`Restored::Misplaced`] (or not tried): the caller resolves that one and
+    /// sends the rest again. Unlike `append_batch`, a record never lands anywhere but at its
+    /// seq.
+    pub async fn restore_batch(
+        &self,
+        requests: &[RestoreRequest],
+    ) -> Result<Vec<Restored>, LogError> {
+        match self {
+            EventLog::Embedded(log) => log.restore_batch(requests).await,
+            EventLog::JetStream(log) => log.restore_batch(requests).await,
+        }
     }
 
     /// The last sequence number (0 for an empty log).
