@@ -824,7 +824,7 @@ async fn flows_pledges_and_the_summary_answer_reviewers_and_partners_see_only_th
         csv.lines()
             .next()
             .unwrap()
-            .starts_with("seq,event_id,partner,type,kind,")
+            .starts_with("seq,event_id,partner,type,own_id,kind,")
     );
 
     // The pledge book.

@@ -1063,6 +1063,9 @@ pub struct FlowItem {
     /// The event's type, as in the JSON event object (`pledge_recorded`, ...).
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The partner's own id of it: its `pledge_id`, `payment_id`, `funding_id` or
+    /// `donation_id`.
+    pub own_id: String,
     /// The totals kind it counts in (`pledged`, `paid`, `parallel_funding`, `in_kind`).
     pub kind: String,
     /// ISO date.
@@ -1122,11 +1125,12 @@ pub struct FlowAllocation {
 }
 
 /// The columns of [`flows_csv`].
-const FLOW_COLUMNS: [&str; 28] = [
+const FLOW_COLUMNS: [&str; 29] = [
     "seq",
     "event_id",
     "partner",
     "type",
+    "own_id",
     "kind",
     "occurred_on",
     "recorded_at",
@@ -1167,6 +1171,7 @@ pub fn flows_csv(flows: &[FlowItem]) -> Result<Vec<u8>, csv::Error> {
             &flow.event_id,
             &flow.partner,
             &flow.event_type,
+            &flow.own_id,
             &flow.kind,
             &flow.occurred_on,
             &flow.recorded_at,
@@ -1186,7 +1191,7 @@ pub fn flows_csv(flows: &[FlowItem]) -> Result<Vec<u8>, csv::Error> {
         ];
         if flow.allocations.is_empty() {
             let mut record = head.to_vec();
-            record.extend([""; FLOW_COLUMNS.len() - 20]);
+            record.extend([""; FLOW_COLUMNS.len() - 21]);
             writer.write_record(&record)?;
         }
         for (index, allocation) in flow.allocations.iter().enumerate() {
@@ -2681,6 +2686,7 @@ mod tests {
             event_id: "6f1c2a9e-0000-4000-8000-000000000001".into(),
             partner: "cafs".into(),
             event_type: "in_kind_donation_recorded".into(),
+            own_id: "don-1".into(),
             kind: "in_kind".into(),
             occurred_on: "2020-04-02".into(),
             recorded_at: "2020-04-03T10:00:00Z".into(),
@@ -2739,7 +2745,7 @@ mod tests {
         assert_eq!(lines[0], FLOW_COLUMNS.join(","));
         assert_eq!(
             lines[1],
-            "7,6f1c2a9e-0000-4000-8000-000000000001,cafs,in_kind_donation_recorded,in_kind,\
+            "7,6f1c2a9e-0000-4000-8000-000000000001,cafs,in_kind_donation_recorded,don-1,in_kind,\
              2020-04-02,2020-04-03T10:00:00Z,Jack Ma Foundation,,,\"Masks, \"\"N95\"\" grade\",\
              CNY,5000.00,0.1538,2020-04-02,ECB,769.00,applied,,,0,country,NGA,Nigeria,,3000.00,\
              461.40,mask:piece:20000; gown:piece:5"
@@ -2752,7 +2758,7 @@ mod tests {
         // What the writer quoted, a reader reads back whole.
         let mut reader = csv::Reader::from_reader(csv.as_bytes());
         let record = reader.records().next().unwrap().unwrap();
-        assert_eq!(&record[10], "Masks, \"N95\" grade");
+        assert_eq!(&record[11], "Masks, \"N95\" grade");
         assert_eq!(record.len(), FLOW_COLUMNS.len());
     }
 

@@ -77,6 +77,7 @@ const CREATE_FLOWS: &str = "CREATE TABLE flows (
     event_id text NOT NULL,
     partner text NOT NULL,
     type text NOT NULL,
+    own_id text NOT NULL,
     kind text NOT NULL,
     occurred_on date NOT NULL,
     recorded_at timestamptz NOT NULL,
@@ -104,7 +105,7 @@ const CREATE_FLOWS: &str = "CREATE TABLE flows (
 )";
 
 const COPY_FLOWS: &str = "COPY flows FROM STDIN (FORMAT csv, HEADER, FORCE_NOT_NULL (event_id, \
-    partner, type, kind, donor, grant_id, sector, description, currency, usd_rate_source, status, \
+    partner, type, own_id, kind, donor, grant_id, sector, description, currency, usd_rate_source, status, \
     reversed_by, reason, recipient_scope, recipient, recipient_name, organisation, items))";
 
 /// Every node and each area it rolls up into (itself included), as fundflow rolls them up.
