@@ -9,6 +9,7 @@ mod audit;
 mod browser;
 mod dashboard;
 mod helpers;
+mod interop;
 mod nats;
 mod replay;
 mod restore;

@@ -72,7 +72,18 @@ pub(crate) enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// The log as a portable file: export it, verify an export.
+    /// Write the applied flows in the field's formats: an IATI 2.03 activity file, an FTS-style
+    /// flow table.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+    /// Bring in flows that others reported in the field's formats.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// The log as a portable file: export it, verify an export, restore a log from one.
     Log {
         #[command(subcommand)]
         command: LogCommand,
@@ -215,6 +226,163 @@ pub(crate) enum Command {
         token: Option<String>,
         #[command(flatten)]
         totals: TotalsArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ExportCommand {
+    /// One IATI 2.03 `iati-activities` file (see README.md, "IATI and FTS" for the mapping).
+    Iati {
+        /// The XML file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        source: ExportSource,
+        /// A reviewer's or auditor's token, with --url.
+        #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(flatten)]
+        publisher: PublisherArgs,
+        #[command(flatten)]
+        filters: ExportFilters,
+    },
+    /// FTS-style flows, one row per allocation: CSV or JSON by the extension of --out.
+    Fts {
+        /// The file to write: `.csv` or `.json`.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        source: ExportSource,
+        /// A reviewer's or auditor's token, with --url.
+        #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(flatten)]
+        filters: ExportFilters,
+    },
+}
+
+/// Where an export's flows come from: a server, a stopped data directory, or a log export.
+#[derive(Args, Clone, Debug)]
+#[group(required = true, multiple = false, id = "export_source")]
+pub struct ExportSource {
+    /// A server (a reviewer's or auditor's token with --token); the server's IATI publisher
+    /// settings apply.
+    #[arg(long, env = "FUNDFLOW_URL")]
+    pub url: Option<String>,
+    /// The data directory of `fundflow project` or `serve` (no process may hold it open).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A log export (`fundflow log export`), folded afresh into a temporary read model.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+}
+
+/// The reporting organisation of an IATI file.
+#[derive(Args, Clone, Debug, Default)]
+pub struct PublisherArgs {
+    /// The reporting organisation's IATI identifier (e.g. an `XM-DAC-…` or `XI-IATI-…`
+    /// ref): the prefix of every activity's `iati-identifier`.
+    #[arg(long, env = "FUNDFLOW_IATI_REF")]
+    pub iati_ref: Option<String>,
+    /// Its IATI OrganisationType code (`40` multilateral, `60` foundation, `80` academic,
+    /// training and research, ...).
+    #[arg(long, env = "FUNDFLOW_IATI_ORG_TYPE")]
+    pub iati_org_type: Option<String>,
+    /// Its name.
+    #[arg(long, env = "FUNDFLOW_IATI_ORG_NAME")]
+    pub iati_org_name: Option<String>,
+    /// The language of the file's text (`xml:lang`).
+    #[arg(long, env = "FUNDFLOW_IATI_LANG", default_value = "en")]
+    pub iati_lang: String,
+}
+
+impl PublisherArgs {
+    /// The publisher, when its ref is given (then its type and name must be too).
+    pub fn publisher(&self) -> anyhow::Result<Option<fundflow_interop::iati::Publisher>> {
+        let Some(reference) = &self.iati_ref else {
+            anyhow::ensure!(
+                self.iati_org_type.is_none() && self.iati_org_name.is_none(),
+                "--iati-org-type and --iati-org-name need --iati-ref (the reporting organisation's identifier)"
+            );
+            return Ok(None);
+        };
+        let (Some(org_type), Some(name)) = (&self.iati_org_type, &self.iati_org_name) else {
+            anyhow::bail!(
+                "--iati-ref needs --iati-org-type (an IATI OrganisationType code) and --iati-org-name"
+            );
+        };
+        anyhow::ensure!(
+            !reference.trim().is_empty() && !reference.contains([' ', '/', '&', '|', '?']),
+            "--iati-ref {reference:?} cannot prefix IATI identifiers (no spaces, /, &, | or ?)"
+        );
+        Ok(Some(fundflow_interop::iati::Publisher {
+            ref_: reference.clone(),
+            org_type: org_type.clone(),
+            name: name.clone(),
+            lang: self.iati_lang.clone(),
+        }))
+    }
+}
+
+/// The filters of an export, as flags (those of `fundflow flows` that select flows).
+#[derive(Args, Clone, Debug, Default, serde::Serialize)]
+pub struct ExportFilters {
+    /// Only this kind: pledged, paid, parallel_funding or in_kind.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Only this partner's flows.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
+    /// Only flows to this country (ISO alpha-2 or alpha-3).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Only flows to this M49 area or any country in it.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Only flows of this grant.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// Only flows of this donor.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub donor: Option<String>,
+    /// Only flows of this sector.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sector: Option<String>,
+    /// Only flows that occurred on or after this date.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Only flows that occurred on or before this date.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ImportCommand {
+    /// Submit FTS API flows (`{"data": {"flows": [...]}}`) as the partner's events: idempotent
+    /// (a flow's ref is its FTS id and version), a later version reverses the earlier one, and
+    /// what cannot be recorded as given is reported by flow id; exit 1 if anything was refused.
+    Fts {
+        /// FTS API replies (a flow found in several files is imported once).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The partner whose events they become (the token's own).
+        #[arg(long)]
+        partner: String,
+        /// The server.
+        #[arg(long, env = "FUNDFLOW_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The partner's bearer token.
+        #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
+        token: String,
     },
 }
 

@@ -89,6 +89,26 @@ impl Client {
         self.get_with(path_and_query, &none).await
     }
 
+    /// GETs a JSON reply of type `T`, or `None` when the server answers 404.
+    pub async fn get_optional<T: DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+    ) -> anyhow::Result<Option<T>> {
+        let url = format!("{}{path_and_query}", self.base);
+        let response = self.http.get(&url).bearer_auth(&self.token).send().await;
+        let (status, body) = reply_bytes(&url, response).await?;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<ProblemBody>(&body)
+                .map(|p| p.detail)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            anyhow::bail!("{url} answered {status}: {detail}");
+        }
+        decode(&url, status, &body).map(Some)
+    }
+
     /// GETs a JSON reply of type `T` with `query` as the query string.
     pub async fn get_with<T: DeserializeOwned>(
         &self,

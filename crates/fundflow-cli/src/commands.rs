@@ -3,8 +3,12 @@
 
 use fundflow_server::app::Mode;
 
-use crate::args::{AuditCommand, Command, LogCommand, NkeyCommand, TokenCommand};
-use crate::{analytics, audit, client, log_commands, nats_commands, quickstart, replay, serve};
+use crate::args::{
+    AuditCommand, Command, ExportCommand, ImportCommand, LogCommand, NkeyCommand, TokenCommand,
+};
+use crate::{
+    analytics, audit, client, interop, log_commands, nats_commands, quickstart, replay, serve,
+};
 
 /// Runs one command.
 pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
@@ -90,6 +94,34 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
                     out,
                 },
         } => audit::export(&source, &stream, &out).await,
+        Command::Export {
+            command:
+                ExportCommand::Iati {
+                    out,
+                    source,
+                    token,
+                    publisher,
+                    filters,
+                },
+        } => interop::export_iati(&out, &source, token.as_deref(), &publisher, &filters).await,
+        Command::Export {
+            command:
+                ExportCommand::Fts {
+                    out,
+                    source,
+                    token,
+                    filters,
+                },
+        } => interop::export_fts(&out, &source, token.as_deref(), &filters).await,
+        Command::Import {
+            command:
+                ImportCommand::Fts {
+                    files,
+                    partner,
+                    url,
+                    token,
+                },
+        } => interop::import_fts(&files, &partner, &url, &token).await,
         Command::Log {
             command: LogCommand::Verify { path },
         } => audit::verify_export(&path),

@@ -7,6 +7,7 @@ mod args;
 mod audit;
 mod client;
 mod commands;
+mod interop;
 mod log_commands;
 mod nats_commands;
 mod quickstart;

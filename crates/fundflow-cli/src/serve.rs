@@ -35,6 +35,9 @@ pub struct HttpArgs {
     /// Longest `?wait=true` waits for the fold, in seconds.
     #[arg(long, default_value_t = 5)]
     pub wait_secs: u64,
+    /// The reporting organisation of `GET /v1/exports/iati.xml` (none: no IATI export).
+    #[command(flatten)]
+    pub publisher: crate::args::PublisherArgs,
 }
 
 impl HttpArgs {
@@ -78,6 +81,7 @@ pub async fn start(
         access,
         limits: http.limits(),
         wait: Duration::from_secs(http.wait_secs),
+        iati: http.publisher.publisher()?,
     };
     let running = app::start(config, listener).await?;
     eprintln!("fundflow: listening on http://{}", running.addr);

@@ -203,6 +203,8 @@ pub struct AppConfig {
     pub limits: Limits,
     /// How long `?wait=true` waits for the fold.
     pub wait: Duration,
+    /// The reporting organisation of `GET /v1/exports/iati.xml`; `None`: no IATI export.
+    pub iati: Option<fundflow_interop::iati::Publisher>,
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -473,6 +475,7 @@ async fn assemble(
         limits: config.limits,
         sessions: Arc::default(),
         reads: Arc::default(),
+        iati: config.iati.map(Arc::new),
     };
     let mut model = None;
     if mode.runs_projector() {

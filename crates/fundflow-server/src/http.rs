@@ -167,6 +167,8 @@ pub struct App {
     pub sessions: Arc<crate::pages::Sessions>,
     /// The dashboard's last reads of its dearest pages, by checkpoint and question.
     pub reads: Arc<crate::pages::Reads>,
+    /// The reporting organisation of the IATI export; `None`: the server publishes none.
+    pub iati: Option<Arc<fundflow_interop::iati::Publisher>>,
 }
 
 /// The router of `app`.
@@ -223,6 +225,12 @@ pub enum Route {
     Summary,
     /// `GET /v1/rejections`.
     Rejections,
+    /// `GET /v1/exports/iati.xml`.
+    ExportIati,
+    /// `GET /v1/exports/fts.csv`.
+    ExportFtsCsv,
+    /// `GET /v1/exports/fts.json`.
+    ExportFtsJson,
 }
 
 /// Which part of a process a route needs (a `gateway` has no queries, a `project` no
@@ -235,7 +243,7 @@ enum Needs {
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 14] = [
+    pub const ALL: [Route; 17] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -250,6 +258,9 @@ impl Route {
         Route::Pledges,
         Route::Summary,
         Route::Rejections,
+        Route::ExportIati,
+        Route::ExportFtsCsv,
+        Route::ExportFtsJson,
     ];
 
     /// Its HTTP method.
@@ -277,6 +288,9 @@ impl Route {
             Route::Pledges => "/v1/pledges",
             Route::Summary => "/v1/summary",
             Route::Rejections => "/v1/rejections",
+            Route::ExportIati => "/v1/exports/iati.xml",
+            Route::ExportFtsCsv => "/v1/exports/fts.csv",
+            Route::ExportFtsJson => "/v1/exports/fts.json",
         }
     }
 
@@ -292,7 +306,10 @@ impl Route {
             | Route::Flows
             | Route::Pledges
             | Route::Summary
-            | Route::Rejections => Needs::Queries,
+            | Route::Rejections
+            | Route::ExportIati
+            | Route::ExportFtsCsv
+            | Route::ExportFtsJson => Needs::Queries,
         }
     }
 
@@ -312,6 +329,9 @@ impl Route {
             Route::Pledges => get(pledges),
             Route::Summary => get(summary),
             Route::Rejections => get(rejections),
+            Route::ExportIati => get(crate::exports::iati_xml),
+            Route::ExportFtsCsv => get(crate::exports::fts_csv),
+            Route::ExportFtsJson => get(crate::exports::fts_json),
         }
     }
 }
@@ -344,7 +364,7 @@ async fn track(request: Request, next: Next) -> Response {
 /// The principal of a read: a bearer token, else a dashboard session (so that a page's CSV
 /// links work in the browser that shows it; the session cookie is SameSite=Strict, and reads
 /// change nothing).
-fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
+pub(crate) fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
     if headers.get(header::AUTHORIZATION).is_none()
         && let Some(principal) = crate::pages::signed_in(app, headers)
     {
@@ -372,7 +392,7 @@ fn bearer<'a>(app: &'a App, headers: &HeaderMap) -> Result<&'a Principal, Proble
         .ok_or_else(|| Problem::unauthorized("the token is not known"))
 }
 
-fn require(principal: &Principal, roles: &[Role], what: &str) -> Result<(), Problem> {
+pub(crate) fn require(principal: &Principal, roles: &[Role], what: &str) -> Result<(), Problem> {
     if roles.contains(&principal.role) {
         Ok(())
     } else {
@@ -634,7 +654,7 @@ fn single_response(submitted: Submitted) -> Response {
     (status, axum::Json(submit_result(submitted))).into_response()
 }
 
-fn queries(app: &App) -> Result<&Queries, Problem> {
+pub(crate) fn queries(app: &App) -> Result<&Queries, Problem> {
     app.queries
         .as_ref()
         .ok_or_else(|| Problem::not_found("this process serves no queries"))
@@ -655,7 +675,7 @@ fn wants_csv(format: Option<&str>) -> Result<bool, Problem> {
 
 /// A CSV reply: the table in the body, the checkpoint (and the next page) in headers, so that
 /// the CSV stays one table.
-fn csv_response(
+pub(crate) fn csv_response(
     csv: Result<Vec<u8>, csv::Error>,
     as_of_seq: u64,
     model_digest: Option<&str>,

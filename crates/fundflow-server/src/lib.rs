@@ -2,7 +2,8 @@
 //! HTTP (`POST /v1/events`: JSON, NDJSON or a CSV export) or NATS request-reply; the [`gateway`]
 //! validates each with the domain's one gate, appends it to the log exactly once, and can wait
 //! for the fold's verdict. Reviewers and auditors read totals, in-kind quantities, pledges,
-//! events and checkpoints from the projector's read model through [`query`]. [`access`] decides
+//! events and checkpoints from the projector's read model through [`query`], and [`exports`]
+//! writes the selected flows as IATI 2.03 XML and FTS-style tables. [`access`] decides
 //! who may do what from hashed bearer tokens; [`http`] serves it all with metrics and limits.
 //!
 //! [`app`] assembles these parts into a process (`fundflow serve`, `gateway`, `project`) on a
@@ -11,6 +12,7 @@
 pub mod access;
 pub mod app;
 pub mod csv_import;
+pub mod exports;
 pub mod gateway;
 pub mod http;
 pub mod nats_auth;

@@ -346,6 +346,45 @@ impl Queries {
             .map_err(join_failed)?
     }
 
+    /// Every applied flow the filters of `params` select, at one checkpoint (its status, limit
+    /// and cursor are the export's own): what the IATI and FTS exports are written from. At
+    /// most [`EXPORT_FLOWS_MAX`], so that an export's memory is bounded; a larger selection is
+    /// refused with a request to narrow it.
+    pub async fn export_flows(&self, params: &FlowsParams) -> Result<FlowsReply, QueryError> {
+        let mut query = FlowsQuery::parse(&FlowsParams {
+            status: None,
+            limit: None,
+            cursor: None,
+            format: None,
+            ..params.clone()
+        })?;
+        query.limit = fundflow_api::PAGE_LIMIT_MAX;
+        let model = self.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut first = flows_page(&model, &query, None)?;
+            let as_of_seq = first.as_of_seq;
+            while let Some(cursor) = first.next_cursor.take() {
+                if first.flows.len() >= EXPORT_FLOWS_MAX {
+                    return Err(param_error(
+                        "export_too_large",
+                        "from",
+                        format!(
+                            "the export would hold more than {EXPORT_FLOWS_MAX} flows; narrow it with from and to or a filter"
+                        ),
+                    ));
+                }
+                query.after = Some(FlowsCursor::decode(&cursor)?);
+                let next = flows_page(&model, &query, None)?;
+                first.flows.extend(next.flows);
+                first.next_cursor = next.next_cursor;
+            }
+            first.as_of_seq = as_of_seq;
+            Ok(first)
+        })
+        .await
+        .map_err(join_failed)?
+    }
+
     /// `GET /v1/pledges`: a page of the pledge book in (partner, pledge id) order, each pledge
     /// with the parallel funding that names it as its grant. `own` as for [`Queries::flows`].
     pub async fn pledges(
@@ -615,6 +654,9 @@ pub struct FlowsQuery {
     pub after: Option<FlowsCursor>,
 }
 
+/// The most flows an IATI or FTS export holds (see [`Queries::export_flows`]).
+pub const EXPORT_FLOWS_MAX: usize = 250_000;
+
 fn param_error(code: &'static str, parameter: &'static str, rule: String) -> QueryError {
     QueryError::InvalidFilter {
         code,
@@ -870,17 +912,25 @@ fn flow_item(record: &FlowRecord) -> Result<FlowItem, QueryError> {
         .map_err(|_| corrupt("currency"))?;
     let scale = minor_unit(currency);
     let usd = |d: Decimal| format_at_scale(d, fundflow_domain::money::USD_SCALE);
-    let (event_type, flow, description) = match &envelope.body {
-        Some(v1::envelope::Body::PledgeRecorded(b)) => ("pledge_recorded", &b.flow, &b.description),
+    let (event_type, own_id, flow, description) = match &envelope.body {
+        Some(v1::envelope::Body::PledgeRecorded(b)) => {
+            ("pledge_recorded", &b.pledge_id, &b.flow, &b.description)
+        }
         Some(v1::envelope::Body::ContributionPaid(b)) => {
-            ("contribution_paid", &b.flow, &b.description)
+            ("contribution_paid", &b.payment_id, &b.flow, &b.description)
         }
-        Some(v1::envelope::Body::ParallelFundingMobilized(b)) => {
-            ("parallel_funding_mobilized", &b.flow, &b.description)
-        }
-        Some(v1::envelope::Body::InKindDonationRecorded(b)) => {
-            ("in_kind_donation_recorded", &b.flow, &b.description)
-        }
+        Some(v1::envelope::Body::ParallelFundingMobilized(b)) => (
+            "parallel_funding_mobilized",
+            &b.funding_id,
+            &b.flow,
+            &b.description,
+        ),
+        Some(v1::envelope::Body::InKindDonationRecorded(b)) => (
+            "in_kind_donation_recorded",
+            &b.donation_id,
+            &b.flow,
+            &b.description,
+        ),
         _ => return Err(corrupt("not a flow")),
     };
     let flow = flow.as_ref().ok_or_else(|| corrupt("no flow"))?;
@@ -929,6 +979,7 @@ fn flow_item(record: &FlowRecord) -> Result<FlowItem, QueryError> {
         event_id: envelope.event_id.clone(),
         partner: record.partner.clone(),
         event_type: event_type.to_owned(),
+        own_id: own_id.clone(),
         kind: kind.as_str().to_owned(),
         occurred_on: occurred_on.to_string(),
         recorded_at: envelope.recorded_at.clone(),

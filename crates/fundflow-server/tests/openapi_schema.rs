@@ -171,6 +171,7 @@ fn flow(full: bool) -> FlowItem {
         event_id: s("6f9619ff-8b86-d011-b42d-00c04fc964ff"),
         partner: s("icshp"),
         event_type: s("in_kind_donation_recorded"),
+        own_id: s("don-1"),
         kind: s("in_kind"),
         occurred_on: s("2020-12-15"),
         recorded_at: s("2020-12-16T08:00:00Z"),
@@ -480,4 +481,31 @@ fn the_analytics_routes_document_exactly_the_parameters_they_take() {
         assert!(!taken.is_empty(), "{path}");
         assert_eq!(documented_parameters(&document, path), taken, "{path}");
     }
+}
+
+#[test]
+fn the_documented_fts_rows_are_the_rows_the_exports_write() {
+    let document = document();
+    let flows = [FlowItem {
+        status: FlowStatus::Applied,
+        ..flow(true)
+    }];
+    let rows = fundflow_interop::fts::rows(&flows);
+    assert_eq!(rows.len(), 1);
+    assert_documents(&document, "FtsRow", &rows[0], &rows[0]);
+    let reply = fundflow_interop::fts::FtsReply {
+        as_of_seq: 1,
+        flows: rows,
+    };
+    assert_documents(&document, "FtsReply", &reply, &reply);
+    // The CSV's header is the order the schema lists the (all required) fields in.
+    let csv = String::from_utf8(fundflow_interop::fts::csv(&reply.flows).unwrap()).unwrap();
+    let documented: Vec<&str> = document["components"]["schemas"]["FtsRow"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(csv.lines().next().unwrap(), documented.join(","));
+    assert_eq!(documented, fundflow_interop::fts::COLUMNS);
 }
