@@ -409,7 +409,7 @@ async fn the_iati_file_validates_against_the_schema_and_an_auditor_reproduces_it
         String::from_utf8_lossy(&lint.stderr)
     );
     assert!(
-        xml.contains("<iati-identifier>XI-IATI-FFTEST-icshp-sg-2020-01</iati-identifier>"),
+        xml.contains("<iati-identifier>XI-IATI-FFTEST-icshp.sg-2020-01</iati-identifier>"),
         "{xml}"
     );
     assert!(xml.contains(r#"<recipient-country code="KE""#), "{xml}");

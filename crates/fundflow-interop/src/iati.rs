@@ -3,7 +3,7 @@
 //!
 //! The mapping, chosen as an IATI publisher would, so that every amount stays exact:
 //! - **Activities.** One per pledge (a partner's `pledge_id`): identifier
-//!   `REF-PARTNER-PLEDGE_ID`. It holds the pledge's allocations as transactions of type **13,
+//!   `REF-PARTNER.PLEDGE_ID`. It holds the pledge's allocations as transactions of type **13,
 //!   Incoming Pledge**, and the partner's payments against it as type **1, Incoming Funds**.
 //!   Type 13 and not 11 (Incoming Commitment): a fundflow pledge is a donor's announced
 //!   intention, not a firm written obligation, and IATI 2.03 added type 13 for exactly that. A
@@ -22,7 +22,8 @@
 //!   is ever needed and no recipient is given at activity level. `value` is the allocation's
 //!   exact amount in the flow's currency; `transaction-date` is the day it occurred (never after
 //!   the day it was recorded: the domain refuses that) and `value-date` the date of the USD rate
-//!   when one was given (the date IATI converts at), else that day. In-kind transactions have
+//!   when one was given (the date IATI converts at) and it is not after the day of recording,
+//!   else the day it occurred, so that no date is in the future. In-kind transactions have
 //!   `disbursement-channel` 4 (aid in kind) and `finance-type` 110; their goods are in the
 //!   description and in `fundflow:item` elements, since IATI has no quantity field. USD
 //!   equivalents, the rate and its source are in `fundflow:usd-equivalent`, and `fundflow:flow`
@@ -30,14 +31,17 @@
 //!   record behind it. A pledge activity ends with `fundflow:pledge`, its partner and pledge id
 //!   unescaped.
 //! - **Sectors.** A pledge's sector (a payment's, when the pledge is not in the file; the
-//!   event's own for the other activities) is the activity's one `sector`, vocabulary 99 (the
-//!   reporting organisation's own), without a percentage; transactions then carry none.
+//!   event's own for the other activities), when it has one, is the activity's one `sector`,
+//!   vocabulary 99 (the reporting organisation's own), without a percentage; transactions
+//!   carry none. The description is the pledge's (the event's), or a sentence saying what the
+//!   activity is when that is empty.
 //! - **Identifiers.** The partner id and pledge id are written with every byte outside
 //!   `[A-Za-z0-9._-]`, and `%` itself, as `%XX` (upper-case hex of the UTF-8 bytes; see
 //!   [`escape_id`]), so that no identifier holds a space, `/`, `&`, `|` or `?` and distinct ids
-//!   stay distinct. Since partner ids may hold `-`, two (partner, pledge id) pairs could still
-//!   meet in one identifier (`a-b` + `c`, `a` + `b-c`): that is refused
-//!   ([`IatiError::DuplicateIdentifier`]), never merged.
+//!   stay distinct. A pledge's identifier is `REF-PARTNER.PLEDGE_ID`: partner ids never hold a
+//!   `.` and event ids (UUIDs) never do, so the first `.` ends the partner and no two pledges,
+//!   nor a pledge and an event, meet in one identifier (were they to, the export would be
+//!   refused with [`IatiError::DuplicateIdentifier`], never merged).
 //! - A reversed event is left out: an IATI file is a full snapshot of what stands. The output
 //!   depends only on the flows (activities ordered by identifier, transactions by date, seq and
 //!   allocation index), not on their order nor on a clock: the root carries the checkpoint
@@ -184,7 +188,7 @@ pub fn activities(
         };
         let identifier = match &what {
             What::Pledge { partner, pledge_id } => format!(
-                "{}-{}-{}",
+                "{}-{}.{}",
                 publisher.ref_,
                 escape_id(partner),
                 escape_id(pledge_id)
@@ -420,14 +424,10 @@ fn activity_element(
         ),
         _ => format!("{} {}{}", label(&main.kind), main.own_id, by(&main.donor)),
     };
-    let description = std::iter::once(main)
-        .chain(flows.iter().copied())
-        .map(|f| f.description.trim())
-        .find(|d| !d.is_empty())
-        .map_or_else(
-            || format!("{title}, as recorded in fundflow by {}.", main.partner),
-            str::to_owned,
-        );
+    let description = match main.description.trim() {
+        "" => format!("{title}, as recorded in fundflow by {}.", main.partner),
+        given => given.to_owned(),
+    };
     let donors: BTreeSet<&str> = flows
         .iter()
         .map(|f| f.donor.as_str())
@@ -444,15 +444,20 @@ fn activity_element(
             narrative: narrative(&main.partner),
         }))
         .collect();
-    let sector = std::iter::once(main)
-        .chain(flows.iter().copied())
-        .map(|f| f.sector.trim())
-        .find(|s| !s.is_empty())
-        .map(|s| Sector {
-            vocabulary: OWN_SECTORS,
-            code: s.to_owned(),
-            narrative: narrative(s),
-        });
+    // The pledge's own sector when the pledge is in the file, else the first the flows give.
+    let sector = if main.kind == "pledged" {
+        Some(main.sector.trim())
+    } else {
+        flows
+            .iter()
+            .map(|f| f.sector.trim())
+            .find(|s| !s.is_empty())
+    };
+    let sector = sector.filter(|s| !s.is_empty()).map(|s| Sector {
+        vocabulary: OWN_SECTORS,
+        code: s.to_owned(),
+        narrative: narrative(s),
+    });
     let mut transaction = Vec::new();
     // Per currency: pledged minus paid, to tell whether anything is outstanding.
     let mut balance: BTreeMap<&str, Decimal> = BTreeMap::new();
@@ -599,8 +604,11 @@ fn transaction_element(
             narrative: narrative(name),
         })
     };
+    // The rate's date is the one IATI means; it is checked against the day of recording, which
+    // is never after today, so that no value date is in the future.
+    let recorded_on = flow.recorded_at.get(..10).unwrap_or_default();
     let value_date = match (&flow.usd_rate, &flow.usd_rate_date) {
-        (Some(_), Some(date)) => date.clone(),
+        (Some(_), Some(date)) if date.as_str() <= recorded_on => date.clone(),
         _ => flow.occurred_on.clone(),
     };
     Ok(Transaction {
