@@ -263,6 +263,23 @@ async fn the_fts_export_has_one_row_per_allocation_and_round_trips_into_a_fresh_
     assert_eq!(std::fs::read_to_string(&out_csv).unwrap(), csv);
     source.terminate().await;
     target.terminate().await;
+
+    // `fundflow flows` takes the same selecting flags, offline.
+    let data = dir.path().join("a").join("data");
+    let listed = |flags: &[&str]| -> Vec<String> {
+        let mut args = vec!["flows", "--data-dir", path(&data), "--format", "json"];
+        args.extend_from_slice(flags);
+        let reply: Value = serde_json::from_str(&fundflow_ok(&args)).unwrap();
+        reply["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["own_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed(&["--country", "KEN"]), ["pay-1", "sg-2020-01"]);
+    assert_eq!(listed(&["--kind", "paid"]), ["pay-2", "pay-1"]);
+    assert_eq!(listed(&["--status", "reversed"]), ["p-2"]);
 }
 
 fn api_flow(id: u64, version: u64, amount: &str, location: &str, extra: &str) -> String {

@@ -244,7 +244,7 @@ pub(crate) enum ExportCommand {
         #[command(flatten)]
         publisher: PublisherArgs,
         #[command(flatten)]
-        filters: ExportFilters,
+        filters: FlowFilters,
     },
     /// FTS-style flows, one row per allocation: CSV or JSON by the extension of --out.
     Fts {
@@ -257,7 +257,7 @@ pub(crate) enum ExportCommand {
         #[arg(long, env = "FUNDFLOW_TOKEN", hide_env_values = true)]
         token: Option<String>,
         #[command(flatten)]
-        filters: ExportFilters,
+        filters: FlowFilters,
     },
 }
 
@@ -324,9 +324,10 @@ impl PublisherArgs {
     }
 }
 
-/// The filters of an export, as flags (those of `fundflow flows` that select flows).
+/// The flags that select flows, for `fundflow flows` and the exports (the query parameters of
+/// `GET /v1/flows` and `/v1/exports/…` of the same names).
 #[derive(Args, Clone, Debug, Default, serde::Serialize)]
-pub struct ExportFilters {
+pub struct FlowFilters {
     /// Only this kind: pledged, paid, parallel_funding or in_kind.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -594,42 +595,10 @@ pub struct RejectionsArgs {
 /// The filters of `GET /v1/flows`, as flags.
 #[derive(Args, Clone, Debug, Default, serde::Serialize)]
 pub struct FlowsArgs {
-    /// Only this kind: pledged, paid, parallel_funding or in_kind.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Only this partner's flows.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partner: Option<String>,
-    /// Only flows to this country (ISO alpha-2 or alpha-3).
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
-    /// Only flows to this M49 area or any country in it.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// Only flows of this grant.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grant: Option<String>,
-    /// Only flows of this donor.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub donor: Option<String>,
-    /// Only flows of this sector.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sector: Option<String>,
-    /// Only flows that occurred on or after this date.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// Only flows that occurred on or before this date.
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
+    /// Which flows.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub select: FlowFilters,
     /// applied (default), reversed or all.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -14,7 +14,7 @@ use fundflow_log::{EventLog, embedded::EmbeddedLog};
 use fundflow_projector::{Projector, ProjectorConfig, RunUntil};
 use fundflow_server::query::{FlowsParams, Queries};
 
-use crate::args::{ExportFilters, ExportSource, PublisherArgs};
+use crate::args::{ExportSource, FlowFilters, PublisherArgs};
 use crate::client::{Client, SUBMIT_CHUNK};
 
 /// `fundflow export iati`.
@@ -23,7 +23,7 @@ pub async fn export_iati(
     source: &ExportSource,
     token: Option<&str>,
     publisher: &PublisherArgs,
-    filters: &ExportFilters,
+    filters: &FlowFilters,
 ) -> anyhow::Result<()> {
     if let Some(url) = &source.url {
         anyhow::ensure!(
@@ -64,7 +64,7 @@ pub async fn export_fts(
     out: &Path,
     source: &ExportSource,
     token: Option<&str>,
-    filters: &ExportFilters,
+    filters: &FlowFilters,
 ) -> anyhow::Result<()> {
     let json = match out.extension().and_then(|e| e.to_str()) {
         Some("json") => true,
@@ -114,7 +114,7 @@ fn write(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// The applied flows the filters select, from a stopped data directory or a log export folded
 /// afresh (into a temporary read model, by the projector's own code).
-async fn flows(source: &ExportSource, filters: &ExportFilters) -> anyhow::Result<FlowsReply> {
+async fn flows(source: &ExportSource, filters: &FlowFilters) -> anyhow::Result<FlowsReply> {
     let value = serde_json::to_value(filters).context("cannot read the filters")?;
     let params: FlowsParams = serde_json::from_value(value).context("cannot read the filters")?;
     if let Some(dir) = &source.data_dir {
