@@ -88,7 +88,8 @@ pub async fn export_fts(
         return Ok(());
     }
     let reply = flows(source, filters).await?;
-    let rows = fts::rows(&reply.flows);
+    let rows = fts::rows(&reply.flows)
+        .with_context(|| format!("cannot write the FTS table as of seq {}", reply.as_of_seq))?;
     let bytes = if json {
         serde_json::to_vec_pretty(&fts::FtsReply {
             as_of_seq: reply.as_of_seq,

@@ -119,17 +119,37 @@ pub struct FtsReply {
     pub flows: Vec<FtsRow>,
 }
 
+/// A flow the API returned that no row can be written for: the API writes none such, so this
+/// names a bug, with the flow's seq.
+#[derive(Debug, thiserror::Error)]
+#[error("flow seq {seq}: {message}")]
+pub struct BadFlow {
+    /// The flow's seq.
+    pub seq: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
 /// The rows of the applied flows among `flows` (reversed ones are left out), in the flows'
 /// order, allocations in theirs.
-pub fn rows(flows: &[FlowItem]) -> Vec<FtsRow> {
+pub fn rows(flows: &[FlowItem]) -> Result<Vec<FtsRow>, BadFlow> {
     let mut rows = Vec::new();
     for flow in flows.iter().filter(|f| f.status == FlowStatus::Applied) {
+        let bad = |message: String| BadFlow {
+            seq: flow.seq,
+            message,
+        };
         let is_usd = flow.currency == "USD";
         let is_pledge = flow.kind == "pledged";
         let exchange_rate = match flow.usd_rate.as_deref() {
-            Some(rate) if !is_usd => inverse(rate),
+            Some(rate) if !is_usd => inverse(rate)
+                .ok_or_else(|| bad(format!("usd_rate {rate:?} is not a positive decimal")))?,
             _ => String::new(),
         };
+        let budget_year = flow
+            .occurred_on
+            .get(..4)
+            .ok_or_else(|| bad(format!("occurred_on {:?} is not a date", flow.occurred_on)))?;
         for (index, allocation) in flow.allocations.iter().enumerate() {
             let (location, region) = match allocation.scope {
                 Scope::Country => (allocation.key.clone(), String::new()),
@@ -137,7 +157,7 @@ pub fn rows(flows: &[FlowItem]) -> Vec<FtsRow> {
             };
             rows.push(FtsRow {
                 date: flow.occurred_on.clone(),
-                budget_year: flow.occurred_on.get(..4).unwrap_or_default().to_owned(),
+                budget_year: budget_year.to_owned(),
                 description: flow.description.clone(),
                 amount_usd: allocation.usd_equivalent.clone().unwrap_or_default(),
                 src_organization: flow.donor.clone(),
@@ -179,18 +199,16 @@ pub fn rows(flows: &[FlowItem]) -> Vec<FtsRow> {
             });
         }
     }
-    rows
+    Ok(rows)
 }
 
-/// 1 / `rate`, or empty when it is not a positive decimal (the fold only applies positive
-/// rates, so that cannot happen for a flow it applied).
-fn inverse(rate: &str) -> String {
+/// 1 / `rate`; `None` when it is not a positive decimal (the fold applies no such rate).
+fn inverse(rate: &str) -> Option<String> {
     Decimal::from_str_exact(rate)
         .ok()
         .filter(|r| *r > Decimal::ZERO)
         .and_then(|r| Decimal::ONE.checked_div(r))
         .map(|q| q.normalize().to_string())
-        .unwrap_or_default()
 }
 
 /// The rows as CSV under [`COLUMNS`].

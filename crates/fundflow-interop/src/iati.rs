@@ -606,7 +606,13 @@ fn transaction_element(
     };
     // The rate's date is the one IATI means; it is checked against the day of recording, which
     // is never after today, so that no value date is in the future.
-    let recorded_on = flow.recorded_at.get(..10).unwrap_or_default();
+    let recorded_on = flow
+        .recorded_at
+        .get(..10)
+        .ok_or_else(|| IatiError::BadFlow {
+            seq: flow.seq,
+            message: format!("recorded_at {:?} is not an RFC 3339 time", flow.recorded_at),
+        })?;
     let value_date = match (&flow.usd_rate, &flow.usd_rate_date) {
         (Some(_), Some(date)) if date.as_str() <= recorded_on => date.clone(),
         _ => flow.occurred_on.clone(),

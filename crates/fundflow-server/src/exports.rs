@@ -78,12 +78,8 @@ pub async fn fts_csv(
     params: Params,
 ) -> Result<Response, Problem> {
     let reply = selected(&app, &headers, params).await?;
-    csv_response(
-        fts::csv(&fts::rows(&reply.flows)),
-        reply.as_of_seq,
-        None,
-        None,
-    )
+    let rows = fts::rows(&reply.flows).map_err(bad_flow)?;
+    csv_response(fts::csv(&rows), reply.as_of_seq, None, None)
 }
 
 /// `GET /v1/exports/fts.json`.
@@ -95,9 +91,16 @@ pub async fn fts_json(
     let reply = selected(&app, &headers, params).await?;
     Ok(axum::Json(fts::FtsReply {
         as_of_seq: reply.as_of_seq,
-        flows: fts::rows(&reply.flows),
+        flows: fts::rows(&reply.flows).map_err(bad_flow)?,
     })
     .into_response())
+}
+
+/// A flow the read model gave that the table cannot hold: the model needs a rebuild.
+fn bad_flow(err: fts::BadFlow) -> Problem {
+    Problem::unavailable(format!(
+        "the FTS table could not be written: {err} (rebuild the read model)"
+    ))
 }
 
 /// `GET /v1/exports/iati.xml`.

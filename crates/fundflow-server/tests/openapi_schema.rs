@@ -490,7 +490,7 @@ fn the_documented_fts_rows_are_the_rows_the_exports_write() {
         status: FlowStatus::Applied,
         ..flow(true)
     }];
-    let rows = fundflow_interop::fts::rows(&flows);
+    let rows = fundflow_interop::fts::rows(&flows).unwrap();
     assert_eq!(rows.len(), 1);
     assert_documents(&document, "FtsRow", &rows[0], &rows[0]);
     let reply = fundflow_interop::fts::FtsReply {
