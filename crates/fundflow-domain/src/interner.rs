@@ -1,9 +1,14 @@
 //! Interns strings to dense ids, so that the fold's keys stay small and hashing them cheap.
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 /// Names and their ids; an id is the name's position in `names`.
-#[derive(Debug, Clone, Default)]
+///
+/// Encoded as its names alone (the ids are their positions), and decoded by interning them
+/// again in order.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "Vec<Box<str>>")]
 pub(crate) struct Interner {
     /// Id by name, for interning and lookups.
     ids: FxHashMap<Box<str>, u32>,
@@ -38,5 +43,22 @@ impl Interner {
         let name = self.names.get(id as usize);
         debug_assert!(name.is_some(), "id {id} was never interned");
         name.map_or("", |n| n)
+    }
+}
+
+impl Serialize for Interner {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.names.serialize(s)
+    }
+}
+
+impl From<Vec<Box<str>>> for Interner {
+    fn from(names: Vec<Box<str>>) -> Interner {
+        let ids = names
+            .iter()
+            .enumerate()
+            .map(|(id, name)| (name.clone(), crate::ledger::next_index(id)))
+            .collect();
+        Interner { ids, names }
     }
 }

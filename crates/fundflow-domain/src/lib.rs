@@ -11,8 +11,9 @@
 //!
 //! The API: the fold, its values and the model at the root; by role, [`digest`] (the digest
 //! chains and outcome bytes others must compute as the fold does), [`wire`] (checks on envelope
-//! fields, "same content"), [`limits`] (every named maximum) and [`money`] (parsing and
-//! formatting amounts). The report shapes and everything else that speaks JSON live in
+//! fields, "same content"), [`limits`] (every named maximum), [`money`] (parsing and
+//! formatting amounts) and [`snapshot`] (the fold's whole state as bytes, so that a projector
+//! restarts without refolding the log). The report shapes and everything else that speaks JSON live in
 //! `fundflow-api`. Inside, the graph is one-way: `values` ← `ledger` → `model`.
 
 mod event;
@@ -27,6 +28,7 @@ mod values;
 pub mod digest;
 pub mod limits;
 pub mod money;
+pub mod snapshot;
 
 /// Checks on the wire envelope's fields that the gateway, the CLI and the tools share with the
 /// fold, so that each is defined once.

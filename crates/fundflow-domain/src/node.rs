@@ -4,10 +4,20 @@
 use std::sync::LazyLock;
 
 use fundflow_refdata::{COUNTRIES, REGIONS, RegionLevel};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A country (index into `COUNTRIES`) or an M49 area (`COUNTRIES.len()` + index into `REGIONS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Node(u16);
+
+/// A decoded node is checked against the tables, so that no node indexes past them.
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
+        Node::from_index(u16::deserialize(d)?)
+            .ok_or_else(|| D::Error::custom("a node index is out of range"))
+    }
+}
 
 /// The level a total is reported at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -3,8 +3,10 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Why an event was rejected. The string form ([`RejectCode::as_str`]) is the public code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum RejectCode {
     /// The bytes are not a protobuf `Envelope`.
@@ -220,7 +222,7 @@ impl fmt::Display for RejectCode {
 }
 
 /// A refused event: the code, the field it concerns and a sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     /// What rule was broken.
     pub code: RejectCode,

@@ -4,6 +4,7 @@
 
 use fundflow_refdata::{CURRENCIES, CurrencyIndex};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use time::Date;
 
 use crate::node::Node;
@@ -32,7 +33,7 @@ impl Outcome {
 }
 
 /// The four kinds of total a flow can count towards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TotalKind {
     /// Promised (`PledgeRecorded`).
     Pledged,
@@ -70,13 +71,16 @@ impl TotalKind {
 }
 
 /// One total: the amount in its currency, split into what was converted to USD and what was not.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Total {
     /// Everything, in the row's currency.
+    #[serde(with = "crate::snapshot::decimal")]
     pub amount: Decimal,
     /// The USD equivalent of the converted part (the sum of per-allocation conversions).
+    #[serde(with = "crate::snapshot::decimal")]
     pub usd_equivalent: Decimal,
     /// The part of `amount` that came without a USD rate, in the row's currency.
+    #[serde(with = "crate::snapshot::decimal")]
     pub unconverted: Decimal,
 }
 
@@ -137,18 +141,19 @@ impl Total {
 }
 
 /// The key of a total.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TotalKey {
     /// The country or area.
     pub node: Node,
     /// What the total counts.
     pub kind: TotalKind,
     /// The currency, an index into `fundflow_refdata::CURRENCIES`.
+    #[serde(with = "crate::snapshot::currency")]
     pub currency: CurrencyIndex,
 }
 
 /// The key of an in-kind quantity: interned item and unit names, see [`crate::Ledger::item_name`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QuantityKey {
     /// The country or area.
     pub node: Node,
@@ -166,13 +171,15 @@ pub(crate) enum Sign {
 }
 
 /// What was pledged to, and paid to, one recipient of a pledge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PledgeLine {
     /// The recipient.
     pub node: Node,
     /// Promised.
+    #[serde(with = "crate::snapshot::decimal")]
     pub pledged: Decimal,
     /// Paid so far.
+    #[serde(with = "crate::snapshot::decimal")]
     pub paid: Decimal,
 }
 
@@ -184,7 +191,7 @@ impl PledgeLine {
 }
 
 /// A rejected record, as reports list it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedEvent {
     /// Where it is in the log.
     pub seq: u64,
@@ -257,7 +264,7 @@ pub fn currency_code(currency: CurrencyIndex) -> &'static str {
 
 /// A calendar month, counted as `year * 12 + (month - 1)`, so that months order and subtract as
 /// numbers and fit a `u32` key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Month(pub u32);
 
 impl Month {
@@ -312,7 +319,7 @@ impl std::fmt::Display for Month {
 
 /// One partner's month of cells: the unit in which the fold keeps cells and the read model
 /// stores and rewrites them, so that a batch rewrites the blocks it touched and nothing else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CellBlock {
     /// The month of the flows' `occurred_on`.
     pub month: Month,
@@ -323,7 +330,7 @@ pub struct CellBlock {
 /// The key of a cell within its [`CellBlock`]: the finest grain the fold sums at. Grant, sector
 /// and donor are interned labels ([`crate::Ledger::label`]); the empty label is a value of its
 /// own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CellKey {
     /// The flow's `occurred_on`.
     pub day: Date,
@@ -338,12 +345,13 @@ pub struct CellKey {
     /// What the cell counts.
     pub kind: TotalKind,
     /// The currency.
+    #[serde(with = "crate::snapshot::currency")]
     pub currency: CurrencyIndex,
 }
 
 /// The key of an in-kind quantity cell within its [`CellBlock`]; item and unit interned as in
 /// [`QuantityKey`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QuantityCellKey {
     /// The donation's `occurred_on`.
     pub day: Date,
@@ -425,7 +433,7 @@ pub struct QuantityCellRef<'a> {
 
 /// How many records whose `occurred_on` is one day were applied and rejected. A record whose
 /// date cannot be read counts in no day.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DayOutcomes {
     /// Applied records (reversals included).
     pub applied: u64,

@@ -5,6 +5,7 @@
 
 use fundflow_proto::Message;
 use fundflow_proto::v1;
+use serde::{Deserialize, Serialize};
 
 use super::{Ledger, Source};
 use crate::event;
@@ -15,7 +16,7 @@ use crate::values::RejectedEvent;
 
 /// The identity of an event: partner and UUID. Split into two `u64` halves so that the key stays
 /// 8-byte aligned (24 bytes, not 32) in the largest map the ledger keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(super) struct EventKey {
     partner: u32,
     id_high: u64,
@@ -35,7 +36,7 @@ impl EventKey {
 }
 
 /// What the ledger remembers of every event with a valid identity.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(super) struct EventEntry {
     /// Where the event is in the log.
     pub(super) seq: u64,
@@ -46,7 +47,7 @@ pub(super) struct EventEntry {
 }
 
 /// What became of a remembered event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum EntryState {
     Rejected,
     /// Applied; its effect is `effects[index]`.

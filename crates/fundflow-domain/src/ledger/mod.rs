@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use fundflow_refdata::CurrencyIndex;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use time::Date;
 
 use crate::digest::{chain_log, chain_outcome, outcome_code};
@@ -51,9 +52,10 @@ pub use evolve::Touched;
 use identity::{EntryState, EventEntry, EventKey};
 
 /// What an applied event did, kept so that its reversal can undo exactly that.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Effect {
     kind: TotalKind,
+    #[serde(with = "crate::snapshot::currency")]
     currency: CurrencyIndex,
     /// One per allocation, in the event's order.
     parts: Box<[Part]>,
@@ -65,7 +67,7 @@ pub(crate) struct Effect {
 }
 
 /// Where an effect counts besides its recipients: its cell block and the cell's other keys.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct EffectDims {
     block: CellBlock,
     day: Date,
@@ -89,34 +91,38 @@ impl Effect {
 }
 
 /// One allocation's share of a total.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Part {
     node: Node,
+    #[serde(with = "crate::snapshot::decimal")]
     value: Decimal,
+    #[serde(with = "crate::snapshot::decimal_option")]
     usd: Option<Decimal>,
 }
 
 /// One in-kind item of an allocation, with interned names.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct ItemPart {
     node: Node,
     item: u32,
     unit: u32,
+    #[serde(with = "crate::snapshot::decimal")]
     quantity: Decimal,
 }
 
 /// How an effect is tied to a pledge, by its index in `Ledger::pledges`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum PledgeLink {
     Recorded(u32),
     Paid(u32),
 }
 
 /// A pledge's state: what was pledged and paid per recipient.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct PledgeState {
     partner: u32,
     pledge_id: Box<str>,
+    #[serde(with = "crate::snapshot::currency")]
     currency: CurrencyIndex,
     lines: Vec<PledgeLine>,
     /// Applied, unreversed payments against the pledge; a pledge with any cannot be reversed.
@@ -128,10 +134,13 @@ struct PledgeState {
     sector: u32,
     occurred_on: Date,
     /// The pledge's USD rate, if it had one (always 1 for USD).
+    #[serde(with = "crate::snapshot::decimal_option")]
     usd_rate: Option<Decimal>,
     /// The sum of its allocations' USD equivalents, with a rate.
+    #[serde(with = "crate::snapshot::decimal_option")]
     pledged_usd: Option<Decimal>,
     /// The sum of the USD equivalents of its converted payments.
+    #[serde(with = "crate::snapshot::decimal")]
     paid_usd: Decimal,
     /// Its applied payments that came without a USD rate.
     payments_unconverted: u32,
@@ -159,7 +168,7 @@ pub struct Source<'a> {
 }
 
 /// The ledger's state and its fold. See the module documentation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Ledger {
     last_seq: u64,
     /// SHA-256 chain over (seq, bytes) of every record, in order: the log digest.
@@ -174,6 +183,7 @@ pub struct Ledger {
     /// allocation costs one map update, not one per level.
     direct_totals: FxHashMap<TotalKey, Total>,
     /// In-kind quantities per recipient as allocated, rolled up on read likewise.
+    #[serde(with = "crate::snapshot::decimal_map")]
     direct_quantities: FxHashMap<QuantityKey, Decimal>,
     /// Every event with a valid identity, applied or not: what tells a repeat from a new event,
     /// and what a reversal finds its target by.
@@ -198,14 +208,17 @@ pub struct Ledger {
     /// what every total by partner, period, grant, sector and donor is read from.
     cells: FxHashMap<CellBlock, FxHashMap<CellKey, Total>>,
     /// In-kind quantities at the finest grain, likewise.
+    #[serde(with = "crate::snapshot::nested_decimal_map")]
     quantity_cells: FxHashMap<CellBlock, FxHashMap<QuantityCellKey, Decimal>>,
     /// Records applied and rejected by their `occurred_on`.
     day_outcomes: BTreeMap<Date, DayOutcomes>,
     /// Parallel funding by the grant it names (interned label) and currency, for the pledge
     /// book's leverage.
+    #[serde(with = "crate::snapshot::by_id_and_currency")]
     grant_funding: FxHashMap<(u32, CurrencyIndex), Total>,
     rejected: Vec<RejectedEvent>,
     /// Reused buffer for the content fingerprint's encoding.
+    #[serde(skip)]
     scratch: Vec<u8>,
 }
 

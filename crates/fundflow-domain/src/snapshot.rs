@@ -1,0 +1,296 @@
+//! The fold's whole state as bytes, so that a projector restarts from where it stopped instead
+//! of refolding the log from sequence 1.
+//!
+//! [`write`] encodes a [`Ledger`] with postcard (a compact serde format) into any writer the
+//! caller hands it, and [`read`] decodes one. The encoding is this build's: it starts with
+//! [`FORMAT`] and the sizes of the reference tables the state indexes into, and [`read`] refuses
+//! bytes of another format or other tables rather than guess. Every country, area and currency
+//! index is checked as it is decoded, so that no decoded key can index past a table.
+//!
+//! What this module does not do is decide whether bytes can be trusted: the caller keeps a
+//! digest of what it wrote and checks it before it uses a decoded ledger (the projector's
+//! snapshot file does), and a decoded ledger is only ever a starting point for a fold whose
+//! checkpoint is compared with the read model's. The serde impls of the state's types exist for
+//! this encoding only: decimals are their 16 raw bytes, not strings, so they are no API.
+
+use std::io;
+
+use fundflow_refdata::{COUNTRIES, CURRENCIES, REGIONS};
+use serde::{Deserialize, Serialize};
+
+use crate::Ledger;
+use crate::reject::RejectCode;
+
+/// The version of the encoding. Bump it with any change to a type the ledger's state holds.
+pub const FORMAT: u32 = 1;
+
+/// Why a snapshot could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The writer or reader failed.
+    #[error("cannot {doing} the fold's state: {source}")]
+    Io {
+        /// "write" or "read".
+        doing: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The bytes are of another format version or were written against other reference data.
+    #[error(
+        "the fold's state was written by another build (format {found}, this build reads {expected})"
+    )]
+    OtherBuild {
+        /// What the bytes say.
+        found: String,
+        /// What this build writes.
+        expected: String,
+    },
+    /// The bytes do not decode as a ledger's state.
+    #[error("the fold's state does not decode: {0}")]
+    Malformed(String),
+}
+
+/// What a snapshot's first bytes say: the format and the reference tables it was written
+/// against, whose indexes it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Layout {
+    format: u32,
+    countries: u32,
+    regions: u32,
+    currencies: u32,
+    reject_codes: u32,
+}
+
+impl Layout {
+    fn this_build() -> Layout {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Layout {
+            format: FORMAT,
+            countries: count(COUNTRIES.len()),
+            regions: count(REGIONS.len()),
+            currencies: count(CURRENCIES.len()),
+            reject_codes: count(RejectCode::ALL.len()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}, {} countries, {} areas, {} currencies, {} rejection codes",
+            self.format, self.countries, self.regions, self.currencies, self.reject_codes
+        )
+    }
+}
+
+/// Writes `ledger`'s state to `out` and returns the writer.
+pub fn write<W: io::Write>(ledger: &Ledger, out: W) -> Result<W, SnapshotError> {
+    let encoded =
+        postcard::to_io(&Layout::this_build(), out).and_then(|out| postcard::to_io(ledger, out));
+    encoded.map_err(|err| match err {
+        postcard::Error::SerializeBufferFull => SnapshotError::Malformed(err.to_string()),
+        other => SnapshotError::Io {
+            doing: "write",
+            source: io::Error::other(other),
+        },
+    })
+}
+
+/// The longest string a snapshot holds (a rejection's message, an interned name); a longer one
+/// is malformed. Decoding a string needs a scratch buffer of this size.
+const STRING_BYTES_MAX: usize = 1 << 20;
+
+/// Reads a ledger's state written by [`write`] from `input`, consuming exactly its bytes.
+pub fn read<R: io::Read>(input: R) -> Result<Ledger, SnapshotError> {
+    let mut scratch = vec![0u8; STRING_BYTES_MAX];
+    let malformed = |err: postcard::Error| SnapshotError::Malformed(err.to_string());
+    let (layout, (input, _)) =
+        postcard::from_io::<Layout, _>((input, &mut scratch[..])).map_err(malformed)?;
+    let expected = Layout::this_build();
+    if layout != expected {
+        return Err(SnapshotError::OtherBuild {
+            found: layout.describe(),
+            expected: expected.describe(),
+        });
+    }
+    let (ledger, _) =
+        postcard::from_io::<Ledger, _>((input, &mut scratch[..])).map_err(malformed)?;
+    Ok(ledger)
+}
+
+/// A decimal as its 16 raw bytes (`Decimal::serialize`), for `#[serde(with)]`.
+pub(crate) mod decimal {
+    use rust_decimal::Decimal;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    // `with` hands a reference to the field.
+    #[allow(clippy::trivially_copy_pass_by_ref)]
+    pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        value.serialize().serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let bytes = <[u8; 16]>::deserialize(d)?;
+        let value = Decimal::deserialize(bytes);
+        // The flags' scale bits can say more than rust_decimal's maximum; such bytes are no
+        // decimal it wrote.
+        if value.scale() > Decimal::MAX_SCALE {
+            return Err(D::Error::custom("a decimal's scale is out of range"));
+        }
+        Ok(value)
+    }
+}
+
+/// An optional decimal, likewise.
+pub(crate) mod decimal_option {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Raw(#[serde(with = "super::decimal")] Decimal);
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Decimal>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.map(Raw).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Decimal>, D::Error> {
+        Ok(Option::<Raw>::deserialize(d)?.map(|Raw(value)| value))
+    }
+}
+
+/// A currency index, checked against the table as it is decoded, for `#[serde(with)]`.
+pub(crate) mod currency {
+    use fundflow_refdata::{CURRENCIES, CurrencyIndex};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &CurrencyIndex, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(*value)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CurrencyIndex, D::Error> {
+        let index = CurrencyIndex::deserialize(d)?;
+        if usize::from(index) >= CURRENCIES.len() {
+            return Err(D::Error::custom("a currency index is out of range"));
+        }
+        Ok(index)
+    }
+}
+
+/// A map keyed by (an interned id, a currency), as the parallel funding per grant is: written as
+/// a sequence of entries, each currency checked as it is decoded.
+pub(crate) mod by_id_and_currency {
+    use fundflow_refdata::CurrencyIndex;
+    use rustc_hash::FxHashMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::values::Total;
+
+    #[derive(Serialize)]
+    struct EntryRef<'a>(u32, CurrencyIndex, &'a Total);
+
+    #[derive(Deserialize)]
+    struct Entry(u32, #[serde(with = "super::currency")] CurrencyIndex, Total);
+
+    pub(crate) fn serialize<S: Serializer>(
+        map: &FxHashMap<(u32, CurrencyIndex), Total>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            map.iter()
+                .map(|(&(id, currency), total)| EntryRef(id, currency, total)),
+        )
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<FxHashMap<(u32, CurrencyIndex), Total>, D::Error> {
+        let entries = Vec::<Entry>::deserialize(d)?;
+        Ok(entries
+            .into_iter()
+            .map(|Entry(id, currency, total)| ((id, currency), total))
+            .collect())
+    }
+}
+
+/// A decimal wrapped so that it can sit in a map or a sequence with the encoding of
+/// [`decimal`].
+#[derive(Serialize, Deserialize)]
+struct RawDecimal(#[serde(with = "decimal")] rust_decimal::Decimal);
+
+/// A map of decimals, each as [`decimal`], for `#[serde(with)]`.
+pub(crate) mod decimal_map {
+    use std::hash::Hash;
+
+    use rust_decimal::Decimal;
+    use rustc_hash::FxHashMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::RawDecimal;
+
+    pub(crate) fn serialize<K: Serialize, S: Serializer>(
+        map: &FxHashMap<K, Decimal>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(map.iter().map(|(k, v)| (k, RawDecimal(*v))))
+    }
+
+    pub(crate) fn deserialize<'de, K, D>(d: D) -> Result<FxHashMap<K, Decimal>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        D: Deserializer<'de>,
+    {
+        let map = FxHashMap::<K, RawDecimal>::deserialize(d)?;
+        Ok(map.into_iter().map(|(k, RawDecimal(v))| (k, v)).collect())
+    }
+}
+
+/// A map of maps of decimals (the quantity cells by block), likewise.
+pub(crate) mod nested_decimal_map {
+    use std::hash::Hash;
+
+    use rust_decimal::Decimal;
+    use rustc_hash::FxHashMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    struct Inner<'a, K>(&'a FxHashMap<K, Decimal>);
+
+    impl<K: Serialize> Serialize for Inner<'_, K> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            super::decimal_map::serialize(self.0, s)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(bound = "K: Deserialize<'de> + Eq + Hash")]
+    struct Owned<K>(
+        #[serde(deserialize_with = "super::decimal_map::deserialize")] FxHashMap<K, Decimal>,
+    );
+
+    pub(crate) fn serialize<B: Serialize, K: Serialize, S: Serializer>(
+        map: &FxHashMap<B, FxHashMap<K, Decimal>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(map.iter().map(|(b, inner)| (b, Inner(inner))))
+    }
+
+    pub(crate) fn deserialize<'de, B, K, D>(
+        d: D,
+    ) -> Result<FxHashMap<B, FxHashMap<K, Decimal>>, D::Error>
+    where
+        B: Deserialize<'de> + Eq + Hash,
+        K: Deserialize<'de> + Eq + Hash,
+        D: Deserializer<'de>,
+    {
+        let map = FxHashMap::<B, Owned<K>>::deserialize(d)?;
+        Ok(map
+            .into_iter()
+            .map(|(b, Owned(inner))| (b, inner))
+            .collect())
+    }
+}
