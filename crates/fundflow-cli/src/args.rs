@@ -50,6 +50,8 @@ pub(crate) enum Command {
         log: LogArgs,
         #[command(flatten)]
         http: serve::HttpArgs,
+        #[command(flatten)]
+        fold: serve::FoldArgs,
     },
     /// Run a stateless submit gateway (HTTP and NATS) on the JetStream log.
     Gateway {
@@ -157,6 +159,8 @@ pub(crate) enum Command {
         once: bool,
         #[command(flatten)]
         http: serve::HttpArgs,
+        #[command(flatten)]
+        fold: serve::FoldArgs,
     },
     /// Drop the read model in DATA_DIR and fold the log again from sequence 1.
     Rebuild {

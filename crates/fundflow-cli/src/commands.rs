@@ -54,20 +54,27 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<()> {
             }
         },
         Command::PublishFile { file, log } => log_commands::publish_file(&file, &log).await,
-        Command::Project { log, once, http } => {
+        Command::Project {
+            log,
+            once,
+            http,
+            fold,
+        } => {
             if once && http.config.is_some() {
                 anyhow::bail!(
                     "--once folds and exits, so it serves no query API: drop --config, or --once"
                 );
             }
             if http.config.is_none() {
-                log_commands::project(&log, once).await
+                log_commands::project(&log, once, &fold).await
             } else {
-                serve::run(Mode::Project, &log, &http).await
+                serve::run(Mode::Project, &log, &http, &fold).await
             }
         }
-        Command::Serve { log, http } => serve::run(Mode::Serve, &log, &http).await,
-        Command::Gateway { log, http } => serve::run(Mode::Gateway, &log, &http).await,
+        Command::Serve { log, http, fold } => serve::run(Mode::Serve, &log, &http, &fold).await,
+        Command::Gateway { log, http } => {
+            serve::run(Mode::Gateway, &log, &http, &serve::FoldArgs::default()).await
+        }
         Command::Quickstart { log, http, exit } => quickstart::run(&log, &http, exit).await,
         Command::Submit {
             file,

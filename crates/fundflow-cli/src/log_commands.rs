@@ -10,10 +10,11 @@ use std::time::Instant;
 use anyhow::Context;
 use fundflow_api::Report;
 use fundflow_log::{AppendRequest, Appended, EventLog};
-use fundflow_projector::{Projector, ProjectorConfig, RunUntil};
+use fundflow_projector::{Projector, RunUntil};
 use fundflow_proto::{Message, RecordReader, v1};
 
 use crate::args::TotalsArgs;
+use crate::serve::FoldArgs;
 use crate::{Format, LogArgs};
 
 /// Records published per call of `append_batch` (which keeps its own window of acks in flight).
@@ -77,10 +78,24 @@ pub async fn publish_file(path: &Path, args: &LogArgs) -> anyhow::Result<()> {
 }
 
 /// `fundflow project`.
-pub async fn project(args: &LogArgs, once: bool) -> anyhow::Result<()> {
+pub async fn project(args: &LogArgs, once: bool, fold: &FoldArgs) -> anyhow::Result<()> {
     let log = open_log(args).await?;
     let model_dir = args.data_dir.join("model");
-    let projector = Projector::open(&model_dir, &log, ProjectorConfig::default()).await?;
+    let opening = Instant::now();
+    let projector = Projector::open(&model_dir, &log, fold.projector()).await?;
+    let at = projector.ledger().last_seq();
+    match projector.metrics().resumed_from_seq.load(Ordering::Relaxed) {
+        0 if at > 0 => println!(
+            "refolded the log to the read model's checkpoint (seq {at}) and checked it, in {:.1} s",
+            opening.elapsed().as_secs_f64()
+        ),
+        0 => {}
+        from => println!(
+            "started from the fold's snapshot at seq {from} and the log's {} records after it, at the read model's checkpoint (seq {at}), in {:.1} s",
+            at - from,
+            opening.elapsed().as_secs_f64()
+        ),
+    }
     let started = Instant::now();
     let from = projector.ledger().last_seq();
     let until = if once {
@@ -99,10 +114,16 @@ pub async fn project(args: &LogArgs, once: bool) -> anyhow::Result<()> {
     let to = metrics.checkpoint_seq.load(Ordering::Relaxed);
     let (applied, rejected) = projector.ledger().counts();
     let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "folded seq {}..={to} in {seconds:.1} s; the read model holds {applied} applied and {rejected} rejected events",
-        from + 1
-    );
+    if to > from {
+        println!(
+            "folded seq {}..={to} in {seconds:.1} s; the read model holds {applied} applied and {rejected} rejected events",
+            from + 1
+        );
+    } else {
+        println!(
+            "nothing to fold after seq {to}; the read model holds {applied} applied and {rejected} rejected events"
+        );
+    }
     Ok(())
 }
 
@@ -111,7 +132,7 @@ pub async fn rebuild(args: &LogArgs) -> anyhow::Result<()> {
     let model_dir = args.data_dir.join("model");
     Projector::clear(&model_dir)
         .with_context(|| format!("cannot clear {}", model_dir.display()))?;
-    project(args, true).await
+    project(args, true, &FoldArgs::default()).await
 }
 
 /// `fundflow totals` from a stopped data directory: the report of its read model, the totals

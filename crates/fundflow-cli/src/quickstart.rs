@@ -165,7 +165,14 @@ pub async fn run(log_args: &LogArgs, http: &HttpArgs, exit: bool) -> anyhow::Res
     let mut http = http.clone();
     http.config = Some(demo.config.clone());
     let access = crate::serve::load_access(http.config.as_ref())?;
-    let mut running = crate::serve::start(Mode::Serve, &log_args, &http, access).await?;
+    let mut running = crate::serve::start(
+        Mode::Serve,
+        &log_args,
+        &http,
+        &crate::serve::FoldArgs::default(),
+        access,
+    )
+    .await?;
     running.started().await?;
     let base = format!("http://{}", running.addr);
 

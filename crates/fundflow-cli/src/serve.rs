@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use fundflow_server::app::{self, AppConfig, Mode, Running};
+use fundflow_projector::ProjectorConfig;
+use fundflow_server::app::{self, AppConfig, FoldOptions, Mode, Running};
 use fundflow_server::{AccessControl, Limits};
 
 use crate::LogArgs;
@@ -38,6 +39,51 @@ pub struct HttpArgs {
     /// The reporting organisation of `GET /v1/exports/iati.xml` (none: no IATI export).
     #[command(flatten)]
     pub publisher: crate::args::PublisherArgs,
+}
+
+/// How the projector starts and snapshots its fold (`serve`, `project`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FoldArgs {
+    /// Refold the log from sequence 1 at start and check the result against the read model
+    /// before serving, whatever snapshot of the fold there is.
+    #[arg(long)]
+    pub verify: bool,
+    /// Write the fold's snapshot (beside the read model, DATA_DIR/model.fold) at most this
+    /// often while folding, in seconds, and when stopping, so that a start folds only what
+    /// follows it; 0: never (a start then folds on from whatever snapshot there is, or from
+    /// sequence 1).
+    #[arg(long, env = "FUNDFLOW_SNAPSHOT_EVERY_SECS", default_value_t = 30)]
+    pub snapshot_every_secs: u64,
+}
+
+impl Default for FoldArgs {
+    fn default() -> Self {
+        FoldArgs {
+            verify: false,
+            snapshot_every_secs: 30,
+        }
+    }
+}
+
+impl FoldArgs {
+    /// The server's options.
+    pub fn options(&self) -> FoldOptions {
+        FoldOptions {
+            verify: self.verify,
+            snapshot_every: (self.snapshot_every_secs > 0)
+                .then(|| Duration::from_secs(self.snapshot_every_secs)),
+        }
+    }
+
+    /// The projector's tuning.
+    pub fn projector(&self) -> ProjectorConfig {
+        let options = self.options();
+        ProjectorConfig {
+            verify: options.verify,
+            snapshot_every: options.snapshot_every,
+            ..ProjectorConfig::default()
+        }
+    }
 }
 
 impl HttpArgs {
@@ -70,6 +116,7 @@ pub async fn start(
     mode: Mode,
     log_args: &LogArgs,
     http: &HttpArgs,
+    fold: &FoldArgs,
     access: AccessControl,
 ) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(http.listen)
@@ -82,6 +129,7 @@ pub async fn start(
         limits: http.limits(),
         wait: Duration::from_secs(http.wait_secs),
         iati: http.publisher.publisher()?,
+        fold: fold.options(),
     };
     let running = app::start(config, listener).await?;
     eprintln!("fundflow: listening on http://{}", running.addr);
@@ -89,8 +137,13 @@ pub async fn start(
 }
 
 /// `fundflow serve`, `gateway`, `project --config`: runs until SIGTERM or Ctrl-C.
-pub async fn run(mode: Mode, log_args: &LogArgs, http: &HttpArgs) -> anyhow::Result<()> {
+pub async fn run(
+    mode: Mode,
+    log_args: &LogArgs,
+    http: &HttpArgs,
+    fold: &FoldArgs,
+) -> anyhow::Result<()> {
     let access = load_access(http.config.as_ref())?;
-    let running = start(mode, log_args, http, access).await?;
+    let running = start(mode, log_args, http, fold, access).await?;
     Ok(running.run_until(shutdown_signal()).await?)
 }

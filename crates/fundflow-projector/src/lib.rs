@@ -5,11 +5,16 @@
 //! always exactly a fold of the log up to its checkpoint.
 //!
 //! What is in memory: the [`Ledger`] itself (event-id index with content fingerprints, the
-//! effects kept for reversals, pledge balances, direct totals). It is rebuilt at start by
-//! refolding the log from sequence 1 up to the read model's checkpoint, and then checked: the
-//! refold's checkpoint (log digest, counts, rejection chain) and its model digest must equal the
-//! read model's, or the projector refuses to run (the log or the model was changed behind its
-//! back; `fundflow rebuild` makes a new model). About 440 MB per million events (README, Benchmarks).
+//! effects kept for reversals, pledge balances, direct totals and cells). At start it comes
+//! from the fold's snapshot beside the read model (`<model dir>.fold`, see [`snapshot`]) plus
+//! a fold of the log's records after it, accepted only if the result's checkpoint (log digest,
+//! counts, rejection chain) is the read model's; without a usable snapshot, or with
+//! [`ProjectorConfig::verify`], it is rebuilt by refolding the log from sequence 1 and checked
+//! further: the refold's model digest must equal the read model's, or the projector refuses to
+//! run (the log or the model was changed behind its back; `fundflow rebuild` makes a new
+//! model). A snapshot is written after a batch when [`ProjectorConfig::snapshot_every`] has
+//! passed (and at least twenty times what the last one took, so that snapshots cost the fold
+//! at most about 5%), and when a run ends.
 //!
 //! Reading and folding overlap: a reader task fetches the next batch while the fold thread
 //! applies and writes the previous one. A read error (NATS gone, leader election) is logged and
@@ -17,14 +22,15 @@
 //! model's checkpoint, not consumer state on the server, says where to resume.
 
 mod read_model;
+mod snapshot;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fundflow_domain::digest::outcome_byte;
-use fundflow_domain::{Ledger, Outcome, RejectCode, Source};
+use fundflow_domain::{Digest32, Ledger, Outcome, RejectCode, Source};
 use fundflow_log::{EventLog, LogError, READ_REOPEN_BACKOFF, Record};
 use fundflow_proto::v1::FoldRejection;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -35,6 +41,7 @@ pub use read_model::{
     CellsSnapshot, FlowCursor, FlowQuery, FlowRecord, FlowStatus, PledgeCursor, PledgeFilter,
     PledgeStatus, QuantitySnapshot, ReadModel, Snapshot,
 };
+pub use snapshot::SnapshotFileError;
 
 /// Why the projector stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +67,9 @@ pub enum ProjectorError {
     /// delivering records for longer than the read's patience. Retry when it is reachable.
     #[error("cannot read the event log")]
     Log(#[from] LogError),
+    /// The fold's snapshot could not be removed where that had to succeed (`rebuild`).
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotFileError),
     /// A projector task panicked (a bug: the fold does not fail on input) or was cancelled. The
     /// model is intact at its last checkpoint: report it and restart.
     #[error("a projector task failed: {task}")]
@@ -94,6 +104,12 @@ pub struct ProjectorConfig {
     pub read_wait: Duration,
     /// Where to announce each durable batch (gateways waiting for outcomes listen).
     pub notices: Option<broadcast::Sender<Arc<FoldNotice>>>,
+    /// How often, at most, the fold's state is written to its snapshot while running; `None`
+    /// writes none (and a start then always refolds from seq 1).
+    pub snapshot_every: Option<Duration>,
+    /// Refold from seq 1 at start and compare with the read model before serving, whatever
+    /// snapshot there is (`--verify`).
+    pub verify: bool,
 }
 
 /// What one durable batch folded (`fundflow.v1.FoldNotice`, the message that also crosses
@@ -108,6 +124,8 @@ impl Default for ProjectorConfig {
             batch_max: 4096,
             read_wait: Duration::from_millis(200),
             notices: None,
+            snapshot_every: Some(Duration::from_secs(30)),
+            verify: false,
         }
     }
 }
@@ -129,6 +147,13 @@ pub struct Metrics {
     pub read_errors: AtomicU64,
     /// False while the reader cannot read the log.
     pub reading: AtomicBool,
+    /// The seq of the fold's last snapshot written or read (0: none).
+    pub snapshot_seq: AtomicU64,
+    /// Snapshots that could not be written (the model is unaffected; the next start folds
+    /// more of the log).
+    pub snapshot_failures: AtomicU64,
+    /// The seq the last start resumed from: the snapshot's, or 0 for a refold from seq 1.
+    pub resumed_from_seq: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -141,6 +166,9 @@ impl Default for Metrics {
             batches: AtomicU64::new(0),
             read_errors: AtomicU64::new(0),
             reading: AtomicBool::new(false),
+            snapshot_seq: AtomicU64::new(0),
+            snapshot_failures: AtomicU64::new(0),
+            resumed_from_seq: AtomicU64::new(0),
         }
     }
 }
@@ -160,11 +188,30 @@ pub struct Projector {
     model: ReadModel,
     config: ProjectorConfig,
     metrics: Arc<Metrics>,
+    snapshots: Snapshots,
 }
 
+/// Where the fold's snapshot is, and when the last one was written.
+struct Snapshots {
+    path: PathBuf,
+    /// The seq of the last snapshot on disk.
+    seq: u64,
+    at: Instant,
+    /// What writing the last one took.
+    cost: Duration,
+    /// SHA-256 of the record at the ledger's last seq, for the next snapshot's header.
+    last_record: Digest32,
+}
+
+/// Snapshots are written at most this often relative to what one costs: the fold spends at
+/// most about 1/`SNAPSHOT_COST_RATIO` of its time writing them.
+const SNAPSHOT_COST_RATIO: u32 = 20;
+
 impl Projector {
-    /// Opens the read model in `dir`, refolds `log` up to its checkpoint and checks that both
-    /// agree.
+    /// Opens the read model in `dir` and brings the fold's state to its checkpoint: from the
+    /// snapshot beside it and the log's records after that when they give exactly the model's
+    /// checkpoint, else (or with `config.verify`) by refolding `log` from seq 1 and checking
+    /// that the refold and the model agree.
     pub async fn open(
         dir: &Path,
         log: &EventLog,
@@ -172,7 +219,7 @@ impl Projector {
     ) -> Result<Projector, ProjectorError> {
         // sled blocks, and may wait for its directory lock: not on the runtime.
         let model_dir = dir.to_owned();
-        let (mut model, checkpoint) = tokio::task::spawn_blocking(move || {
+        let (model, checkpoint) = tokio::task::spawn_blocking(move || {
             let model = ReadModel::open(&model_dir)?;
             let checkpoint = model.checkpoint()?;
             Ok::<_, ProjectorError>((model, checkpoint))
@@ -182,71 +229,102 @@ impl Projector {
             task: "opening the read model",
             source,
         })??;
-        // The log's length at start sizes the event index, so it does not rehash while it fills.
-        let log_last_seq = log.last_seq().await?;
-        let hint = usize::try_from(log_last_seq).unwrap_or(usize::MAX);
-        let mut ledger = Ledger::with_capacity(hint);
-        if let Some(checkpoint) = checkpoint {
-            // The log itself says it is shorter than the model: not a stall (a stall is waited
-            // out by the refold's reader, and past its patience is a `Log` error).
-            if log_last_seq < checkpoint.last_seq {
-                return Err(ProjectorError::Mismatch(format!(
-                    "the read model is at seq {} but the log ends at seq {log_last_seq}: it was built from another log; rebuild it",
-                    checkpoint.last_seq,
-                )));
-            }
-            let span = tracing::info_span!("refold", until_seq = checkpoint.last_seq);
-            ledger = refold(log, ledger, checkpoint.last_seq, config.batch_max)
-                .instrument(span)
-                .await?;
-            if ledger.checkpoint() != checkpoint {
-                return Err(ProjectorError::Mismatch(format!(
-                    "the log up to seq {} does not give the read model's checkpoint (log digest {} on file, {} from the log); rebuild the read model",
-                    checkpoint.last_seq,
-                    hex::encode(checkpoint.log_digest),
-                    hex::encode(ledger.log_digest()),
-                )));
-            }
-            // A scan of the whole model and a digest of the whole state: not on the runtime.
-            let (model_back, ledger_back, stored, refolded) =
-                tokio::task::spawn_blocking(move || {
-                    let stored = model.state()?.model_digest();
-                    let refolded = ledger.model_digest();
-                    // The digest covers the Day cells; the coarser levels are checked apart.
-                    if stored == refolded {
-                        model.check_levels(&ledger)?;
-                    }
-                    Ok::<_, ProjectorError>((model, ledger, stored, refolded))
-                })
-                .await
-                .map_err(|source| ProjectorError::TaskFailed {
-                    task: "checking the read model",
-                    source,
-                })??;
-            (model, ledger) = (model_back, ledger_back);
-            if stored != refolded {
-                return Err(ProjectorError::Mismatch(format!(
-                    "the read model's state (model digest {}) differs from a refold of the log ({}); rebuild it",
-                    hex::encode(stored),
-                    hex::encode(refolded)
-                )));
-            }
-            tracing::info!(seq = checkpoint.last_seq, model_digest = %hex::encode(refolded), "read model verified against the log");
-        }
         let metrics = Arc::new(Metrics::default());
-        metrics
+        let snapshot_path = snapshot::path_for(dir);
+        let log_last_seq = log.last_seq().await?;
+        let Some(checkpoint) = checkpoint else {
+            // A new model: whatever snapshot is left is of another one.
+            blocking("removing a stale snapshot", {
+                let path = snapshot_path.clone();
+                move || snapshot::remove(&path)
+            })
+            .await?
+            .unwrap_or_else(|err| tracing::warn!(error = %err, "cannot remove a stale snapshot"));
+            let hint = usize::try_from(log_last_seq).unwrap_or(usize::MAX);
+            return Ok(Projector {
+                ledger: Ledger::with_capacity(hint),
+                model,
+                config,
+                metrics,
+                snapshots: Snapshots::none(snapshot_path),
+            });
+        };
+        // The log itself says it is shorter than the model: not a stall (a stall is waited
+        // out by the refold's reader, and past its patience is a `Log` error).
+        if log_last_seq < checkpoint.last_seq {
+            return Err(ProjectorError::Mismatch(format!(
+                "the read model is at seq {} but the log ends at seq {log_last_seq}: it was built from another log; rebuild it",
+                checkpoint.last_seq,
+            )));
+        }
+        let resumed = if config.verify {
+            tracing::info!("--verify: refolding the log from seq 1 whatever snapshot there is");
+            None
+        } else {
+            resume(&snapshot_path, log, &checkpoint, config.batch_max).await?
+        };
+        let mut projector = match resumed {
+            Some((ledger, loaded_seq, last_record)) => {
+                metrics.snapshot_seq.store(loaded_seq, Ordering::Relaxed);
+                metrics
+                    .resumed_from_seq
+                    .store(loaded_seq, Ordering::Relaxed);
+                let mut snapshots = Snapshots::none(snapshot_path);
+                snapshots.seq = loaded_seq;
+                snapshots.last_record = last_record;
+                Projector {
+                    ledger,
+                    model,
+                    config,
+                    metrics,
+                    snapshots,
+                }
+            }
+            None => {
+                let (model, ledger) =
+                    refold_and_verify(model, log, &checkpoint, &config, log_last_seq).await?;
+                let last_record = match log.get(checkpoint.last_seq).await? {
+                    Some(record) => snapshot::record_digest(&record.bytes),
+                    None => {
+                        return Err(ProjectorError::Mismatch(format!(
+                            "the log holds no record at seq {}, where the read model's checkpoint is; rebuild the read model",
+                            checkpoint.last_seq
+                        )));
+                    }
+                };
+                let mut snapshots = Snapshots::none(snapshot_path);
+                snapshots.last_record = last_record;
+                let mut projector = Projector {
+                    ledger,
+                    model,
+                    config,
+                    metrics,
+                    snapshots,
+                };
+                // The next start should not pay this refold again.
+                if projector.config.snapshot_every.is_some() {
+                    projector = blocking("writing the fold's snapshot", move || {
+                        projector.write_snapshot();
+                        projector
+                    })
+                    .await?;
+                }
+                projector
+            }
+        };
+        projector
+            .metrics
             .checkpoint_seq
-            .store(ledger.last_seq(), Ordering::Relaxed);
-        Ok(Projector {
-            ledger,
-            model,
-            config,
-            metrics,
-        })
+            .store(projector.ledger.last_seq(), Ordering::Relaxed);
+        projector.snapshots.at = Instant::now();
+        Ok(projector)
     }
 
     /// Drops the read model in `dir` so that the next [`Projector::open`] folds from seq 1.
     pub fn clear(dir: &Path) -> Result<(), ProjectorError> {
+        // The snapshot first: a crash between the two leaves a model without one, which
+        // refolds, never a snapshot of a model that is gone.
+        snapshot::remove(&snapshot::path_for(dir))?;
         ReadModel::open(dir)?.clear()
     }
 
@@ -322,7 +400,7 @@ impl Projector {
                 first_seq = batch.first().map(|r| r.seq),
                 records = batch.len()
             );
-            let _guard = span.enter();
+            let guard = span.enter();
             outcomes.clear();
             let mut changed = Changed::default();
             let rejected_from = self.ledger.rejected().len();
@@ -384,14 +462,228 @@ impl Projector {
                         .collect(),
                 }));
             }
+            if let Some(last) = batch.last() {
+                debug_assert_eq!(last.seq, checkpoint.last_seq);
+                self.snapshots.last_record = snapshot::record_digest(&last.bytes);
+            }
+            drop(guard);
             if let RunUntil::Seq(seq) = *until
                 && checkpoint.last_seq >= seq
             {
+                self.snapshot_if_due(true);
                 return Ok(self);
             }
+            self.snapshot_if_due(false);
         }
+        self.snapshot_if_due(true);
         Ok(self)
     }
+}
+
+impl Snapshots {
+    fn none(path: PathBuf) -> Snapshots {
+        Snapshots {
+            path,
+            seq: 0,
+            at: Instant::now(),
+            cost: Duration::ZERO,
+            last_record: [0; 32],
+        }
+    }
+}
+
+impl Projector {
+    /// Writes the fold's snapshot if the state moved since the last one and `force` or the
+    /// interval (and the cost ratio) says it is time.
+    fn snapshot_if_due(&mut self, force: bool) {
+        let Some(every) = self.config.snapshot_every else {
+            return;
+        };
+        if self.ledger.last_seq() <= self.snapshots.seq {
+            return;
+        }
+        let wait = every.max(self.snapshots.cost * SNAPSHOT_COST_RATIO);
+        if force || self.snapshots.at.elapsed() >= wait {
+            self.write_snapshot();
+        }
+    }
+
+    /// Writes the fold's snapshot now. A failure is logged and counted, not fatal: the read
+    /// model is intact, and the next start folds more of the log.
+    fn write_snapshot(&mut self) {
+        let seq = self.ledger.last_seq();
+        let span = tracing::info_span!("snapshot", seq);
+        let _guard = span.enter();
+        match snapshot::write(
+            &self.snapshots.path,
+            &self.ledger,
+            self.snapshots.last_record,
+        ) {
+            Ok(written) => {
+                self.snapshots.seq = seq;
+                self.snapshots.cost = written.took;
+                self.metrics.snapshot_seq.store(seq, Ordering::Relaxed);
+                tracing::info!(seq, bytes = written.bytes, took = ?written.took, "wrote the fold's snapshot");
+            }
+            Err(err) => {
+                self.metrics
+                    .snapshot_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "cannot write the fold's snapshot; the read model is unaffected");
+            }
+        }
+        self.snapshots.at = Instant::now();
+    }
+}
+
+/// Runs `f` on the blocking pool (sled and file I/O do not belong on the runtime).
+async fn blocking<T: Send + 'static>(
+    task: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ProjectorError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| ProjectorError::TaskFailed { task, source })
+}
+
+/// The fold's state from the snapshot at `path` and the log's records after it, if that gives
+/// exactly `checkpoint`; `None` (with the reason logged) when there is no usable snapshot, so
+/// that the caller refolds from seq 1. Returns the ledger, the snapshot's seq and the SHA-256
+/// of the record at the checkpoint.
+async fn resume(
+    path: &Path,
+    log: &EventLog,
+    checkpoint: &fundflow_domain::Checkpoint,
+    batch_max: usize,
+) -> Result<Option<(Ledger, u64, Digest32)>, ProjectorError> {
+    let started = Instant::now();
+    let loaded = blocking("reading the fold's snapshot", {
+        let path = path.to_owned();
+        move || snapshot::load(&path)
+    })
+    .await?;
+    let loaded = match loaded {
+        Ok(Some(loaded)) => loaded,
+        Ok(None) => {
+            tracing::info!(path = %path.display(), "no snapshot of the fold; refolding the log from seq 1");
+            return Ok(None);
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the fold's snapshot is refused; refolding the log from seq 1 (a new snapshot replaces it)");
+            return Ok(None);
+        }
+    };
+    let seq = loaded.ledger.last_seq();
+    let read_took = started.elapsed();
+    if seq > checkpoint.last_seq {
+        tracing::warn!(
+            snapshot_seq = seq,
+            model_seq = checkpoint.last_seq,
+            "the fold's snapshot is after the read model's checkpoint, so not of this model; refolding the log from seq 1"
+        );
+        return Ok(None);
+    }
+    // The log must still hold the record the snapshot ends on: a log replaced behind the
+    // model's back is caught here, before a tail is folded onto a state it never gave.
+    if seq > 0 {
+        let matches = log
+            .get(seq)
+            .await?
+            .is_some_and(|record| snapshot::record_digest(&record.bytes) == loaded.last_record);
+        if !matches {
+            tracing::warn!(
+                snapshot_seq = seq,
+                "the log's record at the fold snapshot's seq is not the one it was taken after; refolding the log from seq 1"
+            );
+            return Ok(None);
+        }
+    }
+    let tail = checkpoint.last_seq - seq;
+    let span = tracing::info_span!(
+        "refold",
+        from_seq = seq + 1,
+        until_seq = checkpoint.last_seq
+    );
+    let ledger = refold(log, loaded.ledger, checkpoint.last_seq, batch_max)
+        .instrument(span)
+        .await?;
+    if ledger.checkpoint() != *checkpoint {
+        tracing::warn!(
+            snapshot_seq = seq,
+            model_seq = checkpoint.last_seq,
+            log_digest = %hex::encode(ledger.log_digest()),
+            model_log_digest = %hex::encode(checkpoint.log_digest),
+            "the fold's snapshot and the log's tail do not give the read model's checkpoint; refolding the log from seq 1"
+        );
+        return Ok(None);
+    }
+    let last_record = if tail == 0 {
+        loaded.last_record
+    } else {
+        match log.get(checkpoint.last_seq).await? {
+            Some(record) => snapshot::record_digest(&record.bytes),
+            None => return Ok(None),
+        }
+    };
+    tracing::info!(
+        snapshot_seq = seq,
+        snapshot_bytes = loaded.bytes,
+        tail,
+        read = ?read_took,
+        took = ?started.elapsed(),
+        "resumed the fold from its snapshot and the log's tail; the read model's checkpoint agrees"
+    );
+    Ok(Some((ledger, seq, last_record)))
+}
+
+/// Refolds the log from seq 1 to `checkpoint` and checks the result against the model: the
+/// same checkpoint, the same model digest, the same coarser cell levels.
+async fn refold_and_verify(
+    model: ReadModel,
+    log: &EventLog,
+    checkpoint: &fundflow_domain::Checkpoint,
+    config: &ProjectorConfig,
+    log_last_seq: u64,
+) -> Result<(ReadModel, Ledger), ProjectorError> {
+    // The log's length at start sizes the event index, so it does not rehash while it fills.
+    let hint = usize::try_from(log_last_seq).unwrap_or(usize::MAX);
+    let span = tracing::info_span!("refold", until_seq = checkpoint.last_seq);
+    let ledger = refold(
+        log,
+        Ledger::with_capacity(hint),
+        checkpoint.last_seq,
+        config.batch_max,
+    )
+    .instrument(span)
+    .await?;
+    if ledger.checkpoint() != *checkpoint {
+        return Err(ProjectorError::Mismatch(format!(
+            "the log up to seq {} does not give the read model's checkpoint (log digest {} on file, {} from the log); rebuild the read model",
+            checkpoint.last_seq,
+            hex::encode(checkpoint.log_digest),
+            hex::encode(ledger.log_digest()),
+        )));
+    }
+    // A scan of the whole model and a digest of the whole state: not on the runtime.
+    let (model, ledger, stored, refolded) = blocking("checking the read model", move || {
+        let stored = model.state()?.model_digest();
+        let refolded = ledger.model_digest();
+        // The digest covers the Day cells; the coarser levels are checked apart.
+        if stored == refolded {
+            model.check_levels(&ledger)?;
+        }
+        Ok::<_, ProjectorError>((model, ledger, stored, refolded))
+    })
+    .await??;
+    if stored != refolded {
+        return Err(ProjectorError::Mismatch(format!(
+            "the read model's state (model digest {}) differs from a refold of the log ({}); rebuild it",
+            hex::encode(stored),
+            hex::encode(refolded)
+        )));
+    }
+    tracing::info!(seq = checkpoint.last_seq, model_digest = %hex::encode(refolded), "read model verified against the log");
+    Ok((model, ledger))
 }
 
 /// Resolves when the stop channel says stop (never, without one).
@@ -410,7 +702,7 @@ const REFOLD_BATCHES_AHEAD: usize = 64;
 /// Batches the running projector's reader may read ahead of the fold thread.
 const RUN_BATCHES_AHEAD: usize = 64;
 
-/// Folds the log's records 1..=`until` into `ledger`, reading with [`EventLog::read_range`]
+/// Folds the log's records after `ledger`'s last seq, up to `until`, into `ledger`, reading with [`EventLog::read_range`]
 /// (which waits out a stalled reader and fails on a gap) on the runtime while the fold runs on
 /// the blocking pool.
 async fn refold(
@@ -419,6 +711,10 @@ async fn refold(
     until: u64,
     batch_max: usize,
 ) -> Result<Ledger, ProjectorError> {
+    let from = ledger.last_seq() + 1;
+    if from > until {
+        return Ok(ledger);
+    }
     let (batches_tx, mut batches_rx) = mpsc::channel::<Vec<Record>>(REFOLD_BATCHES_AHEAD);
     let folding = tokio::task::spawn_blocking(move || {
         let mut ledger = ledger;
@@ -429,7 +725,7 @@ async fn refold(
         }
         ledger
     });
-    let mut records = log.read_range(1..=until).batch_max(batch_max);
+    let mut records = log.read_range(from..=until).batch_max(batch_max);
     let read = async {
         while let Some(batch) = records.next_batch().await? {
             if batches_tx.send(batch).await.is_err() {

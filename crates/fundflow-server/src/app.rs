@@ -205,6 +205,28 @@ pub struct AppConfig {
     pub wait: Duration,
     /// The reporting organisation of `GET /v1/exports/iati.xml`; `None`: no IATI export.
     pub iati: Option<fundflow_interop::iati::Publisher>,
+    /// How the projector starts and snapshots its fold.
+    pub fold: FoldOptions,
+}
+
+/// How the projector starts (from the fold's snapshot, or refolding and checking with
+/// `verify`) and how often it writes the snapshot; see `fundflow_projector::ProjectorConfig`.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldOptions {
+    /// Refold from seq 1 and compare with the read model before serving.
+    pub verify: bool,
+    /// At most how often the fold's snapshot is written; `None`: never.
+    pub snapshot_every: Option<Duration>,
+}
+
+impl Default for FoldOptions {
+    fn default() -> Self {
+        let projector = ProjectorConfig::default();
+        FoldOptions {
+            verify: projector.verify,
+            snapshot_every: projector.snapshot_every,
+        }
+    }
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -482,6 +504,8 @@ async fn assemble(
         let model_dir = log_config.data_dir.join("model");
         let projector_config = ProjectorConfig {
             notices: Some(notices_tx.clone()),
+            verify: config.fold.verify,
+            snapshot_every: config.fold.snapshot_every,
             ..ProjectorConfig::default()
         };
         let projector = Projector::open(&model_dir, &log, projector_config)

@@ -475,6 +475,12 @@ async fn metrics_text(State(app): State<App>) -> Response {
             .absolute(m.batches.load(Ordering::Relaxed));
         metrics::counter!("fundflow_projector_read_errors_total")
             .absolute(m.read_errors.load(Ordering::Relaxed));
+        metrics::gauge!("fundflow_projector_snapshot_seq")
+            .set(m.snapshot_seq.load(Ordering::Relaxed) as f64);
+        metrics::counter!("fundflow_projector_snapshot_failures_total")
+            .absolute(m.snapshot_failures.load(Ordering::Relaxed));
+        metrics::gauge!("fundflow_projector_resumed_from_seq")
+            .set(m.resumed_from_seq.load(Ordering::Relaxed) as f64);
         metrics::gauge!("fundflow_projector_reading").set(if m.reading.load(Ordering::Relaxed) {
             1.0
         } else {
