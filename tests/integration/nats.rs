@@ -3,7 +3,7 @@
 //! on the stream.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -270,36 +270,72 @@ async fn a_projector_killed_mid_run_resumes_to_the_digest_of_a_from_scratch_repl
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("log.ffl");
-    fundflow_ok(&["gen-log", "--events", "200000", "--seed", "21", path(&file)]);
+    fundflow_ok(&["gen-log", "--events", "120000", "--seed", "21", path(&file)]);
     let published = ff(&server, &["publish-file", path(&file)]);
     println!("published: {published}");
 
     let data = dir.path().join("data");
-    let mut child = spawn_ff(&server, &["project", "--once", "--data-dir", path(&data)]);
-    // Wait until the projector has checkpointed some batches, then kill it without warning.
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(200));
-        let size: u64 = walk_size(&data.join("model"));
-        if size > 2_000_000 {
-            break;
+    let snapshot = data.join("model.fold");
+    let temporary = data.join("model.fold.tmp");
+    let project = [
+        "project",
+        "--once",
+        "--data-dir",
+        path(&data),
+        "--snapshot-every-secs",
+        "1",
+    ];
+    let kill = |mut child: Child, when: &str| {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the projector finished before it could be killed {when}"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        println!("killed the projector {when}");
+    };
+    let deadline = |what: &'static str| {
+        let started = Instant::now();
+        move || {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{what} not seen in 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
+    };
+    // 1. While it writes its first snapshot (the temporary file is there, not yet renamed).
+    let child = spawn_ff(&server, &project);
+    let wait = deadline("a snapshot being written");
+    while !temporary.exists() {
+        wait();
     }
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the projector finished before it could be killed"
-    );
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    println!("killed the projector after {:?}", started.elapsed());
+    kill(child, "while it wrote a snapshot");
+    // 2. Mid-batch, a while after a snapshot is in place (the restart refolds what the model
+    //    holds, checks it and writes one before it folds on).
+    let child = spawn_ff(&server, &project);
+    let wait = deadline("a snapshot in place");
+    while !snapshot.exists() {
+        wait();
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
+    kill(child, "mid-run, with a snapshot behind the model");
+    // 3. Once more, from that snapshot and the tail.
+    let child = spawn_ff(&server, &project);
+    std::thread::sleep(Duration::from_millis(2_500));
+    kill(child, "mid-run again");
 
     let resumed = ff(&server, &["project", "--once", "--data-dir", path(&data)]);
     println!("restarted: {resumed}");
+    assert!(
+        resumed.starts_with("started from the fold's snapshot at seq "),
+        "the restart must start from the fold's snapshot: {resumed}"
+    );
     let from: u64 = resumed
-        .trim_start_matches("folded seq ")
-        .split("..")
-        .next()
-        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("folded seq "))
+        .and_then(|rest| rest.split("..").next())
+        .unwrap_or_else(|| panic!("{resumed}"))
         .parse()
         .unwrap();
     assert!(
@@ -314,23 +350,15 @@ async fn a_projector_killed_mid_run_resumes_to_the_digest_of_a_from_scratch_repl
     assert_eq!(resumed["log_digest"], scratch["log_digest"]);
     let replay: Value = serde_json::from_str(&fundflow_ok(&["replay-file", path(&file)])).unwrap();
     assert_eq!(resumed["totals"], replay["totals"]);
-}
-
-fn walk_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let p: PathBuf = e.path();
-            if p.is_dir() {
-                walk_size(&p)
-            } else {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            }
-        })
-        .sum()
+    // And a refold from seq 1 agrees with the model that the snapshots' restarts wrote.
+    let verified = ff(
+        &server,
+        &["project", "--once", "--verify", "--data-dir", path(&data)],
+    );
+    assert!(
+        verified.starts_with("refolded the log to the read model's checkpoint"),
+        "{verified}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1091,7 +1091,8 @@ async fn health_answers_while_the_start_up_refold_runs_and_ready_waits_for_it() 
         "--data-dir",
         data_dir,
     ]);
-    // A model at the log's end: the next start refolds the whole log before it serves queries.
+    // A model at the log's end; with --verify the next start refolds the whole log (and checks
+    // it) before it serves queries, whatever snapshot of the fold there is.
     crate::helpers::fundflow_ok(&["project", "--once", "--embedded", "--data-dir", data_dir]);
     let config = dir.path().join("access.toml");
     write_config(&config);
@@ -1100,7 +1101,14 @@ async fn health_answers_while_the_start_up_refold_runs_and_ready_waits_for_it() 
         "serve",
         &dir.path().join("serve.stderr"),
     )
-    .args(["serve", "--embedded", "--data-dir", data_dir, "--config"])
+    .args([
+        "serve",
+        "--verify",
+        "--embedded",
+        "--data-dir",
+        data_dir,
+        "--config",
+    ])
     .args([&config])
     .listen_on_any_port()
     .spawn();
