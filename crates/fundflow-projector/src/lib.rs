@@ -403,7 +403,6 @@ impl Projector {
             let guard = span.enter();
             outcomes.clear();
             let mut changed = Changed::default();
-            let rejected_from = self.ledger.rejected().len();
             for record in &batch {
                 if record.seq <= self.ledger.last_seq() {
                     continue; // A re-read after a reconnect: folded already.
@@ -436,7 +435,9 @@ impl Projector {
             if outcomes.is_empty() {
                 continue;
             }
-            let rejected = &self.ledger.rejected()[rejected_from..];
+            // The ledger holds this batch's rejections only: the previous batch's were stored
+            // and forgotten.
+            let rejected = self.ledger.rejected();
             let checkpoint = self.ledger.checkpoint();
             self.model
                 .write_batch(&self.ledger, &mut changed, rejected, &outcomes)?;
@@ -462,6 +463,7 @@ impl Projector {
                         .collect(),
                 }));
             }
+            self.ledger.forget_rejected();
             if let Some(last) = batch.last() {
                 debug_assert_eq!(last.seq, checkpoint.last_seq);
                 self.snapshots.last_record = snapshot::record_digest(&last.bytes);
@@ -722,6 +724,8 @@ async fn refold(
             for record in &batch {
                 apply(&mut ledger, record);
             }
+            // The read model holds these records' rejections already.
+            ledger.forget_rejected();
         }
         ledger
     });

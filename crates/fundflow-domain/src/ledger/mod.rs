@@ -455,9 +455,18 @@ impl Ledger {
         }
     }
 
-    /// Every rejected record, in log order.
+    /// Every rejected record since [`Ledger::forget_rejected`] (or since the start), in log
+    /// order.
     pub fn rejected(&self) -> &[RejectedEvent] {
         &self.rejected
+    }
+
+    /// Drops the rejected records kept for [`Ledger::rejected`]; their counts and the rejection
+    /// chain stay, so no digest moves. A projector that has stored a batch's rejections calls
+    /// it, so that the list, which grows with every rejected record (a record resent a million
+    /// times is a million rejections), does not grow with the log.
+    pub fn forget_rejected(&mut self) {
+        self.rejected = Vec::new();
     }
 
     /// The model digest: SHA-256 of the canonical form of [`Ledger::model_state`].
