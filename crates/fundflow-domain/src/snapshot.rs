@@ -294,3 +294,102 @@ pub(crate) mod nested_decimal_map {
             .collect())
     }
 }
+
+/// A large map, decoded into a table sized for its length at once: serde's own impl reserves
+/// cautiously and grows by doubling, which for the event index of ten million events spent
+/// most of a start in rehashing and in faulting in tables it then dropped. The length is
+/// capped like every capacity hint ([`crate::limits::CAPACITY_HINT_MAX`]), so that a damaged
+/// length cannot reserve more than a hint could.
+pub(crate) mod presized_map {
+    use std::fmt;
+    use std::hash::Hash;
+    use std::marker::PhantomData;
+
+    use rustc_hash::FxHashMap;
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(crate) fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &FxHashMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(map)
+    }
+
+    pub(crate) fn deserialize<'de, K, V, D>(d: D) -> Result<FxHashMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        struct Entries<K, V>(PhantomData<(K, V)>);
+        impl<'de, K, V> Visitor<'de> for Entries<K, V>
+        where
+            K: Deserialize<'de> + Eq + Hash,
+            V: Deserialize<'de>,
+        {
+            type Value = FxHashMap<K, V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+                let len = entries
+                    .size_hint()
+                    .unwrap_or(0)
+                    .min(crate::limits::CAPACITY_HINT_MAX);
+                let mut map = FxHashMap::with_capacity_and_hasher(len, Default::default());
+                while let Some((key, value)) = entries.next_entry()? {
+                    map.insert(key, value);
+                }
+                Ok(map)
+            }
+        }
+        d.deserialize_map(Entries(PhantomData))
+    }
+}
+
+/// A large vector, likewise.
+pub(crate) mod presized_vec {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(crate) fn serialize<T: Serialize, S: Serializer>(
+        items: &[T],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(items)
+    }
+
+    pub(crate) fn deserialize<'de, T, D>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        T: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        struct Items<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Items<T> {
+            type Value = Vec<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+                let len = items
+                    .size_hint()
+                    .unwrap_or(0)
+                    .min(crate::limits::CAPACITY_HINT_MAX);
+                let mut out = Vec::with_capacity(len);
+                while let Some(item) = items.next_element()? {
+                    out.push(item);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Items(PhantomData))
+    }
+}

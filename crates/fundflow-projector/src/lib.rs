@@ -105,7 +105,7 @@ pub struct ProjectorConfig {
     /// Where to announce each durable batch (gateways waiting for outcomes listen).
     pub notices: Option<broadcast::Sender<Arc<FoldNotice>>>,
     /// How often, at most, the fold's state is written to its snapshot while running; `None`
-    /// writes none (and a start then always refolds from seq 1).
+    /// writes none (a start still uses whatever snapshot there is, and folds more of the log).
     pub snapshot_every: Option<Duration>,
     /// Refold from seq 1 at start and compare with the read model before serving, whatever
     /// snapshot there is (`--verify`).

@@ -187,14 +187,18 @@ pub struct Ledger {
     direct_quantities: FxHashMap<QuantityKey, Decimal>,
     /// Every event with a valid identity, applied or not: what tells a repeat from a new event,
     /// and what a reversal finds its target by.
+    #[serde(with = "crate::snapshot::presized_map")]
     events: FxHashMap<EventKey, EventEntry>,
     /// The effect of every applied event, by the index in its `EntryState::Applied`; a reversed
     /// one is [`Effect::spent`].
+    #[serde(with = "crate::snapshot::presized_vec")]
     effects: Vec<Effect>,
     /// Every pledge ever recorded, by index; a reversed one stays, inactive, so that indexes in
     /// effects stay valid.
+    #[serde(with = "crate::snapshot::presized_vec")]
     pledges: Vec<PledgeState>,
     /// Active pledges by (partner, interned pledge id) into `pledges`.
+    #[serde(with = "crate::snapshot::presized_map")]
     pledge_index: FxHashMap<(u32, u32), u32>,
     pledge_ids: Interner,
     /// Partner ids, interned so that an event key is 24 bytes.
