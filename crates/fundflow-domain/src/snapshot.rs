@@ -86,12 +86,11 @@ impl Layout {
 pub fn write<W: io::Write>(ledger: &Ledger, out: W) -> Result<W, SnapshotError> {
     let encoded =
         postcard::to_io(&Layout::this_build(), out).and_then(|out| postcard::to_io(ledger, out));
-    encoded.map_err(|err| match err {
-        postcard::Error::SerializeBufferFull => SnapshotError::Malformed(err.to_string()),
-        other => SnapshotError::Io {
-            doing: "write",
-            source: io::Error::other(other),
-        },
+    // postcard reports the writer's failure as its own error (a full buffer), without the
+    // I/O error: the writer failing is all an encoding of our own types can fail by.
+    encoded.map_err(|err| SnapshotError::Io {
+        doing: "write",
+        source: io::Error::other(err),
     })
 }
 
