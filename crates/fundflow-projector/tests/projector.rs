@@ -3,39 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bytes::Bytes;
+mod common;
+
+use common::filled_log;
 use fundflow_api::Report;
 use fundflow_domain::CellLevel;
 use fundflow_domain::Ledger;
-use fundflow_gen::{GenConfig, LogGenerator};
-use fundflow_log::embedded::EmbeddedLog;
-use fundflow_log::{AppendRequest, EventLog};
+use fundflow_log::EventLog;
 use fundflow_projector::{
     FlowQuery, FlowStatus, Projector, ProjectorConfig, ProjectorError, ReadModel, RunUntil,
 };
-use fundflow_proto::{Message, v1};
-
-async fn filled_log(dir: &std::path::Path, seed: u64, events: u64) -> EventLog {
-    let log = EventLog::from(EmbeddedLog::open(dir).await.unwrap());
-    let requests: Vec<_> = LogGenerator::new(
-        seed,
-        GenConfig {
-            events,
-            ..GenConfig::default()
-        },
-    )
-    .filter_map(|record| {
-        let e = v1::Envelope::decode(record.as_slice()).ok()?;
-        fundflow_domain::wire::is_valid_partner_id(&e.partner_id).then(|| AppendRequest {
-            partner_id: e.partner_id,
-            event_id: e.event_id,
-            envelope: Bytes::from(record),
-        })
-    })
-    .collect();
-    log.append_batch(&requests).await.unwrap();
-    log
-}
 
 /// A fold of the whole log in memory, the way an auditor would.
 async fn replay(log: &EventLog) -> Ledger {

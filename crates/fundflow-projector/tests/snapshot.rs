@@ -4,43 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{filled_log, requests};
 use fundflow_domain::{Ledger, Source};
 use fundflow_gen::{GenConfig, LogGenerator};
 use fundflow_log::embedded::EmbeddedLog;
 use fundflow_log::{AppendRequest, EventLog};
 use fundflow_projector::{Projector, ProjectorConfig, RunUntil};
 use fundflow_proto::{Message, v1};
-
-fn requests(records: impl IntoIterator<Item = Vec<u8>>) -> Vec<AppendRequest> {
-    records
-        .into_iter()
-        .filter_map(|record| {
-            let e = v1::Envelope::decode(record.as_slice()).ok()?;
-            fundflow_domain::wire::is_valid_partner_id(&e.partner_id).then(|| AppendRequest {
-                partner_id: e.partner_id,
-                event_id: e.event_id,
-                envelope: Bytes::from(record),
-            })
-        })
-        .collect()
-}
-
-async fn filled_log(dir: &Path, seed: u64, events: u64) -> EventLog {
-    let log = EventLog::from(EmbeddedLog::open(dir).await.unwrap());
-    let config = GenConfig {
-        events,
-        ..GenConfig::default()
-    };
-    log.append_batch(&requests(LogGenerator::new(seed, config)))
-        .await
-        .unwrap();
-    log
-}
 
 /// A fold in memory of the log's records up to `until`, the way an auditor would.
 async fn replay_until(log: &EventLog, until: u64) -> Ledger {
