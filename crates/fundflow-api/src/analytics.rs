@@ -17,13 +17,14 @@ use std::fmt;
 
 use fundflow_domain::money::{USD_SCALE, format_at_scale, format_quantity, to_usd};
 use fundflow_domain::{
-    CellLevel, CellRef, DayOutcomes, Month, Node, PledgeRow, QuantityCellRef, Scope, Total,
-    TotalKind, currency_code, limits, minor_unit, wire,
+    CellLevel, CellRef, DayOutcomes, Month, Node, PledgeRow, QuantityCellRef, Scope, SummaryPart,
+    Total, TotalKind, currency_code, limits, minor_unit, wire,
 };
 use fundflow_refdata::CurrencyIndex;
 use rust_decimal::{Decimal, RoundingStrategy};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry;
 use time::Date;
 
 use crate::reply::PledgeLineReply;
@@ -788,6 +789,12 @@ impl SummaryQuery {
     pub fn periods(&self) -> Option<Periods> {
         self.period.periods(self.level())
     }
+
+    /// Whether the period is of whole years (or open at the ends), so that a read model's
+    /// summary parts per year give its summary ([`summary_of_parts`]) without its cells.
+    pub fn on_year_boundaries(&self) -> bool {
+        self.period.level() == CellLevel::Year
+    }
 }
 
 /// `GET /v1/summary`: the programme's figures for a period.
@@ -871,49 +878,94 @@ const BENEFITING: [TotalKind; 3] = [
 
 /// The summary of a period from cells at [`SummaryQuery::level`] or finer and the in-kind
 /// quantity cells; `outcomes` are the period's applied and rejected counts (see
-/// [`Period::outcomes`]). Every count is of sums over the period: a figure counts when its sum
-/// per (recipient, kind, currency), or per (partner or grant, kind, currency), is not zero, so a
+/// [`Period::outcomes`]). The cells and quantities outside the period are left out, and the rest
+/// summed by [`summary_of_parts`].
+pub fn summary<'a>(
+    cells: impl IntoIterator<Item = CellRef<'a>>,
+    quantities: impl IntoIterator<Item = QuantityCellRef<'a>>,
+    outcomes: DayOutcomes,
+    query: &SummaryQuery,
+    as_of_seq: u64,
+) -> Result<SummaryReply, AnalyticsError> {
+    let needed = query.level();
+    let mut too_coarse = None;
+    let parts = cells
+        .into_iter()
+        .filter(|cell| {
+            if too_coarse.is_some() {
+                return false;
+            }
+            if let Err(err) = check_level(cell, needed) {
+                too_coarse = Some(err);
+                return false;
+            }
+            query.period.admits(cell)
+        })
+        .flat_map(|cell| cell.summary_parts());
+    let items = quantities
+        .into_iter()
+        .filter(|cell| query.period.contains(cell.day))
+        .map(|cell| cell.summary_part());
+    let reply = summary_of_parts(parts.chain(items), outcomes, query, as_of_seq);
+    match too_coarse {
+        Some(err) => Err(err),
+        None => reply,
+    }
+}
+
+/// The summary of a period from the [`SummaryPart`]s of its flows and in-kind goods, all of them
+/// within the period (a read model's parts of the years of a period on year boundaries, or the
+/// parts of its cells). Every count is of sums over the period: a figure counts when its sum per
+/// (recipient, kind, currency), or per (partner or grant, kind, currency), is not zero, so a
 /// reversal that removed a country's only flow removes the country. Allocations to an M49 area
 /// count no country, and do count the area's region.
-pub fn summary<'a, 'b>(
-    cells: impl IntoIterator<Item = CellRef<'a>>,
-    quantities: impl IntoIterator<Item = QuantityCellRef<'b>>,
+pub fn summary_of_parts<'a>(
+    parts: impl IntoIterator<Item = SummaryPart<'a>>,
     outcomes: DayOutcomes,
     query: &SummaryQuery,
     as_of_seq: u64,
 ) -> Result<SummaryReply, AnalyticsError> {
     let overflow = |what| move || AnalyticsError::Overflow { what };
-    let needed = query.level();
     let mut by_node: FxHashMap<(TotalKind, Node, CurrencyIndex), Total> = FxHashMap::default();
     let mut by_partner: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total> =
         FxHashMap::default();
     let mut by_grant: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total> = FxHashMap::default();
-    for cell in cells {
-        check_level(&cell, needed)?;
-        if !query.period.admits(&cell) {
-            continue;
-        }
-        let sum_into = |total: &mut Total| {
-            *total = add(total, &cell.total).ok_or_else(overflow("a recipient's total"))?;
-            Ok::<(), AnalyticsError>(())
-        };
-        sum_into(
-            by_node
-                .entry((cell.kind, cell.node, cell.currency))
-                .or_default(),
-        )?;
-        sum_into(
-            by_partner
-                .entry((cell.partner, cell.kind, cell.currency))
-                .or_default(),
-        )?;
-        if let Some(grant) = cell.grant.filter(|g| !g.is_empty()) {
-            sum_into(
-                by_grant
-                    .entry((grant, cell.kind, cell.currency))
-                    .or_default(),
-            )?;
-        }
+    let mut items: BTreeMap<(&'a str, &'a str), Decimal> = BTreeMap::new();
+    for part in parts {
+        match part {
+            SummaryPart::Recipient {
+                node,
+                kind,
+                currency,
+                total,
+            } => sum_into(&mut by_node, (kind, node, currency), total),
+            SummaryPart::Partner {
+                partner,
+                kind,
+                currency,
+                total,
+            } => sum_into(&mut by_partner, (partner, kind, currency), total),
+            SummaryPart::Grant {
+                grant,
+                kind,
+                currency,
+                total,
+            } => sum_into(&mut by_grant, (grant, kind, currency), total),
+            SummaryPart::Item {
+                item,
+                unit,
+                quantity,
+            } => {
+                let sum = items.entry((item, unit)).or_default();
+                match sum.checked_add(quantity) {
+                    Some(added) => {
+                        *sum = added;
+                        Ok(())
+                    }
+                    None => Err(overflow("an in-kind quantity")()),
+                }
+            }
+        }?;
     }
 
     let mut by_kind = Vec::with_capacity(TotalKind::ALL.len());
@@ -966,24 +1018,14 @@ pub fn summary<'a, 'b>(
         }
     }
     let distinct = |map: &FxHashMap<(&str, TotalKind, CurrencyIndex), Total>| {
-        let names: BTreeSet<&str> = map
+        // Counted, not ordered: a set of tens of thousands of grants is not worth sorting.
+        let names: FxHashSet<&str> = map
             .iter()
             .filter(|(_, total)| !is_zero(total))
             .map(|((name, _, _), _)| *name)
             .collect();
         count(names.len())
     };
-
-    let mut items: BTreeMap<(&'b str, &'b str), Decimal> = BTreeMap::new();
-    for cell in quantities {
-        if !query.period.contains(cell.day) {
-            continue;
-        }
-        let sum = items.entry((cell.item, cell.unit)).or_default();
-        *sum = sum
-            .checked_add(cell.quantity)
-            .ok_or_else(overflow("an in-kind quantity"))?;
-    }
 
     Ok(SummaryReply {
         as_of_seq,
@@ -1012,6 +1054,27 @@ pub fn summary<'a, 'b>(
             })
             .collect(),
     })
+}
+
+/// Adds a part to its sum. The first part of a key is taken as it is: a year's parts are
+/// already summed, so the summary of one year adds nothing.
+fn sum_into<K: std::hash::Hash + Eq>(
+    map: &mut FxHashMap<K, Total>,
+    key: K,
+    total: Total,
+) -> Result<(), AnalyticsError> {
+    match map.entry(key) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(total);
+        }
+        Entry::Occupied(mut occupied) => {
+            let sum = occupied.get_mut();
+            *sum = add(sum, &total).ok_or(AnalyticsError::Overflow {
+                what: "a recipient's total",
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn count(n: usize) -> u64 {

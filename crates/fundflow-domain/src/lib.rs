@@ -46,6 +46,6 @@ pub use node::{Node, Scope};
 pub use reject::{RejectCode, Rejection};
 pub use values::{
     CellBlock, CellKey, CellLevel, CellRef, Checkpoint, DayOutcomes, Digest32, FlowDims, Month,
-    Outcome, PledgeLine, QuantityCellKey, QuantityCellRef, QuantityKey, RejectedEvent, Total,
-    TotalKey, TotalKind, coarsen, currency_code,
+    Outcome, PledgeLine, QuantityCellKey, QuantityCellRef, QuantityKey, RejectedEvent, SummaryPart,
+    Total, TotalKey, TotalKind, coarsen, currency_code,
 };

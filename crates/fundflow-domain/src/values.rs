@@ -403,7 +403,7 @@ pub struct CellRef<'a> {
     pub total: Total,
 }
 
-impl CellRef<'_> {
+impl<'a> CellRef<'a> {
     /// The level this cell is at.
     pub fn level(&self) -> CellLevel {
         match (self.month, self.day) {
@@ -412,6 +412,85 @@ impl CellRef<'_> {
             (Some(_), Some(_)) => CellLevel::Day,
         }
     }
+
+    /// What this cell adds to the programme summary's sums: its total by recipient, by partner
+    /// and, when it has a non-empty grant, by grant.
+    pub fn summary_parts(&self) -> impl Iterator<Item = SummaryPart<'a>> + use<'a> {
+        let (kind, currency, total) = (self.kind, self.currency, self.total);
+        let grant = self.grant.filter(|grant| !grant.is_empty());
+        [
+            Some(SummaryPart::Recipient {
+                node: self.node,
+                kind,
+                currency,
+                total,
+            }),
+            Some(SummaryPart::Partner {
+                partner: self.partner,
+                kind,
+                currency,
+                total,
+            }),
+            grant.map(|grant| SummaryPart::Grant {
+                grant,
+                kind,
+                currency,
+                total,
+            }),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// One of the sums the programme summary of a period is read from: the period's flows summed
+/// by one grouping (recipient, partner or grant, each with kind and currency), or its in-kind
+/// quantities by item. They are sums over cells, so a read model can keep them per year and a
+/// summary of whole years reads a few thousand of them instead of every cell of the period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryPart<'a> {
+    /// By recipient as allocated.
+    Recipient {
+        /// The recipient.
+        node: Node,
+        /// What it counts.
+        kind: TotalKind,
+        /// The currency.
+        currency: CurrencyIndex,
+        /// The sum.
+        total: Total,
+    },
+    /// By submitting partner.
+    Partner {
+        /// The partner id.
+        partner: &'a str,
+        /// What it counts.
+        kind: TotalKind,
+        /// The currency.
+        currency: CurrencyIndex,
+        /// The sum.
+        total: Total,
+    },
+    /// By grant (never the empty grant).
+    Grant {
+        /// The grant.
+        grant: &'a str,
+        /// What it counts.
+        kind: TotalKind,
+        /// The currency.
+        currency: CurrencyIndex,
+        /// The sum.
+        total: Total,
+    },
+    /// In-kind goods by item and unit.
+    Item {
+        /// Item code or name.
+        item: &'a str,
+        /// Unit.
+        unit: &'a str,
+        /// How many units.
+        quantity: Decimal,
+    },
 }
 
 /// One in-kind quantity cell, names borrowed.
@@ -429,6 +508,17 @@ pub struct QuantityCellRef<'a> {
     pub unit: &'a str,
     /// How many units.
     pub quantity: Decimal,
+}
+
+impl<'a> QuantityCellRef<'a> {
+    /// What this cell adds to the programme summary's in-kind items.
+    pub fn summary_part(&self) -> SummaryPart<'a> {
+        SummaryPart::Item {
+            item: self.item,
+            unit: self.unit,
+            quantity: self.quantity,
+        }
+    }
 }
 
 /// How many records whose `occurred_on` is one day were applied and rejected. A record whose

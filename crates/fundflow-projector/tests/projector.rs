@@ -6,9 +6,9 @@
 mod common;
 
 use common::filled_log;
-use fundflow_api::Report;
-use fundflow_domain::CellLevel;
+use fundflow_api::{Periods, Report, SummaryQuery};
 use fundflow_domain::Ledger;
+use fundflow_domain::{CellLevel, SummaryPart, Total};
 use fundflow_log::EventLog;
 use fundflow_projector::{
     FlowQuery, FlowStatus, Projector, ProjectorConfig, ProjectorError, ReadModel, RunUntil,
@@ -105,6 +105,38 @@ async fn the_read_model_holds_exactly_the_fold_of_the_log() {
         );
     }
     assert!(model.outcome(last + 1).unwrap().is_none());
+
+    // The coarser levels and the summary parts per year are the refold's cells summed.
+    model.check_levels(&expected).unwrap();
+    // A summary of whole years read from the parts is the summary of the refold's cells.
+    for (from, to) in [
+        (None, None),
+        (Some("2020-01-01"), Some("2020-12-31")),
+        (Some("2019-01-01"), Some("2021-12-31")),
+        (Some("2021-01-01"), None),
+    ] {
+        let query = SummaryQuery::parse(from, to).unwrap();
+        assert!(query.on_year_boundaries());
+        let cells = expected.cells(CellLevel::Month);
+        let quantities = expected.quantity_cells();
+        let outcomes = query.period.outcomes(expected.day_outcomes());
+        let folded = fundflow_api::summary(cells, quantities, outcomes, &query, last).unwrap();
+        let parts = model
+            .read(|s| {
+                let years = query.period.periods(CellLevel::Year).map(|p| match p {
+                    Periods::Years { first, last } => {
+                        first.map_or(0, |y| y as u32)..=last.map_or(u32::MAX, |y| y as u32)
+                    }
+                    Periods::Months { .. } => unreachable!("years asked for"),
+                });
+                s.summary_parts(years)
+            })
+            .unwrap();
+        let parts = parts.iter().map(|p| p.unwrap().1);
+        let stored = fundflow_api::summary_of_parts(parts, outcomes, &query, last).unwrap();
+        assert_eq!(stored, folded, "{from:?}..{to:?}");
+        assert!(stored.grants > 10 && stored.partners > 5, "{stored:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -223,6 +255,44 @@ async fn the_read_model_of_a_seeded_log_is_byte_for_byte_as_pinned() {
         .collect();
     lines.sort();
     pinned.extend(lines.into_iter().map(String::into_bytes));
+    let parts = model.read(|s| s.summary_parts(None)).unwrap();
+    let mut lines: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            let (year, part) = p.unwrap();
+            let t = |t: Total| {
+                let (a, u, n) = (t.amount, t.usd_equivalent, t.unconverted);
+                format!("{} {} {}", a.normalize(), u.normalize(), n.normalize())
+            };
+            match part {
+                SummaryPart::Recipient {
+                    node,
+                    kind,
+                    currency,
+                    total,
+                } => format!("{year} r {} {kind:?} {currency} {}", node.key(), t(total)),
+                SummaryPart::Partner {
+                    partner,
+                    kind,
+                    currency,
+                    total,
+                } => format!("{year} p {partner} {kind:?} {currency} {}", t(total)),
+                SummaryPart::Grant {
+                    grant,
+                    kind,
+                    currency,
+                    total,
+                } => format!("{year} g {grant} {kind:?} {currency} {}", t(total)),
+                SummaryPart::Item {
+                    item,
+                    unit,
+                    quantity,
+                } => format!("{year} i {item} {unit} {}", quantity.normalize()),
+            }
+        })
+        .collect();
+    lines.sort();
+    pinned.extend(lines.into_iter().map(String::into_bytes));
     let every_flow = FlowQuery {
         status: FlowStatus::All,
         ..FlowQuery::default()
@@ -246,10 +316,10 @@ async fn the_read_model_of_a_seeded_log_is_byte_for_byte_as_pinned() {
     let db = sled::open(dir.path().join("model")).unwrap();
     for entry in db.open_tree("model").unwrap().iter() {
         let (key, value) = entry.unwrap();
-        // Batch-keyed: outcomes, cell runs, reversals, posting runs.
+        // Batch-keyed: outcomes, cell and summary runs, reversals, posting runs.
         if matches!(
             key.first(),
-            Some(b'o' | b'D' | b'M' | b'Y' | b'Q' | b'v' | b'x')
+            Some(b'o' | b'D' | b'M' | b'Y' | b'Q' | b'S' | b'v' | b'x')
         ) {
             continue;
         }
@@ -264,8 +334,8 @@ async fn the_read_model_of_a_seeded_log_is_byte_for_byte_as_pinned() {
     assert_eq!(
         (entries, hex::encode(digest).as_str()),
         (
-            99859,
-            "bfc2ec443452e2b0458dbbebefd2c2bd0cedafb753ced1a33f3464b183c8de48"
+            125399,
+            "105283bb9ef17f9b722fefc45552d95ccabdf8bee612425632dbc51bdabf11ec"
         )
     );
 }

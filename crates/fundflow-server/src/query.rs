@@ -401,7 +401,8 @@ impl Queries {
     }
 
     /// `GET /v1/summary`: the figures at a glance for a period, from one snapshot of the
-    /// cells, quantities and outcomes per day, by the code a replay runs.
+    /// model, by the code a replay runs: a period of whole years from the years' summary parts,
+    /// any other from its cells and quantities; the outcomes from the counts per day.
     pub async fn summary(
         &self,
         from: Option<&str>,
@@ -411,6 +412,27 @@ impl Queries {
         let model = self.model.clone();
         tokio::task::spawn_blocking(move || {
             model.read(|snapshot| {
+                let outcomes = snapshot
+                    .day_outcomes(query.period.from, query.period.to)
+                    .map_err(unavailable)?;
+                if query.on_year_boundaries() {
+                    let years = ranges(query.period.periods(CellLevel::Year));
+                    let parts = snapshot.summary_parts(years).map_err(unavailable)?;
+                    let mut unreadable = None;
+                    let readable = parts.iter().map_while(|part| match part {
+                        Ok((_, part)) => Some(part),
+                        Err(err) => {
+                            unreadable = Some(err);
+                            None
+                        }
+                    });
+                    let seq = parts.checkpoint.last_seq;
+                    let reply = fundflow_api::summary_of_parts(readable, outcomes, &query, seq);
+                    if let Some(err) = unreadable {
+                        return Err(unavailable(err));
+                    }
+                    return reply.map_err(|err| QueryError::Unavailable(err.to_string()));
+                }
                 let cells = snapshot
                     .cells(query.level(), ranges(query.periods()), None)
                     .map_err(unavailable)?;
@@ -419,9 +441,6 @@ impl Queries {
                     Some(_) => ranges(query.period.periods(CellLevel::Month)),
                 };
                 let quantities = snapshot.quantity_cells(months, None).map_err(unavailable)?;
-                let outcomes = snapshot
-                    .day_outcomes(query.period.from, query.period.to)
-                    .map_err(unavailable)?;
                 let cells: Vec<_> = cells
                     .iter()
                     .collect::<Result<_, _>>()

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fundflow_domain::{Event, Node, TotalKind, Touched};
+use fundflow_domain::{Event, Month, Node, TotalKind, Touched};
 use fundflow_proto::v1::envelope::Body;
 use fundflow_proto::{Message, v1};
 use rust_decimal::Decimal;
@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use super::flows::{FlowRecord, POSTING_BYTES, Reversal, posted_nodes, posting, tag};
 use super::kind_byte;
-use super::runs::{Values, add_values};
+use super::runs::{Values, add_values, grouping};
 use crate::ProjectorError;
 
 /// A Day cell's key, names interned by [`Names`].
@@ -58,6 +58,19 @@ pub(super) struct QuantityCell {
     pub node: u16,
     pub item: u32,
     pub unit: u32,
+}
+
+/// A summary part's key, per year: its grouping (`runs::grouping`), then the fields that
+/// grouping keeps, the others the empty name or zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct SummaryCell {
+    pub year: u16,
+    pub grouping: u8,
+    pub partner: u32,
+    pub names: [u32; 2],
+    pub node: u16,
+    pub kind: u8,
+    pub currency: u16,
 }
 
 /// The batch's names (partners, grants, sectors, donors, items, units), interned so that the
@@ -109,6 +122,8 @@ pub(crate) struct Changed {
     pub(super) month_cells: FxHashMap<MonthCell, Values>,
     pub(super) year_cells: FxHashMap<YearCell, Values>,
     pub(super) quantity_cells: FxHashMap<QuantityCell, Decimal>,
+    /// The batch's changes to the summary parts of each year (items as the first value).
+    pub(super) summary_cells: FxHashMap<SummaryCell, Values>,
     /// In-kind flows reversed by the batch, by seq: their items are taken off the quantity
     /// cells once their records are at hand (`Touched` has no item quantities).
     pub(super) in_kind_reversals: Vec<u64>,
@@ -198,6 +213,16 @@ impl Changed {
         let year = u16::try_from(block.month.year())
             .map_err(|_| ProjectorError::corrupt("a flow dated past year 65535"))?;
         let (kind, currency) = (kind_byte(touched.kind()), touched.currency());
+        let empty = self.names.id("");
+        let summary_cell = |grouping, partner, grant, node| SummaryCell {
+            year,
+            grouping,
+            partner,
+            names: [grant, empty],
+            node,
+            kind,
+            currency,
+        };
         for (node, value, usd) in touched.parts() {
             let mut values = part_values(value, usd);
             if reversed.is_some() {
@@ -233,6 +258,14 @@ impl Changed {
                 currency,
             };
             add_to(&mut self.year_cells, year_cell, &values)?;
+            let by_recipient = summary_cell(grouping::RECIPIENT, empty, empty, node);
+            add_to(&mut self.summary_cells, by_recipient, &values)?;
+            let by_partner = summary_cell(grouping::PARTNER, partner, empty, 0);
+            add_to(&mut self.summary_cells, by_partner, &values)?;
+            if !dims.grant.is_empty() {
+                let by_grant = summary_cell(grouping::GRANT, empty, grant, 0);
+                add_to(&mut self.summary_cells, by_grant, &values)?;
+            }
         }
         let in_kind = touched.kind() == TotalKind::InKind;
         let day_posting = posting(day, reversed.unwrap_or(seq));
@@ -327,6 +360,9 @@ impl Changed {
         let envelope = v1::Envelope::decode(envelope).map_err(|_| bad())?;
         let event = Event::from_envelope(&envelope).map_err(|_| bad())?;
         let flow = event.body.flow().ok_or_else(bad)?;
+        let year = u16::try_from(Month(month).year())
+            .map_err(|_| ProjectorError::corrupt("a flow dated past year 65535"))?;
+        let empty = self.names.id("");
         for allocation in &flow.allocations {
             for item in &allocation.items {
                 let key = QuantityCell {
@@ -344,8 +380,19 @@ impl Changed {
                 };
                 let sum = self.quantity_cells.entry(key).or_default();
                 let mut values = [*sum, Decimal::ZERO, Decimal::ZERO];
-                add_values(&mut values, &[quantity, Decimal::ZERO, Decimal::ZERO])?;
+                let change = [quantity, Decimal::ZERO, Decimal::ZERO];
+                add_values(&mut values, &change)?;
                 *sum = values[0];
+                let by_item = SummaryCell {
+                    year,
+                    grouping: grouping::ITEM,
+                    partner: empty,
+                    names: [key.item, key.unit],
+                    node: 0,
+                    kind: 0,
+                    currency: 0,
+                };
+                add_to(&mut self.summary_cells, by_item, &change)?;
             }
         }
         Ok(())

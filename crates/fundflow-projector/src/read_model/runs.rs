@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rustc_hash::FxHashMap;
 
-use super::codec::{Reader, put_decimal, put_name, u32_of, unreadable};
+use super::codec::{Reader, put_name, put_packed_decimal, u32_of, unreadable};
 use crate::ProjectorError;
 
 /// Sums runs into one, as its pieces; none when nothing is left.
@@ -81,6 +81,25 @@ pub(super) const YEAR: Shape = Shape {
     kind_currency: true,
     values: 3,
 };
+/// A summary part (see `fundflow_domain::SummaryPart`): its grouping in the day byte
+/// ([`grouping`]), then the partner (by partner), the grant (by grant) or the item and unit (in
+/// kind), the node (by recipient), kind, currency and total (a quantity for items). Fields its
+/// grouping does not use are empty or zero.
+pub(super) const SUMMARY: Shape = Shape {
+    day: true,
+    names: 2,
+    kind_currency: true,
+    values: 3,
+};
+
+/// The groupings of summary parts, as stored in their entries' day byte.
+pub(super) mod grouping {
+    pub(in super::super) const RECIPIENT: u8 = 0;
+    pub(in super::super) const PARTNER: u8 = 1;
+    pub(in super::super) const GRANT: u8 = 2;
+    pub(in super::super) const ITEM: u8 = 3;
+}
+
 /// An in-kind quantity cell: partner, day, item, unit, node, quantity.
 pub(super) const QUANTITY: Shape = Shape {
     day: true,
@@ -125,7 +144,7 @@ pub(super) fn put_entry(
         out.extend_from_slice(&key.currency.to_be_bytes());
     }
     for value in &values[..shape.values] {
-        put_decimal(out, *value);
+        put_packed_decimal(out, *value);
     }
     Ok(())
 }
@@ -145,7 +164,7 @@ fn take_entry<'a>(r: &mut Reader<'a>, shape: Shape) -> Option<(EntryKey<'a>, Val
     };
     let mut values = [Decimal::ZERO; 3];
     for value in values.iter_mut().take(shape.values) {
-        *value = r.decimal()?;
+        *value = r.packed_decimal()?;
     }
     let key = EntryKey {
         partner,
