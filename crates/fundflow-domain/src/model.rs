@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
-use crate::money::{USD_SCALE, format_at_scale, format_quantity};
+use crate::money::{USD_SCALE, at_scale, format_at_scale};
 use crate::node::{Node, Scope};
 use crate::values::{
     Checkpoint, DayOutcomes, Digest32, PledgeLine, RejectedEvent, Total, TotalKey, TotalKind,
@@ -145,10 +145,14 @@ impl ModelState {
 
     /// SHA-256 of [`ModelState::write_canonical`].
     pub fn model_digest(&self) -> Digest32 {
-        let mut hasher = HashWriter(Sha256::new());
-        // Writing into a hasher cannot fail.
-        let _ = self.write_canonical(&mut hasher);
-        hasher.0.finalize().into()
+        // Buffered: the canonical form is millions of short writes, and each through the
+        // hasher costs more than a copy.
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, HashWriter(Sha256::new()));
+        let written = self.write_canonical(&mut out);
+        match (written, out.into_inner()) {
+            (Ok(()), Ok(hasher)) => hasher.0.finalize().into(),
+            _ => unreachable!("writing into a hasher cannot fail"),
+        }
     }
 
     /// Writes the state in its canonical form: sorted, one fact per line, amounts at their
@@ -189,9 +193,9 @@ impl ModelState {
                 "total {} {key} {} {currency} {} {} {}",
                 scope.as_str(),
                 kind.as_str(),
-                format_at_scale(t.amount, minor),
-                format_at_scale(t.usd_equivalent, USD_SCALE),
-                format_at_scale(t.unconverted, minor),
+                at_scale(t.amount, minor),
+                at_scale(t.usd_equivalent, USD_SCALE),
+                at_scale(t.unconverted, minor),
             )?;
         }
         let rolled = self.quantities();
@@ -207,7 +211,7 @@ impl ModelState {
                 scope.as_str(),
                 item.len(),
                 unit.len(),
-                format_quantity(*q)
+                q.normalize()
             )?;
         }
         let mut pledges: Vec<&PledgeRow> = self.pledges.iter().collect();
@@ -226,8 +230,8 @@ impl ModelState {
                     p.partner_id,
                     p.pledge_id.len(),
                     p.pledge_id,
-                    format_at_scale(line.pledged, minor),
-                    format_at_scale(line.paid, minor),
+                    at_scale(line.pledged, minor),
+                    at_scale(line.paid, minor),
                 )?;
             }
             let optional = |d: Option<Decimal>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
@@ -245,7 +249,7 @@ impl ModelState {
                 optional(p.usd_rate),
                 p.pledged_usd
                     .map_or_else(|| "-".to_owned(), |d| format_at_scale(d, USD_SCALE)),
-                format_at_scale(p.paid_usd, USD_SCALE),
+                at_scale(p.paid_usd, USD_SCALE),
                 p.payments_unconverted,
             )?;
         }
@@ -296,9 +300,9 @@ impl ModelState {
                 c.node.scope().as_str(),
                 c.node.key(),
                 c.kind.as_str(),
-                format_at_scale(c.total.amount, minor),
-                format_at_scale(c.total.usd_equivalent, USD_SCALE),
-                format_at_scale(c.total.unconverted, minor),
+                at_scale(c.total.amount, minor),
+                at_scale(c.total.usd_equivalent, USD_SCALE),
+                at_scale(c.total.unconverted, minor),
             )?;
         }
         let mut quantities: Vec<&StateQuantityCell> = self.quantity_cells.iter().collect();
@@ -323,7 +327,7 @@ impl ModelState {
                 q.node.key(),
                 item.len(),
                 unit.len(),
-                format_quantity(q.quantity)
+                q.quantity.normalize()
             )?;
         }
         Ok(())

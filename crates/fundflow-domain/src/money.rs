@@ -48,9 +48,16 @@ pub fn to_usd(value: Decimal, usd_per_unit: Decimal) -> Option<Decimal> {
 /// ledger never have more decimals than their currency allows, so this never rounds; if a value
 /// did, it is rounded half-even rather than truncated.
 pub fn format_at_scale(value: Decimal, scale: u32) -> String {
+    at_scale(value, scale).to_string()
+}
+
+/// `value` rounded half-even to `scale` decimals and holding exactly that many, so that it
+/// displays as [`format_at_scale`] writes it (for writers that should not allocate a `String`
+/// per amount).
+pub fn at_scale(value: Decimal, scale: u32) -> Decimal {
     let mut value = value.round_dp_with_strategy(scale, RoundingStrategy::MidpointNearestEven);
     value.rescale(scale);
-    value.to_string()
+    value
 }
 
 /// Writes a quantity without trailing zeros (`"210000"`, `"2.5"`).
