@@ -915,145 +915,171 @@ pub fn summary<'a>(
 
 /// The summary of a period from the [`SummaryPart`]s of its flows and in-kind goods, all of them
 /// within the period (a read model's parts of the years of a period on year boundaries, or the
-/// parts of its cells). Every count is of sums over the period: a figure counts when its sum per
-/// (recipient, kind, currency), or per (partner or grant, kind, currency), is not zero, so a
-/// reversal that removed a country's only flow removes the country. Allocations to an M49 area
-/// count no country, and do count the area's region.
+/// parts of its cells), summed by [`SummarySums`].
 pub fn summary_of_parts<'a>(
     parts: impl IntoIterator<Item = SummaryPart<'a>>,
     outcomes: DayOutcomes,
     query: &SummaryQuery,
     as_of_seq: u64,
 ) -> Result<SummaryReply, AnalyticsError> {
-    let overflow = |what| move || AnalyticsError::Overflow { what };
-    let mut by_node: FxHashMap<(TotalKind, Node, CurrencyIndex), Total> = FxHashMap::default();
-    let mut by_partner: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total> =
-        FxHashMap::default();
-    let mut by_grant: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total> = FxHashMap::default();
-    let mut items: BTreeMap<(&'a str, &'a str), Decimal> = BTreeMap::new();
+    let mut sums = SummarySums::default();
     for part in parts {
+        sums.add(part)?;
+    }
+    sums.reply(outcomes, query, as_of_seq)
+}
+
+/// The sums a period's summary is read from, added one [`SummaryPart`] at a time. Every count of
+/// the reply is of these sums: a figure counts when its sum per (recipient, kind, currency), or
+/// per (partner or grant, kind, currency), is not zero, so a reversal that removed a country's
+/// only flow removes the country. Allocations to an M49 area count no country, and do count the
+/// area's region.
+#[derive(Debug, Default)]
+pub struct SummarySums<'a> {
+    by_node: FxHashMap<(TotalKind, Node, CurrencyIndex), Total>,
+    by_partner: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total>,
+    by_grant: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total>,
+    items: BTreeMap<(&'a str, &'a str), Decimal>,
+}
+
+impl<'a> SummarySums<'a> {
+    /// Adds one part to its sum.
+    pub fn add(&mut self, part: SummaryPart<'a>) -> Result<(), AnalyticsError> {
         match part {
             SummaryPart::Recipient {
                 node,
                 kind,
                 currency,
                 total,
-            } => sum_into(&mut by_node, (kind, node, currency), total),
+            } => sum_into(&mut self.by_node, (kind, node, currency), total),
             SummaryPart::Partner {
                 partner,
                 kind,
                 currency,
                 total,
-            } => sum_into(&mut by_partner, (partner, kind, currency), total),
+            } => sum_into(&mut self.by_partner, (partner, kind, currency), total),
             SummaryPart::Grant {
                 grant,
                 kind,
                 currency,
                 total,
-            } => sum_into(&mut by_grant, (grant, kind, currency), total),
+            } => sum_into(&mut self.by_grant, (grant, kind, currency), total),
             SummaryPart::Item {
                 item,
                 unit,
                 quantity,
             } => {
-                let sum = items.entry((item, unit)).or_default();
-                match sum.checked_add(quantity) {
-                    Some(added) => {
-                        *sum = added;
-                        Ok(())
-                    }
-                    None => Err(overflow("an in-kind quantity")()),
+                let sum = self.items.entry((item, unit)).or_default();
+                *sum = sum.checked_add(quantity).ok_or(AnalyticsError::Overflow {
+                    what: "an in-kind quantity",
+                })?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The summary of the sums; `outcomes` are the period's applied and rejected counts (see
+    /// [`Period::outcomes`]).
+    pub fn reply(
+        self,
+        outcomes: DayOutcomes,
+        query: &SummaryQuery,
+        as_of_seq: u64,
+    ) -> Result<SummaryReply, AnalyticsError> {
+        let overflow = |what| move || AnalyticsError::Overflow { what };
+        let SummarySums {
+            by_node,
+            by_partner,
+            by_grant,
+            items,
+        } = self;
+        let mut by_kind = Vec::with_capacity(TotalKind::ALL.len());
+        for kind in TotalKind::ALL {
+            let mut usd = Cents::default();
+            let mut unconverted: BTreeMap<&'static str, Decimal> = BTreeMap::new();
+            let mut countries: BTreeSet<Node> = BTreeSet::new();
+            let of_kind = by_node
+                .iter()
+                .filter(|((k, _, _), total)| *k == kind && !is_zero(total));
+            for ((_, node, currency), total) in of_kind {
+                if node.scope() == Scope::Country {
+                    countries.insert(*node);
+                }
+                usd = usd
+                    .plus(Cents::of(total.usd_equivalent))
+                    .ok_or_else(overflow("a kind's USD equivalent"))?;
+                if !total.unconverted.is_zero() {
+                    let sum = unconverted.entry(currency_code(*currency)).or_default();
+                    *sum = sum
+                        .checked_add(total.unconverted)
+                        .ok_or_else(overflow("an unconverted amount"))?;
                 }
             }
-        }?;
-    }
+            by_kind.push(KindSummary {
+                kind: kind.as_str().to_owned(),
+                usd_equivalent: usd.text(),
+                unconverted: unconverted
+                    .into_iter()
+                    .map(|(currency, amount)| CurrencyAmount {
+                        currency: currency.to_owned(),
+                        amount: format_at_scale(amount, minor_unit(currency)),
+                    })
+                    .collect(),
+                countries: count(countries.len()),
+            });
+        }
 
-    let mut by_kind = Vec::with_capacity(TotalKind::ALL.len());
-    for kind in TotalKind::ALL {
-        let mut usd = Cents::default();
-        let mut unconverted: BTreeMap<&'static str, Decimal> = BTreeMap::new();
-        let mut countries: BTreeSet<Node> = BTreeSet::new();
-        let of_kind = by_node
+        let benefiting = by_node
             .iter()
-            .filter(|((k, _, _), total)| *k == kind && !is_zero(total));
-        for ((_, node, currency), total) in of_kind {
+            .filter(|((kind, _, _), total)| BENEFITING.contains(kind) && !is_zero(total))
+            .map(|((_, node, _), _)| *node);
+        let (mut countries, mut regions) = (BTreeSet::new(), BTreeSet::new());
+        for node in benefiting {
             if node.scope() == Scope::Country {
-                countries.insert(*node);
+                countries.insert(node);
             }
-            usd = usd
-                .plus(Cents::of(total.usd_equivalent))
-                .ok_or_else(overflow("a kind's USD equivalent"))?;
-            if !total.unconverted.is_zero() {
-                let sum = unconverted.entry(currency_code(*currency)).or_default();
-                *sum = sum
-                    .checked_add(total.unconverted)
-                    .ok_or_else(overflow("an unconverted amount"))?;
+            if let Some(region) = node.rollup().find(|n| n.scope() == Scope::Region) {
+                regions.insert((region.key(), region));
             }
         }
-        by_kind.push(KindSummary {
-            kind: kind.as_str().to_owned(),
-            usd_equivalent: usd.text(),
-            unconverted: unconverted
+        let distinct = |map: &FxHashMap<(&str, TotalKind, CurrencyIndex), Total>| {
+            // Counted, not ordered: a set of tens of thousands of grants is not worth sorting.
+            let names: FxHashSet<&str> = map
+                .iter()
+                .filter(|(_, total)| !is_zero(total))
+                .map(|((name, _, _), _)| *name)
+                .collect();
+            count(names.len())
+        };
+
+        Ok(SummaryReply {
+            as_of_seq,
+            from: Period::text(query.period.from),
+            to: Period::text(query.period.to),
+            by_kind,
+            countries_benefiting: count(countries.len()),
+            regions: regions
                 .into_iter()
-                .map(|(currency, amount)| CurrencyAmount {
-                    currency: currency.to_owned(),
-                    amount: format_at_scale(amount, minor_unit(currency)),
+                .map(|(key, region)| RegionRef {
+                    key: key.to_owned(),
+                    name: region.name().to_owned(),
                 })
                 .collect(),
-            countries: count(countries.len()),
-        });
+            partners: distinct(&by_partner),
+            grants: distinct(&by_grant),
+            events_applied: outcomes.applied,
+            events_rejected: outcomes.rejected,
+            in_kind_items: items
+                .into_iter()
+                .filter(|(_, quantity)| !quantity.is_zero())
+                .map(|((item, unit), quantity)| ItemQuantity {
+                    item: item.to_owned(),
+                    unit: unit.to_owned(),
+                    quantity: format_quantity(quantity),
+                })
+                .collect(),
+        })
     }
-
-    let benefiting = by_node
-        .iter()
-        .filter(|((kind, _, _), total)| BENEFITING.contains(kind) && !is_zero(total))
-        .map(|((_, node, _), _)| *node);
-    let (mut countries, mut regions) = (BTreeSet::new(), BTreeSet::new());
-    for node in benefiting {
-        if node.scope() == Scope::Country {
-            countries.insert(node);
-        }
-        if let Some(region) = node.rollup().find(|n| n.scope() == Scope::Region) {
-            regions.insert((region.key(), region));
-        }
-    }
-    let distinct = |map: &FxHashMap<(&str, TotalKind, CurrencyIndex), Total>| {
-        // Counted, not ordered: a set of tens of thousands of grants is not worth sorting.
-        let names: FxHashSet<&str> = map
-            .iter()
-            .filter(|(_, total)| !is_zero(total))
-            .map(|((name, _, _), _)| *name)
-            .collect();
-        count(names.len())
-    };
-
-    Ok(SummaryReply {
-        as_of_seq,
-        from: Period::text(query.period.from),
-        to: Period::text(query.period.to),
-        by_kind,
-        countries_benefiting: count(countries.len()),
-        regions: regions
-            .into_iter()
-            .map(|(key, region)| RegionRef {
-                key: key.to_owned(),
-                name: region.name().to_owned(),
-            })
-            .collect(),
-        partners: distinct(&by_partner),
-        grants: distinct(&by_grant),
-        events_applied: outcomes.applied,
-        events_rejected: outcomes.rejected,
-        in_kind_items: items
-            .into_iter()
-            .filter(|(_, quantity)| !quantity.is_zero())
-            .map(|((item, unit), quantity)| ItemQuantity {
-                item: item.to_owned(),
-                unit: unit.to_owned(),
-                quantity: format_quantity(quantity),
-            })
-            .collect(),
-    })
 }
 
 /// Adds a part to its sum. The first part of a key is taken as it is: a year's parts are

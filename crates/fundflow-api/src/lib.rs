@@ -20,8 +20,8 @@ pub use analytics::{
     AnalyticsError, CurrencyAmount, Dimension, FlowAllocation, FlowItem, FlowStatus, FlowsCursor,
     FlowsReply, FundingPart, ItemQuantity, KindSummary, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, Period,
     Periods, PledgeItem, PledgesCursor, PledgesReply, QueryParamError, RegionRef, SummaryQuery,
-    SummaryReply, TotalsParams, TotalsQuery, flows_csv, grouped_total_rows, parse_group_by,
-    parse_limit, pledge_item, pledges_csv, summary, summary_of_parts, totals_csv,
+    SummaryReply, SummarySums, TotalsParams, TotalsQuery, flows_csv, grouped_total_rows,
+    parse_group_by, parse_limit, pledge_item, pledges_csv, summary, summary_of_parts, totals_csv,
 };
 pub use error::{EventError, InvalidEvent};
 pub use event::{

@@ -13,8 +13,8 @@ use fundflow_api::{
     CheckpointReply, Dimension, EventObject, EventOutcome, EventReply, FlowAllocation, FlowItem,
     FlowsCursor, FlowsReply, InKindReply, ItemQuantity, Period, Periods, PledgeLineReply,
     PledgeReply, PledgesCursor, PledgesReply, QueryParamError, RejectionItem, RejectionsReply,
-    SummaryQuery, SummaryReply, TotalsParams, TotalsQuery, TotalsReply, item_rows, parse_limit,
-    total_rows,
+    SummaryQuery, SummaryReply, SummarySums, TotalsParams, TotalsQuery, TotalsReply, item_rows,
+    parse_limit, total_rows,
 };
 use fundflow_domain::money::format_at_scale;
 use fundflow_domain::{CellLevel, ModelState, Node, Scope, TotalKind};
@@ -418,20 +418,16 @@ impl Queries {
                 if query.on_year_boundaries() {
                     let years = ranges(query.period.periods(CellLevel::Year));
                     let parts = snapshot.summary_parts(years).map_err(unavailable)?;
-                    let mut unreadable = None;
-                    let readable = parts.iter().map_while(|part| match part {
-                        Ok((_, part)) => Some(part),
-                        Err(err) => {
-                            unreadable = Some(err);
-                            None
-                        }
-                    });
-                    let seq = parts.checkpoint.last_seq;
-                    let reply = fundflow_api::summary_of_parts(readable, outcomes, &query, seq);
-                    if let Some(err) = unreadable {
-                        return Err(unavailable(err));
+                    let mut sums = SummarySums::default();
+                    for part in parts.iter() {
+                        let (_, part) = part.map_err(unavailable)?;
+                        sums.add(part)
+                            .map_err(|err| QueryError::Unavailable(err.to_string()))?;
                     }
-                    return reply.map_err(|err| QueryError::Unavailable(err.to_string()));
+                    let seq = parts.checkpoint.last_seq;
+                    return sums
+                        .reply(outcomes, &query, seq)
+                        .map_err(|err| QueryError::Unavailable(err.to_string()));
                 }
                 let cells = snapshot
                     .cells(query.level(), ranges(query.periods()), None)
