@@ -74,7 +74,7 @@ pid_of() {
   [ -f "$pid_file" ] || return 0
   pid="$(cat "$pid_file")"
   if [ -r "/proc/$pid/cmdline" ] &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$dir/node-$1/conf/node-$1.conf"; then
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F "$dir/node-$1/conf/node-$1.conf" > /dev/null; then
     echo "$pid"
   fi
 }

@@ -13,7 +13,7 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 tools="${1:-$repo/.tools}"
 binary="$tools/nats-server/usr/sbin/nats-server"
 
-if [ -x "$binary" ] && "$binary" --version | grep -q "v2.10"; then
+if [ -x "$binary" ] && "$binary" --version | grep "v2.10" > /dev/null; then
   echo "$binary"
   exit 0
 fi

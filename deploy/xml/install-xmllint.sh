@@ -6,7 +6,7 @@
 set -euo pipefail
 
 if command -v xmllint > /dev/null; then
-  xmllint --version 2>&1 | head -n 1
+  xmllint --version 2>&1 | sed -n 1p
   exit 0
 fi
 
@@ -20,4 +20,4 @@ if ! "${as_root[@]}" apt-get install -y -qq libxml2-utils > /dev/null; then
   "${as_root[@]}" apt-get update -qq
   "${as_root[@]}" apt-get install -y -qq libxml2-utils > /dev/null
 fi
-xmllint --version 2>&1 | head -n 1
+xmllint --version 2>&1 | sed -n 1p
