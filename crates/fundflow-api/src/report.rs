@@ -4,7 +4,7 @@
 //! minor-unit scale. It lives in the API layer, not the domain, because it is a JSON shape.
 
 use fundflow_domain::money::{USD_SCALE, format_at_scale, format_quantity};
-use fundflow_domain::{Ledger, ModelState, Node, Scope, Total, TotalKind};
+use fundflow_domain::{Digest32, Ledger, ModelState, Node, Scope, Total, TotalKind};
 use fundflow_domain::{currency_code, minor_unit, sorted_totals};
 use fundflow_refdata::CurrencyIndex;
 use serde::{Deserialize, Serialize};
@@ -122,11 +122,26 @@ pub struct ItemRow {
 impl Report {
     /// The report of `ledger`'s current state.
     pub fn of(ledger: &Ledger) -> Report {
-        Report::of_state(&ledger.model_state())
+        // The digest from the fold's own indexes and the rows from its direct totals: a full
+        // `model_state` would copy every cell and pledge only to hash them.
+        let state = ModelState {
+            checkpoint: ledger.checkpoint(),
+            direct_totals: ledger.direct_totals().map(|(k, t)| (*k, *t)).collect(),
+            direct_quantities: ledger.direct_quantities().collect(),
+            rejected_events: ledger.rejected().to_vec(),
+            ..ModelState::default()
+        };
+        Report::with_digest(&state, ledger.model_digest())
     }
 
     /// The report of a state, from a replay or a read model alike.
     pub fn of_state(state: &ModelState) -> Report {
+        Report::with_digest(state, state.model_digest())
+    }
+
+    /// The report of `state`'s checkpoint, rejections, totals and quantities, with the digest
+    /// of the whole model it was taken from.
+    fn with_digest(state: &ModelState, model_digest: Digest32) -> Report {
         let rejected = state
             .rejected_events
             .iter()
@@ -140,7 +155,7 @@ impl Report {
         Report {
             last_seq: state.checkpoint.last_seq,
             log_digest: hex::encode(state.checkpoint.log_digest),
-            model_digest: hex::encode(state.model_digest()),
+            model_digest: hex::encode(model_digest),
             rejected,
             totals: total_rows(state, None),
             in_kind_items: item_rows(state, None),

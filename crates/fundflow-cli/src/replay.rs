@@ -29,7 +29,19 @@ pub fn replay_file(path: &Path, format: Format, totals: &TotalsArgs) -> anyhow::
         other => anyhow::anyhow!("cannot read {}: {other}", path.display()),
     })?;
     let (applied, rejected) = replay.ledger.counts();
-    tracing::info!(seq = replay.read, applied, rejected, "replayed");
+    let memory = replay.ledger.memory();
+    tracing::info!(
+        seq = replay.read,
+        applied,
+        rejected,
+        fold_bytes = memory.total(),
+        events_bytes = memory.events,
+        effects_bytes = memory.effects,
+        cells_bytes = memory.cells,
+        pledges_bytes = memory.pledges,
+        names_bytes = memory.names,
+        "replayed"
+    );
     print_report(
         &report_for(&replay.ledger, &query)?,
         &query.group_by,

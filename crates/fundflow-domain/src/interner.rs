@@ -38,6 +38,14 @@ impl Interner {
         &self.names
     }
 
+    /// Bytes held: each name twice (the map's key and the list's entry) and both tables.
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        let text: usize = self.names.iter().map(|n| n.len()).sum();
+        2 * text
+            + self.names.capacity() * size_of::<Box<str>>()
+            + crate::ledger::table_bytes(self.ids.capacity(), size_of::<(Box<str>, u32)>())
+    }
+
     /// The name of `id`; ids come only from [`Interner::intern`], so it has one.
     pub(crate) fn name(&self, id: u32) -> &str {
         let name = self.names.get(id as usize);

@@ -38,7 +38,7 @@ pub mod wire {
 }
 
 pub use event::{Allocation, Event, EventBody, Flow, Item};
-pub use ledger::{Ledger, PledgeView, Source, Touched};
+pub use ledger::{FoldMemory, Ledger, PledgeView, Source, Touched};
 pub use model::{
     DirectQuantity, ModelState, PledgeRow, StateCell, StateQuantityCell, minor_unit, sorted_totals,
 };

@@ -6,7 +6,6 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
-use crate::money::{USD_SCALE, at_scale, format_at_scale};
 use crate::node::{Node, Scope};
 use crate::values::{
     Checkpoint, DayOutcomes, Digest32, PledgeLine, RejectedEvent, Total, TotalKey, TotalKind,
@@ -145,22 +144,195 @@ impl ModelState {
 
     /// SHA-256 of [`ModelState::write_canonical`].
     pub fn model_digest(&self) -> Digest32 {
-        // Buffered: the canonical form is millions of short writes, and each through the
-        // hasher costs more than a copy.
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, HashWriter(Sha256::new()));
-        let written = self.write_canonical(&mut out);
-        match (written, out.into_inner()) {
-            (Ok(()), Ok(hasher)) => hasher.0.finalize().into(),
-            _ => unreachable!("writing into a hasher cannot fail"),
-        }
+        digest_of(|out| self.write_canonical(out))
     }
 
-    /// Writes the state in its canonical form: sorted, one fact per line, amounts at their
-    /// currency's scale, names by their public codes (never internal indices), so the same log
-    /// gives the same bytes on every machine. Strings that partners chose are written with their
-    /// byte length first (`5:masks`), so no content can forge a line break.
+    /// Writes the state in its canonical form (see [`canonical`]). The fold writes the same
+    /// form from its own indexes ([`crate::Ledger::model_digest`]) without this copy.
     pub fn write_canonical(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let c = &self.checkpoint;
+        canonical::head(out, &self.checkpoint)?;
+        canonical::totals(out, &self.totals())?;
+        canonical::quantities(out, &self.quantities())?;
+        let mut pledges: Vec<&PledgeRow> = self.pledges.iter().collect();
+        pledges.sort_unstable_by(|a, b| {
+            (&a.partner_id, &a.pledge_id).cmp(&(&b.partner_id, &b.pledge_id))
+        });
+        for p in pledges {
+            canonical::pledge(
+                out,
+                &canonical::PledgeFacts {
+                    partner_id: &p.partner_id,
+                    pledge_id: &p.pledge_id,
+                    currency: p.currency,
+                    lines: &p.lines,
+                    donor: &p.donor,
+                    sector: &p.sector,
+                    occurred_on: p.occurred_on,
+                    usd_rate: p.usd_rate,
+                    pledged_usd: p.pledged_usd,
+                    paid_usd: p.paid_usd,
+                    payments_unconverted: p.payments_unconverted,
+                },
+            )?;
+        }
+        self.write_cells(out)?;
+        canonical::days(out, self.day_outcomes.iter().copied())
+    }
+
+    /// The cells and quantity cells of the canonical form, sorted by their names' order (the
+    /// labels' indexes are the state's own, so they are ranked by name first).
+    fn write_cells(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let rank = canonical::ranks(self.labels.iter().map(String::as_str));
+        let name = |i: u32| self.labels.get(i as usize).map_or("", String::as_str);
+        let r = |i: u32| rank.get(i as usize).copied().unwrap_or(u32::MAX);
+        let mut cells: Vec<&StateCell> = self.cells.iter().collect();
+        cells.sort_unstable_by_key(|c| {
+            (
+                c.day,
+                r(c.partner),
+                r(c.grant),
+                r(c.sector),
+                r(c.donor),
+                c.node.scope(),
+                c.node.key(),
+                c.kind,
+                currency_code(c.currency),
+            )
+        });
+        for c in cells {
+            canonical::cell(
+                out,
+                &canonical::CellFacts {
+                    day: c.day,
+                    partner: name(c.partner),
+                    grant: name(c.grant),
+                    sector: name(c.sector),
+                    donor: name(c.donor),
+                    node: c.node,
+                    kind: c.kind,
+                    currency: c.currency,
+                    total: &c.total,
+                },
+            )?;
+        }
+        let mut quantities: Vec<&StateQuantityCell> = self.quantity_cells.iter().collect();
+        quantities.sort_unstable_by_key(|q| {
+            (
+                q.day,
+                r(q.partner),
+                q.node.scope(),
+                q.node.key(),
+                r(q.item),
+                r(q.unit),
+            )
+        });
+        for q in quantities {
+            canonical::item_cell(
+                out,
+                &canonical::ItemCellFacts {
+                    day: q.day,
+                    partner: name(q.partner),
+                    node: q.node,
+                    item: name(q.item),
+                    unit: name(q.unit),
+                    quantity: q.quantity,
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 of what `write` writes. Buffered: the canonical form is millions of short writes,
+/// and each through the hasher costs more than a copy.
+pub(crate) fn digest_of(
+    write: impl FnOnce(&mut std::io::BufWriter<HashWriter>) -> std::io::Result<()>,
+) -> Digest32 {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, HashWriter(Sha256::new()));
+    let written = write(&mut out);
+    match (written, out.into_inner()) {
+        (Ok(()), Ok(hasher)) => hasher.0.finalize().into(),
+        _ => unreachable!("writing into a hasher cannot fail"),
+    }
+}
+
+/// The canonical form of a model, line by line: sorted, one fact per line, amounts at their
+/// currency's scale, names by their public codes (never internal indices), so the same log
+/// gives the same bytes on every machine. Strings that partners chose are written with their
+/// byte length first (`5:masks`), so no content can forge a line break.
+///
+/// Two writers share these lines: [`ModelState::write_canonical`] (a read model's state) and the
+/// fold's own ([`crate::Ledger::model_digest`]), which sorts references into its indexes rather
+/// than copying them; each sorts, these only write. Facts are borrowed for that reason.
+pub(crate) mod canonical {
+    use std::io::{self, Write};
+
+    use rust_decimal::Decimal;
+    use rustc_hash::FxHashMap;
+    use time::Date;
+
+    use super::minor_unit;
+    use crate::money::{USD_SCALE, at_scale, format_at_scale};
+    use crate::node::Node;
+    use crate::values::{
+        Checkpoint, DayOutcomes, PledgeLine, Total, TotalKey, TotalKind, currency_code,
+    };
+    use fundflow_refdata::CurrencyIndex;
+
+    /// A pledge's facts.
+    pub(crate) struct PledgeFacts<'a> {
+        pub(crate) partner_id: &'a str,
+        pub(crate) pledge_id: &'a str,
+        pub(crate) currency: CurrencyIndex,
+        pub(crate) lines: &'a [PledgeLine],
+        pub(crate) donor: &'a str,
+        pub(crate) sector: &'a str,
+        pub(crate) occurred_on: Date,
+        pub(crate) usd_rate: Option<Decimal>,
+        pub(crate) pledged_usd: Option<Decimal>,
+        pub(crate) paid_usd: Decimal,
+        pub(crate) payments_unconverted: u32,
+    }
+
+    /// A cell's facts, names resolved.
+    pub(crate) struct CellFacts<'a> {
+        pub(crate) day: Date,
+        pub(crate) partner: &'a str,
+        pub(crate) grant: &'a str,
+        pub(crate) sector: &'a str,
+        pub(crate) donor: &'a str,
+        pub(crate) node: Node,
+        pub(crate) kind: TotalKind,
+        pub(crate) currency: CurrencyIndex,
+        pub(crate) total: &'a Total,
+    }
+
+    /// An in-kind quantity cell's facts, names resolved.
+    pub(crate) struct ItemCellFacts<'a> {
+        pub(crate) day: Date,
+        pub(crate) partner: &'a str,
+        pub(crate) node: Node,
+        pub(crate) item: &'a str,
+        pub(crate) unit: &'a str,
+        pub(crate) quantity: Decimal,
+    }
+
+    /// Each name's rank in the sorted set of distinct names (equal names rank equal), so that
+    /// sorting by ranks sorts by names without comparing strings.
+    pub(crate) fn ranks<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Vec<u32> {
+        let mut sorted: Vec<&str> = names.clone().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        names
+            .map(|name| {
+                let at = sorted.binary_search(&name);
+                debug_assert!(at.is_ok(), "every name is in the sorted set");
+                u32::try_from(at.unwrap_or(usize::MAX)).unwrap_or(u32::MAX)
+            })
+            .collect()
+    }
+
+    pub(crate) fn head(out: &mut impl Write, c: &Checkpoint) -> io::Result<()> {
         writeln!(out, "fundflow-model-v2")?;
         writeln!(out, "last_seq {}", c.last_seq)?;
         writeln!(
@@ -169,8 +341,14 @@ impl ModelState {
             c.applied,
             c.rejected,
             hex::encode(c.rejected_digest)
-        )?;
-        let rolled = self.totals();
+        )
+    }
+
+    /// Every rolled-up total, sorted by scope, key, kind and currency code.
+    pub(crate) fn totals(
+        out: &mut impl Write,
+        rolled: &FxHashMap<TotalKey, Total>,
+    ) -> io::Result<()> {
         let mut totals: Vec<_> = rolled
             .iter()
             .map(|(k, t)| {
@@ -198,7 +376,14 @@ impl ModelState {
                 at_scale(t.unconverted, minor),
             )?;
         }
-        let rolled = self.quantities();
+        Ok(())
+    }
+
+    /// Every rolled-up quantity, sorted by scope, key, item and unit.
+    pub(crate) fn quantities(
+        out: &mut impl Write,
+        rolled: &FxHashMap<(Node, &str, &str), Decimal>,
+    ) -> io::Result<()> {
         let mut quantities: Vec<_> = rolled
             .iter()
             .map(|((node, item, unit), q)| ((node.scope(), node.key(), *item, *unit), q))
@@ -214,137 +399,100 @@ impl ModelState {
                 q.normalize()
             )?;
         }
-        let mut pledges: Vec<&PledgeRow> = self.pledges.iter().collect();
-        pledges.sort_unstable_by(|a, b| {
-            (&a.partner_id, &a.pledge_id).cmp(&(&b.partner_id, &b.pledge_id))
-        });
-        for p in pledges {
-            let currency = currency_code(p.currency);
-            let minor = minor_unit(currency);
-            let mut lines: Vec<_> = p.lines.iter().map(|l| (l.node.key(), l)).collect();
-            lines.sort_unstable_by_key(|(key, _)| *key);
-            for (key, line) in lines {
-                writeln!(
-                    out,
-                    "pledge {} {}:{} {currency} {key} {} {}",
-                    p.partner_id,
-                    p.pledge_id.len(),
-                    p.pledge_id,
-                    at_scale(line.pledged, minor),
-                    at_scale(line.paid, minor),
-                )?;
-            }
-            let optional = |d: Option<Decimal>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        Ok(())
+    }
+
+    /// One pledge's lines; callers write pledges in (partner id, pledge id) order.
+    pub(crate) fn pledge(out: &mut impl Write, p: &PledgeFacts<'_>) -> io::Result<()> {
+        let currency = currency_code(p.currency);
+        let minor = minor_unit(currency);
+        let mut lines: Vec<_> = p.lines.iter().map(|l| (l.node.key(), l)).collect();
+        lines.sort_unstable_by_key(|(key, _)| *key);
+        for (key, line) in lines {
             writeln!(
                 out,
-                "pledge-terms {} {}:{} {} {}:{} {}:{} {} {} {} {}",
+                "pledge {} {}:{} {currency} {key} {} {}",
                 p.partner_id,
                 p.pledge_id.len(),
                 p.pledge_id,
-                p.occurred_on,
-                p.donor.len(),
-                p.donor,
-                p.sector.len(),
-                p.sector,
-                optional(p.usd_rate),
-                p.pledged_usd
-                    .map_or_else(|| "-".to_owned(), |d| format_at_scale(d, USD_SCALE)),
-                at_scale(p.paid_usd, USD_SCALE),
-                p.payments_unconverted,
+                at_scale(line.pledged, minor),
+                at_scale(line.paid, minor),
             )?;
         }
-        self.write_cells(out)?;
-        for (day, outcomes) in &self.day_outcomes {
+        let optional = |d: Option<Decimal>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        writeln!(
+            out,
+            "pledge-terms {} {}:{} {} {}:{} {}:{} {} {} {} {}",
+            p.partner_id,
+            p.pledge_id.len(),
+            p.pledge_id,
+            p.occurred_on,
+            p.donor.len(),
+            p.donor,
+            p.sector.len(),
+            p.sector,
+            optional(p.usd_rate),
+            p.pledged_usd
+                .map_or_else(|| "-".to_owned(), |d| format_at_scale(d, USD_SCALE)),
+            at_scale(p.paid_usd, USD_SCALE),
+            p.payments_unconverted,
+        )
+    }
+
+    /// One cell; callers write cells in (day, partner, grant, sector, donor, scope, key, kind,
+    /// currency code) order, names compared as strings.
+    pub(crate) fn cell(out: &mut impl Write, c: &CellFacts<'_>) -> io::Result<()> {
+        let currency = currency_code(c.currency);
+        let minor = minor_unit(currency);
+        writeln!(
+            out,
+            "cell {} {}:{} {}:{} {}:{} {}:{} {} {} {} {currency} {} {} {}",
+            c.day,
+            c.partner.len(),
+            c.partner,
+            c.grant.len(),
+            c.grant,
+            c.sector.len(),
+            c.sector,
+            c.donor.len(),
+            c.donor,
+            c.node.scope().as_str(),
+            c.node.key(),
+            c.kind.as_str(),
+            at_scale(c.total.amount, minor),
+            at_scale(c.total.usd_equivalent, USD_SCALE),
+            at_scale(c.total.unconverted, minor),
+        )
+    }
+
+    /// One in-kind quantity cell; callers write them after every cell, in (day, partner, scope,
+    /// key, item, unit) order.
+    pub(crate) fn item_cell(out: &mut impl Write, q: &ItemCellFacts<'_>) -> io::Result<()> {
+        writeln!(
+            out,
+            "item-cell {} {}:{} {} {} {}:{} {}:{} {}",
+            q.day,
+            q.partner.len(),
+            q.partner,
+            q.node.scope().as_str(),
+            q.node.key(),
+            q.item.len(),
+            q.item,
+            q.unit.len(),
+            q.unit,
+            q.quantity.normalize()
+        )
+    }
+
+    /// The outcomes per day, in date order.
+    pub(crate) fn days(
+        out: &mut impl Write,
+        days: impl Iterator<Item = (Date, DayOutcomes)>,
+    ) -> io::Result<()> {
+        for (day, outcomes) in days {
             writeln!(out, "day {day} {} {}", outcomes.applied, outcomes.rejected)?;
         }
         Ok(())
-    }
-
-    /// The cells and quantity cells of the canonical form, sorted by their names' order (the
-    /// labels' indexes are the state's own, so they are ranked by name first).
-    fn write_cells(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        let rank = self.label_ranks();
-        let name = |i: u32| self.labels.get(i as usize).map_or("", String::as_str);
-        let r = |i: u32| rank.get(i as usize).copied().unwrap_or(u32::MAX);
-        let mut cells: Vec<&StateCell> = self.cells.iter().collect();
-        cells.sort_unstable_by_key(|c| {
-            (
-                c.day,
-                r(c.partner),
-                r(c.grant),
-                r(c.sector),
-                r(c.donor),
-                c.node.scope(),
-                c.node.key(),
-                c.kind,
-                currency_code(c.currency),
-            )
-        });
-        for c in cells {
-            let currency = currency_code(c.currency);
-            let minor = minor_unit(currency);
-            let (partner, grant, sector, donor) = (
-                name(c.partner),
-                name(c.grant),
-                name(c.sector),
-                name(c.donor),
-            );
-            writeln!(
-                out,
-                "cell {} {}:{partner} {}:{grant} {}:{sector} {}:{donor} {} {} {} {currency} {} {} {}",
-                c.day,
-                partner.len(),
-                grant.len(),
-                sector.len(),
-                donor.len(),
-                c.node.scope().as_str(),
-                c.node.key(),
-                c.kind.as_str(),
-                at_scale(c.total.amount, minor),
-                at_scale(c.total.usd_equivalent, USD_SCALE),
-                at_scale(c.total.unconverted, minor),
-            )?;
-        }
-        let mut quantities: Vec<&StateQuantityCell> = self.quantity_cells.iter().collect();
-        quantities.sort_unstable_by_key(|q| {
-            (
-                q.day,
-                r(q.partner),
-                q.node.scope(),
-                q.node.key(),
-                r(q.item),
-                r(q.unit),
-            )
-        });
-        for q in quantities {
-            let (partner, item, unit) = (name(q.partner), name(q.item), name(q.unit));
-            writeln!(
-                out,
-                "item-cell {} {}:{partner} {} {} {}:{item} {}:{unit} {}",
-                q.day,
-                partner.len(),
-                q.node.scope().as_str(),
-                q.node.key(),
-                item.len(),
-                unit.len(),
-                q.quantity.normalize()
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Each label's rank in the sorted set of distinct names: equal names rank equal.
-    fn label_ranks(&self) -> Vec<u32> {
-        let mut sorted: Vec<&str> = self.labels.iter().map(String::as_str).collect();
-        sorted.sort_unstable();
-        sorted.dedup();
-        self.labels
-            .iter()
-            .map(|label| {
-                let at = sorted.binary_search(&label.as_str()).unwrap_or(usize::MAX);
-                u32::try_from(at).unwrap_or(u32::MAX)
-            })
-            .collect()
     }
 }
 
@@ -399,7 +547,7 @@ pub fn sorted_totals(state: &ModelState, scope: Option<Scope>) -> Vec<(TotalKey,
     rows
 }
 
-struct HashWriter(Sha256);
+pub(crate) struct HashWriter(Sha256);
 
 impl std::io::Write for HashWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -22,7 +22,7 @@ use crate::Ledger;
 use crate::reject::RejectCode;
 
 /// The version of the encoding. Bump it with any change to a type the ledger's state holds.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// Why a snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,9 @@ pub fn read<R: io::Read>(input: R) -> Result<Ledger, SnapshotError> {
     }
     let (ledger, _) =
         postcard::from_io::<Ledger, _>((input, &mut scratch[..])).map_err(malformed)?;
+    ledger
+        .check_references()
+        .map_err(SnapshotError::Malformed)?;
     Ok(ledger)
 }
 
@@ -137,6 +140,65 @@ pub(crate) mod decimal {
             return Err(D::Error::custom("a decimal's scale is out of range"));
         }
         Ok(value)
+    }
+}
+
+/// A decimal packed for the effects' arena, for `#[serde(with)]`: a byte with its sign (top
+/// bit) and scale, then its 96-bit mantissa as an integer, which postcard writes as a varint
+/// (an amount like `250.00` takes 4 bytes, not 16).
+pub(crate) mod packed_decimal {
+    use rust_decimal::Decimal;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    const NEGATIVE: u8 = 0x80;
+
+    // `with` hands a reference to the field.
+    #[allow(clippy::trivially_copy_pass_by_ref)]
+    pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        // `Decimal::serialize` is four flag bytes (the scale in the third, the sign in the top
+        // bit of the fourth) and the mantissa's 12 bytes, little-endian.
+        let raw = value.serialize();
+        let mut wide = [0u8; 16];
+        wide[..12].copy_from_slice(&raw[4..]);
+        (raw[2] | (raw[3] & NEGATIVE), u128::from_le_bytes(wide)).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let (flags, mantissa) = <(u8, u128)>::deserialize(d)?;
+        let scale = u32::from(flags & !NEGATIVE);
+        if mantissa >> 96 != 0 || scale > Decimal::MAX_SCALE {
+            return Err(D::Error::custom("a packed decimal is out of range"));
+        }
+        // Back into `Decimal::serialize`'s layout, so that every bit (a negative zero's sign
+        // too) comes back as it was.
+        let mut raw = [0u8; 16];
+        raw[2] = flags & !NEGATIVE;
+        raw[3] = flags & NEGATIVE;
+        raw[4..].copy_from_slice(&mantissa.to_le_bytes()[..12]);
+        Ok(Decimal::deserialize(raw))
+    }
+}
+
+/// An optional packed decimal, likewise.
+pub(crate) mod packed_decimal_option {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Packed(#[serde(with = "super::packed_decimal")] Decimal);
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Decimal>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.map(Packed).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Decimal>, D::Error> {
+        Ok(Option::<Packed>::deserialize(d)?.map(|Packed(value)| value))
     }
 }
 

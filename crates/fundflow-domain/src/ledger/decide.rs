@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
 use super::identity::{EntryState, EventKey};
-use super::{Ledger, Part, PledgeLink};
+use super::{Effect, Ledger, Part, PledgeLink};
 use crate::event::{Event, EventBody, Flow};
 use crate::limits;
 use crate::node::Node;
@@ -80,8 +80,8 @@ pub(super) enum PledgeChange<'e> {
 #[derive(Debug)]
 pub(super) struct Reverse {
     pub(super) target: EventKey,
-    /// The index of the target's effect in `Ledger::effects`.
-    pub(super) effect: u32,
+    /// The target's effect, to undo.
+    pub(super) effect: Effect,
     /// The new direct totals, one per key the target's effect touched.
     pub(super) totals: Vec<(TotalKey, Total)>,
     /// The new direct quantities, likewise.
@@ -350,7 +350,7 @@ impl Ledger {
             }
         };
         debug_assert!((effect_index as usize) < self.effects.len());
-        let effect = &self.effects[effect_index as usize];
+        let effect = self.effects.get(effect_index);
         if let Some(PledgeLink::Recorded(pledge)) = effect.pledge {
             let open = self.pledges[pledge as usize].payments_open;
             if open > 0 {
@@ -383,7 +383,7 @@ impl Ledger {
         .ok_or_else(overflow)?;
         Ok(Reverse {
             target,
-            effect: effect_index,
+            effect,
             totals,
             quantities,
         })

@@ -2,7 +2,6 @@
 //! was worked out and checked before), so there is no rollback; it asserts the fold's invariants
 //! in debug builds, and says what it touched so that a read model can write only that.
 
-use std::borrow::Cow;
 use std::hash::Hash;
 
 use rust_decimal::Decimal;
@@ -25,7 +24,7 @@ use crate::values::{
 #[derive(Debug, Clone)]
 pub struct Touched<'a> {
     /// The effect applied or undone: its keys are the keys touched.
-    effect: Cow<'a, Effect>,
+    effect: Effect,
     /// (partner id, pledge id) of the pledge changed, if any.
     pledge: Option<(&'a str, &'a str)>,
     /// The effect's dimensions, names resolved.
@@ -198,11 +197,12 @@ impl Ledger {
             dims,
         };
         self.write_cells(&effect, Sign::Add);
-        self.effects.push(effect);
+        let pushed = self.effects.push(&effect);
+        debug_assert_eq!(pushed, index);
         let this: &Ledger = self;
-        this.check_invariants(&this.effects[index as usize]);
+        this.check_invariants(&effect);
         Touched {
-            effect: Cow::Borrowed(&this.effects[index as usize]),
+            effect,
             pledge: pledge.map(|link| this.pledge_names(link)),
             dims: this.flow_dims(&dims),
             reversed_seq: None,
@@ -277,12 +277,7 @@ impl Ledger {
         reverse: Reverse,
     ) -> Touched<'_> {
         self.remember(seq, partner_id, identity, EntryState::Reversal);
-        debug_assert!((reverse.effect as usize) < self.effects.len());
-        let dims = self.effects[reverse.effect as usize].dims;
-        let effect = std::mem::replace(
-            &mut self.effects[reverse.effect as usize],
-            Effect::spent(dims),
-        );
+        let effect = reverse.effect;
         self.write_cells(&effect, Sign::Subtract);
         write_values(&mut self.direct_totals, reverse.totals);
         write_values(&mut self.direct_quantities, reverse.quantities);
@@ -309,7 +304,7 @@ impl Ledger {
         let pledge = effect.pledge.map(|link| this.pledge_names(link));
         Touched {
             dims: this.flow_dims(&effect.dims),
-            effect: Cow::Owned(effect),
+            effect,
             pledge,
             reversed_seq,
         }

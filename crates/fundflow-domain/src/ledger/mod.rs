@@ -23,7 +23,9 @@
 //! - every event's identity, content fingerprint and state, to refuse repeats and to reverse;
 //! - the effect of every applied event, so a reversal undoes exactly what the event did.
 
+mod canonical;
 mod decide;
+mod effects;
 mod evolve;
 mod identity;
 
@@ -76,27 +78,13 @@ pub(crate) struct EffectDims {
     donor: u32,
 }
 
-impl Effect {
-    /// What is left of an effect once reversed: nothing to undo, nothing to keep in memory.
-    fn spent(dims: EffectDims) -> Effect {
-        Effect {
-            kind: TotalKind::Pledged,
-            currency: 0,
-            parts: Box::default(),
-            items: Box::default(),
-            pledge: None,
-            dims,
-        }
-    }
-}
-
 /// One allocation's share of a total.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Part {
     node: Node,
-    #[serde(with = "crate::snapshot::decimal")]
+    #[serde(with = "crate::snapshot::packed_decimal")]
     value: Decimal,
-    #[serde(with = "crate::snapshot::decimal_option")]
+    #[serde(with = "crate::snapshot::packed_decimal_option")]
     usd: Option<Decimal>,
 }
 
@@ -106,7 +94,7 @@ struct ItemPart {
     node: Node,
     item: u32,
     unit: u32,
-    #[serde(with = "crate::snapshot::decimal")]
+    #[serde(with = "crate::snapshot::packed_decimal")]
     quantity: Decimal,
 }
 
@@ -189,10 +177,9 @@ pub struct Ledger {
     /// and what a reversal finds its target by.
     #[serde(with = "crate::snapshot::presized_map")]
     events: FxHashMap<EventKey, EventEntry>,
-    /// The effect of every applied event, by the index in its `EntryState::Applied`; a reversed
-    /// one is [`Effect::spent`].
-    #[serde(with = "crate::snapshot::presized_vec")]
-    effects: Vec<Effect>,
+    /// The effect of every applied event, packed, by the index in its `EntryState::Applied`
+    /// (a reversed event's stays, unread).
+    effects: effects::Effects,
     /// Every pledge ever recorded, by index; a reversed one stays, inactive, so that indexes in
     /// effects stay valid.
     #[serde(with = "crate::snapshot::presized_vec")]
@@ -473,11 +460,6 @@ impl Ledger {
         self.rejected = Vec::new();
     }
 
-    /// The model digest: SHA-256 of the canonical form of [`Ledger::model_state`].
-    pub fn model_digest(&self) -> Digest32 {
-        self.model_state().model_digest()
-    }
-
     /// Where the fold stands: what a read model stores with its totals, so that a restart can
     /// check it against a refold of the log.
     pub fn checkpoint(&self) -> Checkpoint {
@@ -691,5 +673,139 @@ impl Ledger {
             .collect();
         funding.sort_unstable_by_key(|(currency, _)| currency_code(*currency));
         funding
+    }
+}
+
+impl Ledger {
+    /// Checks that every index the decoded state holds points into it: each applied event's
+    /// effect is in the arena and decodes, and each effect's pledge, partner and names exist.
+    /// A snapshot's bytes are checked by a digest before they are decoded; this makes sure
+    /// that no decoded ledger can index past its own tables either, whatever its bytes.
+    pub(crate) fn check_references(&self) -> Result<(), String> {
+        let effects = self.effects.len();
+        if let Some(entry) = self
+            .events
+            .values()
+            .find(|entry| matches!(entry.state, EntryState::Applied(i) if i as usize >= effects))
+        {
+            return Err(format!("the event at seq {} has no effect", entry.seq));
+        }
+        let (pledges, partners, labels) = (
+            self.pledges.len(),
+            self.partners.names().len(),
+            self.labels.names().len(),
+        );
+        let (items, units) = (self.item_names.names().len(), self.unit_names.names().len());
+        for effect in self.effects.decode_all() {
+            let effect = effect.map_err(|i| format!("effect {i} does not decode"))?;
+            let dims = &effect.dims;
+            let pledge_ok = match effect.pledge {
+                Some(PledgeLink::Recorded(p) | PledgeLink::Paid(p)) => (p as usize) < pledges,
+                None => true,
+            };
+            let names_ok = (dims.block.partner as usize) < partners
+                && [dims.grant, dims.sector, dims.donor]
+                    .iter()
+                    .all(|&label| (label as usize) < labels)
+                && effect
+                    .items
+                    .iter()
+                    .all(|i| (i.item as usize) < items && (i.unit as usize) < units);
+            if !(pledge_ok && names_ok) {
+                return Err("an effect names a pledge or a name the state does not hold".into());
+            }
+        }
+        if self.pledge_index.values().any(|&p| p as usize >= pledges)
+            || self.pledges.iter().any(|p| {
+                p.partner as usize >= partners
+                    || p.donor as usize >= labels
+                    || p.sector as usize >= labels
+            })
+        {
+            return Err("a pledge index or a pledge's name is out of range".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the fold's state holds in memory, by part, in bytes as allocated (hash tables by their
+/// bucket count, names by their lengths): an estimate from capacities, not the allocator's
+/// count, good to a few percent. See the architecture doc for what each part is and how it
+/// grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FoldMemory {
+    /// The event index: every event with a valid identity.
+    pub events: usize,
+    /// The packed effects of applied events.
+    pub effects: usize,
+    /// The cells and quantity cells (the finest grain the totals are summed at).
+    pub cells: usize,
+    /// Pledges and their index.
+    pub pledges: usize,
+    /// Interned names (partners, grants, sectors, donors, pledge ids, items, units).
+    pub names: usize,
+    /// Direct totals, day outcomes, parallel funding by grant, rejections not yet stored.
+    pub other: usize,
+}
+
+impl FoldMemory {
+    /// Every part together.
+    pub fn total(&self) -> usize {
+        self.events + self.effects + self.cells + self.pledges + self.names + self.other
+    }
+}
+
+/// The bytes of a hash table of `capacity` entries of `entry` bytes: hashbrown keeps a power of
+/// two of buckets at most 7/8 full, each with a control byte.
+pub(crate) fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity.saturating_mul(8) / 7).next_power_of_two();
+    buckets.saturating_mul(entry + 1)
+}
+
+fn map_bytes<K, V, S>(map: &std::collections::HashMap<K, V, S>) -> usize {
+    table_bytes(map.capacity(), size_of::<(K, V)>())
+}
+
+impl Ledger {
+    /// What the state holds in memory, by part (see [`FoldMemory`]).
+    pub fn memory(&self) -> FoldMemory {
+        let cells = map_bytes(&self.cells)
+            + self.cells.values().map(map_bytes).sum::<usize>()
+            + map_bytes(&self.quantity_cells)
+            + self.quantity_cells.values().map(map_bytes).sum::<usize>();
+        let pledges = self.pledges.capacity() * size_of::<PledgeState>()
+            + self
+                .pledges
+                .iter()
+                .map(|p| p.lines.capacity() * size_of::<PledgeLine>() + p.pledge_id.len())
+                .sum::<usize>()
+            + map_bytes(&self.pledge_index);
+        let names = [
+            &self.partners,
+            &self.labels,
+            &self.item_names,
+            &self.unit_names,
+            &self.pledge_ids,
+        ]
+        .into_iter()
+        .map(Interner::allocated_bytes)
+        .sum();
+        let other = map_bytes(&self.direct_totals)
+            + map_bytes(&self.direct_quantities)
+            + map_bytes(&self.grant_funding)
+            + self.day_outcomes.len() * size_of::<(Date, DayOutcomes)>()
+            + self.rejected.capacity() * size_of::<RejectedEvent>()
+            + self.scratch.capacity();
+        FoldMemory {
+            events: map_bytes(&self.events),
+            effects: self.effects.allocated_bytes(),
+            cells,
+            pledges,
+            names,
+            other,
+        }
     }
 }
