@@ -233,88 +233,38 @@ impl ReadModel {
         }
     }
 
-    /// Writes one fold batch atomically (what it `changed` as the ledger now has it, the records
-    /// it `rejected`, its outcomes, the checkpoint), then flushes: when this returns, the batch
-    /// is on disk, and a crash at any instant leaves the model at either the previous
-    /// checkpoint or this one.
-    pub(crate) fn write_batch(
-        &self,
-        ledger: &Ledger,
-        changed: &mut Changed,
-        rejected: &[RejectedEvent],
-        outcomes: &[(u64, u8)],
-    ) -> Result<(), ProjectorError> {
-        if let Some(err) = changed.error.take() {
-            return Err(err);
-        }
-        let checkpoint = ledger.checkpoint();
+    /// Writes one fold batch taken from the ledger ([`BatchWrite::take`]: what it changed, the
+    /// records it rejected, its outcomes, the checkpoint) atomically, then flushes: when this
+    /// returns, the batch is on disk, and a crash at any instant leaves the model at either the
+    /// previous checkpoint or this one. Batches must come in the order they were taken: each
+    /// merges its runs with what the previous ones stored.
+    pub(crate) fn write_taken(&self, taken: BatchWrite) -> Result<(), ProjectorError> {
+        let BatchWrite {
+            checkpoint,
+            totals,
+            quantities,
+            values,
+            day_outcomes,
+            mut changed,
+        } = taken;
         let mut batch = sled::Batch::default();
-        if changed.totals {
-            let mut pieces = Pieced::default();
-            for (key, total) in ledger.direct_totals() {
-                let value = pieces.entry();
-                value.extend_from_slice(&total_key(key));
-                value.extend_from_slice(&encode_total(total));
-            }
+        if let Some(pieces) = totals {
             self.put_pieced(&mut batch, prefix::TOTALS, pieces)?;
         }
-        if changed.quantities {
-            let mut pieces = Pieced::default();
-            for quantity in ledger.direct_quantities() {
-                let value = pieces.entry();
-                value.extend_from_slice(&quantity.node.index().to_be_bytes());
-                put_text(value, &quantity.item)?;
-                put_text(value, &quantity.unit)?;
-                value.extend_from_slice(&quantity.quantity.serialize());
-            }
+        if let Some(pieces) = quantities {
             self.put_pieced(&mut batch, prefix::QUANTITIES, pieces)?;
         }
-        for (partner, pledge_ids) in &changed.pledges {
-            for pledge_id in pledge_ids {
-                let key = pledge_key(partner, pledge_id);
-                match ledger.pledge_row(partner, pledge_id) {
-                    Some(row) => batch.insert(key, encode_pledge(&row)?),
-                    None => batch.remove(key),
-                }
+        for (key, value) in values {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
             }
         }
-        for grant in &changed.grants {
-            let key = prefixed(prefix::GRANT_FUNDING, grant.as_bytes());
-            let funding = ledger.grant_funding(grant);
-            if funding.is_empty() {
-                batch.remove(key);
-            } else {
-                let mut value = Vec::with_capacity(funding.len() * FUNDING_ENTRY_BYTES);
-                for (currency, total) in funding {
-                    value.extend_from_slice(&currency.to_be_bytes());
-                    value.extend_from_slice(&encode_total(&total));
-                }
-                batch.insert(key, value);
-            }
-        }
-        for rejected in rejected {
-            batch.insert(
-                prefixed(prefix::REJECTION, &rejected.seq.to_be_bytes()),
-                encode_rejection(rejected)?,
-            );
-        }
-        // Packed by seq, each value under its first seq (see `Snapshot::outcome`).
-        for chunk in outcomes.chunks(runs::PIECE_BYTES / OUTCOME_BYTES) {
-            let mut packed = Vec::with_capacity(chunk.len() * OUTCOME_BYTES);
-            for (seq, code) in chunk {
-                packed.extend_from_slice(&seq.to_be_bytes());
-                packed.push(*code);
-            }
-            batch.insert(
-                prefixed(prefix::OUTCOMES, &chunk[0].0.to_be_bytes()),
-                packed,
-            );
-        }
-        self.write_day_outcomes(&mut batch, ledger)?;
+        self.write_day_outcomes(&mut batch, day_outcomes)?;
         if let Some(seq) = changed.first_seq {
-            self.take_off_reversed_items(changed)?;
-            self.write_cells(&mut batch, changed, seq)?;
-            self.write_flows(&mut batch, changed, seq)?;
+            self.take_off_reversed_items(&mut changed)?;
+            self.write_cells(&mut batch, &changed, seq)?;
+            self.write_flows(&mut batch, &mut changed, seq)?;
         }
         batch.insert(vec![prefix::CHECKPOINT], encode_checkpoint(&checkpoint));
         {
@@ -559,17 +509,8 @@ impl ReadModel {
     fn write_day_outcomes(
         &self,
         batch: &mut sled::Batch,
-        ledger: &Ledger,
+        years: BTreeMap<u16, Vec<u8>>,
     ) -> Result<(), ProjectorError> {
-        let mut years: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
-        for (day, outcomes) in ledger.day_outcomes() {
-            let year = u16::try_from(day.year())
-                .map_err(|_| ProjectorError::corrupt("a day outside years 0 to 65535"))?;
-            let value = years.entry(year).or_default();
-            value.extend_from_slice(&day.ordinal().to_be_bytes());
-            value.extend_from_slice(&outcomes.applied.to_be_bytes());
-            value.extend_from_slice(&outcomes.rejected.to_be_bytes());
-        }
         let mut stored = BTreeMap::new();
         for entry in self.tree.scan_prefix([prefix::DAY_OUTCOMES]) {
             let (key, value) =
@@ -1471,6 +1412,119 @@ fn block_key(prefix: u8, period_bytes: usize, period: u32) -> Vec<u8> {
     key.push(prefix);
     key.extend_from_slice(&period.to_be_bytes()[4 - period_bytes..]);
     key
+}
+
+/// What a batch writes that is read from the ledger, taken as the batch ends (on the fold
+/// thread), so that the ledger can fold the next batch while this one is written: the new
+/// checkpoint, the direct totals and quantities when they changed, the changed pledges, grants'
+/// funding, rejections and outcomes as keys and values, the outcomes per day by year, and the
+/// batch's own [`Changed`] (cells and flows, which need no ledger).
+pub(crate) struct BatchWrite {
+    checkpoint: Checkpoint,
+    totals: Option<Pieced>,
+    quantities: Option<Pieced>,
+    /// Keys to write (`Some`) or remove (`None`), whatever the model holds.
+    values: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    day_outcomes: BTreeMap<u16, Vec<u8>>,
+    changed: Changed,
+}
+
+impl BatchWrite {
+    /// Takes what the batch `changed` as the ledger now has it, the records it `rejected` and
+    /// its outcomes.
+    pub(crate) fn take(
+        ledger: &Ledger,
+        mut changed: Changed,
+        rejected: &[RejectedEvent],
+        outcomes: &[(u64, u8)],
+    ) -> Result<BatchWrite, ProjectorError> {
+        if let Some(err) = changed.error.take() {
+            return Err(err);
+        }
+        let totals = changed.totals.then(|| {
+            let mut pieces = Pieced::default();
+            for (key, total) in ledger.direct_totals() {
+                let value = pieces.entry();
+                value.extend_from_slice(&total_key(key));
+                value.extend_from_slice(&encode_total(total));
+            }
+            pieces
+        });
+        let quantities = if changed.quantities {
+            let mut pieces = Pieced::default();
+            for quantity in ledger.direct_quantities() {
+                let value = pieces.entry();
+                value.extend_from_slice(&quantity.node.index().to_be_bytes());
+                put_text(value, &quantity.item)?;
+                put_text(value, &quantity.unit)?;
+                value.extend_from_slice(&quantity.quantity.serialize());
+            }
+            Some(pieces)
+        } else {
+            None
+        };
+        let mut values = Vec::new();
+        for (partner, pledge_ids) in &changed.pledges {
+            for pledge_id in pledge_ids {
+                let row = ledger.pledge_row(partner, pledge_id);
+                let value = row.map(|row| encode_pledge(&row)).transpose()?;
+                values.push((pledge_key(partner, pledge_id), value));
+            }
+        }
+        for grant in &changed.grants {
+            let key = prefixed(prefix::GRANT_FUNDING, grant.as_bytes());
+            let funding = ledger.grant_funding(grant);
+            let value = (!funding.is_empty()).then(|| {
+                let mut value = Vec::with_capacity(funding.len() * FUNDING_ENTRY_BYTES);
+                for (currency, total) in funding {
+                    value.extend_from_slice(&currency.to_be_bytes());
+                    value.extend_from_slice(&encode_total(&total));
+                }
+                value
+            });
+            values.push((key, value));
+        }
+        for rejected in rejected {
+            values.push((
+                prefixed(prefix::REJECTION, &rejected.seq.to_be_bytes()),
+                Some(encode_rejection(rejected)?),
+            ));
+        }
+        // Packed by seq, each value under its first seq (see `Snapshot::outcome`).
+        for chunk in outcomes.chunks(runs::PIECE_BYTES / OUTCOME_BYTES) {
+            let mut packed = Vec::with_capacity(chunk.len() * OUTCOME_BYTES);
+            for (seq, code) in chunk {
+                packed.extend_from_slice(&seq.to_be_bytes());
+                packed.push(*code);
+            }
+            values.push((
+                prefixed(prefix::OUTCOMES, &chunk[0].0.to_be_bytes()),
+                Some(packed),
+            ));
+        }
+        let mut day_outcomes: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+        for (day, outcomes) in ledger.day_outcomes() {
+            let year = u16::try_from(day.year())
+                .map_err(|_| ProjectorError::corrupt("a day outside years 0 to 65535"))?;
+            let value = day_outcomes.entry(year).or_default();
+            value.extend_from_slice(&day.ordinal().to_be_bytes());
+            value.extend_from_slice(&outcomes.applied.to_be_bytes());
+            value.extend_from_slice(&outcomes.rejected.to_be_bytes());
+        }
+        Ok(BatchWrite {
+            checkpoint: ledger.checkpoint(),
+            totals,
+            quantities,
+            values,
+            day_outcomes,
+            changed,
+        })
+    }
+
+    /// The checkpoint the batch moves the model to.
+    pub(crate) fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
 }
 
 /// A value of many entries being cut into pieces of about `runs::PIECE_BYTES`, between entries.

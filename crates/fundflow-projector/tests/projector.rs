@@ -339,3 +339,49 @@ async fn the_read_model_of_a_seeded_log_is_byte_for_byte_as_pinned() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_is_announced_only_once_the_read_model_holds_it() {
+    // The fold runs a batch ahead of the writer: what it announces (fold notices, the
+    // checkpoint in the metrics) must still only ever be what the model has stored.
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled_log(&dir.path().join("log"), 11, 6_000).await;
+    let last = log.last_seq().await.unwrap();
+    let (notices, mut heard) = tokio::sync::broadcast::channel(1024);
+    let config = ProjectorConfig {
+        batch_max: 200,
+        notices: Some(notices),
+        ..ProjectorConfig::default()
+    };
+    let projector = Projector::open(&dir.path().join("model"), &log, config)
+        .await
+        .unwrap();
+    let model = projector.model().clone();
+    let metrics = projector.metrics();
+    let running = tokio::spawn(projector.run(log.clone(), RunUntil::Seq(last)));
+    let mut announced = 0;
+    let mut next_first = 1;
+    while announced < last {
+        let notice = heard.recv().await.unwrap();
+        let stored = model.checkpoint().unwrap().map_or(0, |c| c.last_seq);
+        assert!(
+            stored >= notice.last_seq,
+            "notice up to seq {} while the model holds seq {stored}",
+            notice.last_seq
+        );
+        let reported = metrics
+            .checkpoint_seq
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let stored = model.checkpoint().unwrap().map_or(0, |c| c.last_seq);
+        assert!(
+            reported <= stored,
+            "metrics at {reported}, model at {stored}"
+        );
+        // Notices come in order, each batch once, none missing.
+        assert_eq!(notice.first_seq, next_first);
+        next_first = notice.last_seq + 1;
+        announced = notice.last_seq;
+    }
+    running.await.unwrap().unwrap();
+    assert_eq!(announced, last);
+}

@@ -1,5 +1,5 @@
 //! What a fold batch changed, gathered from what each applied event touched: the read model
-//! writes exactly this (see `ReadModel::write_batch`).
+//! writes exactly this (see `BatchWrite::take` and `ReadModel::write_taken`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
