@@ -381,6 +381,12 @@ async fn a_partner_submits_and_reviewers_read_exact_totals_on_the_embedded_log()
         metrics.contains("fundflow_projector_lag_events 0"),
         "{metrics}"
     );
+    // The fold's memory is reported, and is not nothing once events are folded.
+    let fold_bytes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("fundflow_projector_fold_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(fold_bytes.is_some_and(|b| b > 1_000.0), "{metrics}");
 
     // A restart refolds and serves the same figures.
     server.terminate().await;

@@ -159,6 +159,10 @@ pub struct Metrics {
     pub snapshot_failures: AtomicU64,
     /// The seq the last start resumed from: the snapshot's, or 0 for a refold from seq 1.
     pub resumed_from_seq: AtomicU64,
+    /// What the fold's state holds in memory, in bytes, after the last batch
+    /// (`Ledger::memory`): it grows with the log, so it is what to watch before a machine runs
+    /// out.
+    pub fold_bytes: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -174,6 +178,7 @@ impl Default for Metrics {
             snapshot_seq: AtomicU64::new(0),
             snapshot_failures: AtomicU64::new(0),
             resumed_from_seq: AtomicU64::new(0),
+            fold_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -325,6 +330,11 @@ impl Projector {
             .metrics
             .checkpoint_seq
             .store(projector.ledger.last_seq(), Ordering::Relaxed);
+        let fold_bytes = u64::try_from(projector.ledger.memory().total()).unwrap_or(u64::MAX);
+        projector
+            .metrics
+            .fold_bytes
+            .store(fold_bytes, Ordering::Relaxed);
         projector.snapshots.at = Instant::now();
         Ok(projector)
     }
@@ -569,6 +579,8 @@ impl Fold<'_> {
             };
             let taken = read_model::BatchWrite::take(self.ledger, changed, rejected, &outcomes)?;
             self.ledger.forget_rejected();
+            let fold_bytes = u64::try_from(self.ledger.memory().total()).unwrap_or(u64::MAX);
+            self.metrics.fold_bytes.store(fold_bytes, Ordering::Relaxed);
             if self
                 .jobs
                 .send(WriteJob::Batch(Box::new(taken), notice))

@@ -481,6 +481,8 @@ async fn metrics_text(State(app): State<App>) -> Response {
             .absolute(m.snapshot_failures.load(Ordering::Relaxed));
         metrics::gauge!("fundflow_projector_resumed_from_seq")
             .set(m.resumed_from_seq.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("fundflow_projector_fold_bytes")
+            .set(m.fold_bytes.load(Ordering::Relaxed) as f64);
         metrics::gauge!("fundflow_projector_reading").set(if m.reading.load(Ordering::Relaxed) {
             1.0
         } else {
