@@ -307,10 +307,27 @@ async fn killing_nodes_under_load_loses_nothing_acknowledged() {
         let down = Instant::now();
         tokio::time::sleep(Duration::from_secs(3)).await;
         nats.nodes[victim].start();
-        // Usually 4-15 s; once, on the 2-core CI machine under this load, the restarted node's
-        // stream took over 60 s to become current. What the test checks is that nothing
-        // acknowledged is lost (the report gives the time), so the wait is generous.
-        nats.wait_healthy(Duration::from_secs(180)).await;
+        // Usually 4-15 s. On the 2-core machines under this load, nats-server 2.10 sometimes
+        // brings a restarted node back whose stream group never starts ("not current: group
+        // node unhealthy" for minutes, no catch-up at all in its log); a second restart has
+        // brought it back each time. What the test checks is that nothing acknowledged is lost,
+        // so such a node is restarted again (at most twice, reported) rather than waited on.
+        let mut restarts = 0;
+        while !nats.healthy_within(Duration::from_secs(75)).await {
+            restarts += 1;
+            assert!(
+                restarts <= 2,
+                "{name} is not healthy after three starts; its log: {}",
+                std::fs::read_to_string(&nats.nodes[victim].log).unwrap_or_default()
+            );
+            report(
+                TEST,
+                format!("{name}'s stream is not current 75 s after its start: restarting it again"),
+            );
+            nats.nodes[victim].kill();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            nats.nodes[victim].start();
+        }
         let new_leader = self::leader(&service).await;
         report(
             TEST,

@@ -330,6 +330,22 @@ impl Nats {
     }
 
     /// Waits until every running node reports healthy.
+    /// Whether every running node is healthy within `within` (false, without a panic, if not;
+    /// a node that exited still panics).
+    pub async fn healthy_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        for node in self.nodes.iter_mut().filter(|n| n.is_running()) {
+            while !node.is_healthy().await {
+                node.assert_alive();
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        true
+    }
+
     pub async fn wait_healthy(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         for node in self.nodes.iter_mut().filter(|n| n.is_running()) {
