@@ -185,6 +185,7 @@ impl ModelState {
         let rank = canonical::ranks(self.labels.iter().map(String::as_str));
         let name = |i: u32| self.labels.get(i as usize).map_or("", String::as_str);
         let r = |i: u32| rank.get(i as usize).copied().unwrap_or(u32::MAX);
+        let tables = canonical::TableRanks::new();
         let mut cells: Vec<&StateCell> = self.cells.iter().collect();
         cells.sort_unstable_by_key(|c| {
             (
@@ -193,10 +194,9 @@ impl ModelState {
                 r(c.grant),
                 r(c.sector),
                 r(c.donor),
-                c.node.scope(),
-                c.node.key(),
+                tables.node(c.node),
                 c.kind,
-                currency_code(c.currency),
+                tables.currency(c.currency),
             )
         });
         for c in cells {
@@ -220,8 +220,7 @@ impl ModelState {
             (
                 q.day,
                 r(q.partner),
-                q.node.scope(),
-                q.node.key(),
+                tables.node(q.node),
                 r(q.item),
                 r(q.unit),
             )
@@ -315,6 +314,53 @@ pub(crate) mod canonical {
         pub(crate) item: &'a str,
         pub(crate) unit: &'a str,
         pub(crate) quantity: Decimal,
+    }
+
+    /// Each node's rank in (scope, key) order, by node index, and each currency's in code
+    /// order, by currency index: what the cells are sorted by, as integers, so that a sort of
+    /// millions of cells compares no strings.
+    pub(crate) struct TableRanks {
+        nodes: Vec<u16>,
+        currencies: Vec<u16>,
+    }
+
+    impl TableRanks {
+        pub(crate) fn new() -> TableRanks {
+            let nodes: Vec<Node> = (0..=u16::MAX).map_while(Node::from_index).collect();
+            let mut by_key = nodes.clone();
+            by_key.sort_unstable_by_key(|n| (n.scope(), n.key()));
+            let mut node_ranks = vec![0; nodes.len()];
+            for (rank, node) in (0u16..).zip(&by_key) {
+                node_ranks[usize::from(node.index())] = rank;
+            }
+            let currencies = fundflow_refdata::CURRENCIES.len();
+            let mut codes: Vec<u16> = (0..).take(currencies).collect();
+            codes.sort_unstable_by_key(|&c| currency_code(c));
+            let mut currency_ranks = vec![0; currencies];
+            for (rank, &currency) in (0u16..).zip(&codes) {
+                currency_ranks[usize::from(currency)] = rank;
+            }
+            TableRanks {
+                nodes: node_ranks,
+                currencies: currency_ranks,
+            }
+        }
+
+        /// The node's rank: its (scope, key) order.
+        pub(crate) fn node(&self, node: Node) -> u16 {
+            self.nodes
+                .get(usize::from(node.index()))
+                .copied()
+                .unwrap_or(u16::MAX)
+        }
+
+        /// The currency's rank: its code's order.
+        pub(crate) fn currency(&self, currency: CurrencyIndex) -> u16 {
+            self.currencies
+                .get(usize::from(currency))
+                .copied()
+                .unwrap_or(u16::MAX)
+        }
     }
 
     /// Each name's rank in the sorted set of distinct names (equal names rank equal), so that

@@ -14,7 +14,7 @@ use super::{Ledger, PledgeState};
 use crate::interner::Interner;
 use crate::model::{canonical, digest_of, roll_up};
 use crate::node::Node;
-use crate::values::{CellBlock, CellKey, Digest32, QuantityCellKey, Total, currency_code};
+use crate::values::{CellBlock, CellKey, Digest32, QuantityCellKey, Total};
 
 impl Ledger {
     /// The model digest: SHA-256 of the canonical form of [`Ledger::model_state`], which the
@@ -77,6 +77,7 @@ impl Ledger {
         for (block, block_cells) in &self.cells {
             cells.extend(block_cells.iter().map(|(key, total)| (block, key, total)));
         }
+        let tables = canonical::TableRanks::new();
         cells.sort_unstable_by_key(|(block, c, _)| {
             (
                 c.day,
@@ -84,10 +85,9 @@ impl Ledger {
                 rank(&labels, c.grant),
                 rank(&labels, c.sector),
                 rank(&labels, c.donor),
-                c.node.scope(),
-                c.node.key(),
+                tables.node(c.node),
                 c.kind,
-                currency_code(c.currency),
+                tables.currency(c.currency),
             )
         });
         for (block, c, total) in cells {
@@ -116,8 +116,7 @@ impl Ledger {
             (
                 q.day,
                 rank(&partners, block.partner),
-                q.node.scope(),
-                q.node.key(),
+                tables.node(q.node),
                 rank(&items, q.item),
                 rank(&units, q.unit),
             )
