@@ -126,6 +126,9 @@ impl TryFrom<Arena> for Effects {
 
 #[cfg(test)]
 mod tests {
+    // Test code: a failed unwrap is a failed test, with its location.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use std::str::FromStr;
 
     use rust_decimal::Decimal;
@@ -137,7 +140,7 @@ mod tests {
     use crate::values::{CellBlock, Month, TotalKind};
 
     fn effect(values: &[Decimal]) -> Effect {
-        let node = Node::country("NPL").unwrap_or_else(|| unreachable!("NPL is a country"));
+        let node = Node::country("NPL").unwrap();
         let day = date!(2020 - 09 - 30);
         Effect {
             kind: TotalKind::Paid,
@@ -179,8 +182,8 @@ mod tests {
             Decimal::MIN,
             Decimal::new(1, 28),
             Decimal::new(-1, 28),
-            Decimal::from_str("250.00").unwrap_or_default(),
-            Decimal::from_str("79228162514264337593543950335").unwrap_or_default(),
+            Decimal::from_str("250.00").unwrap(),
+            Decimal::from_str("79228162514264337593543950335").unwrap(),
         ];
         let mut effects = Effects::default();
         let pushed: Vec<Effect> = (0..extremes.len())
@@ -190,7 +193,7 @@ mod tests {
             assert_eq!(effects.push(e) as usize, i);
         }
         for (i, e) in pushed.iter().enumerate() {
-            let back = effects.get(u32::try_from(i).unwrap_or(u32::MAX));
+            let back = effects.get(u32::try_from(i).unwrap());
             // Scale and sign survive, not only the value: `250.00` stays at two decimals.
             let parts = |e: &Effect| -> Vec<_> {
                 e.parts
@@ -223,7 +226,7 @@ mod tests {
         assert!(Effects::try_from(arena).is_err());
         let mut arena = effects.arena.clone();
         arena.bytes.truncate(3);
-        let truncated = Effects::try_from(arena).unwrap_or_default();
+        let truncated = Effects::try_from(arena).unwrap();
         assert!(truncated.decode_all().any(|e| e.is_err()));
     }
 }
