@@ -271,12 +271,50 @@ pub(crate) mod canonical {
     use time::Date;
 
     use super::minor_unit;
-    use crate::money::{USD_SCALE, at_scale, format_at_scale};
+    use crate::money::{USD_SCALE, at_scale, write_decimal};
     use crate::node::Node;
     use crate::values::{
         Checkpoint, DayOutcomes, PledgeLine, Total, TotalKey, TotalKind, currency_code,
     };
     use fundflow_refdata::CurrencyIndex;
+
+    // The pieces of a line, written without `fmt`: the canonical form is millions of lines, and
+    // the formatting machinery was most of the model digest's time. Each writes exactly what
+    // `Display` writes (the pinned digests in the tests, and `money`'s tests, say so).
+
+    fn text(out: &mut impl Write, s: &str) -> io::Result<()> {
+        out.write_all(s.as_bytes())
+    }
+
+    fn number(out: &mut impl Write, n: impl itoa::Integer) -> io::Result<()> {
+        out.write_all(itoa::Buffer::new().format(n).as_bytes())
+    }
+
+    /// A partner's string, length first (`5:masks`), so that no content can forge a line.
+    fn sized(out: &mut impl Write, s: &str) -> io::Result<()> {
+        number(out, s.len())?;
+        out.write_all(b":")?;
+        text(out, s)
+    }
+
+    fn amount(out: &mut impl Write, value: Decimal, scale: u32) -> io::Result<()> {
+        write_decimal(out, at_scale(value, scale))
+    }
+
+    /// `YYYY-MM-DD`, as `Date`'s `Display` writes a year of four digits.
+    fn date(out: &mut impl Write, day: Date) -> io::Result<()> {
+        let year = day.year();
+        if !(0..=9999).contains(&year) {
+            return write!(out, "{day}");
+        }
+        let (month, day) = (u8::from(day.month()), day.day());
+        let two = |n: u8| [b'0' + n / 10, b'0' + n % 10];
+        let [y0, y1] = two(u8::try_from(year / 100).unwrap_or(0));
+        let [y2, y3] = two(u8::try_from(year % 100).unwrap_or(0));
+        let [m0, m1] = two(month);
+        let [d0, d1] = two(day);
+        out.write_all(&[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1])
+    }
 
     /// A pledge's facts.
     pub(crate) struct PledgeFacts<'a> {
@@ -412,15 +450,17 @@ pub(crate) mod canonical {
         totals.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for ((scope, key, kind, currency), t) in totals {
             let minor = minor_unit(currency);
-            writeln!(
-                out,
-                "total {} {key} {} {currency} {} {} {}",
-                scope.as_str(),
-                kind.as_str(),
-                at_scale(t.amount, minor),
-                at_scale(t.usd_equivalent, USD_SCALE),
-                at_scale(t.unconverted, minor),
-            )?;
+            for word in ["total ", scope.as_str(), " ", key, " ", kind.as_str(), " "] {
+                text(out, word)?;
+            }
+            text(out, currency)?;
+            text(out, " ")?;
+            amount(out, t.amount, minor)?;
+            text(out, " ")?;
+            amount(out, t.usd_equivalent, USD_SCALE)?;
+            text(out, " ")?;
+            amount(out, t.unconverted, minor)?;
+            text(out, "\n")?;
         }
         Ok(())
     }
@@ -436,14 +476,15 @@ pub(crate) mod canonical {
             .collect();
         quantities.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for ((scope, key, item, unit), q) in quantities {
-            writeln!(
-                out,
-                "item {} {key} {}:{item} {}:{unit} {}",
-                scope.as_str(),
-                item.len(),
-                unit.len(),
-                q.normalize()
-            )?;
+            for word in ["item ", scope.as_str(), " ", key, " "] {
+                text(out, word)?;
+            }
+            sized(out, item)?;
+            text(out, " ")?;
+            sized(out, unit)?;
+            text(out, " ")?;
+            write_decimal(out, q.normalize())?;
+            text(out, "\n")?;
         }
         Ok(())
     }
@@ -454,35 +495,45 @@ pub(crate) mod canonical {
         let minor = minor_unit(currency);
         let mut lines: Vec<_> = p.lines.iter().map(|l| (l.node.key(), l)).collect();
         lines.sort_unstable_by_key(|(key, _)| *key);
+        let partner_and_pledge = |out: &mut _| -> io::Result<()> {
+            text(out, p.partner_id)?;
+            text(out, " ")?;
+            sized(out, p.pledge_id)
+        };
         for (key, line) in lines {
-            writeln!(
-                out,
-                "pledge {} {}:{} {currency} {key} {} {}",
-                p.partner_id,
-                p.pledge_id.len(),
-                p.pledge_id,
-                at_scale(line.pledged, minor),
-                at_scale(line.paid, minor),
-            )?;
+            text(out, "pledge ")?;
+            partner_and_pledge(out)?;
+            for word in [" ", currency, " ", key, " "] {
+                text(out, word)?;
+            }
+            amount(out, line.pledged, minor)?;
+            text(out, " ")?;
+            amount(out, line.paid, minor)?;
+            text(out, "\n")?;
         }
-        let optional = |d: Option<Decimal>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
-        writeln!(
-            out,
-            "pledge-terms {} {}:{} {} {}:{} {}:{} {} {} {} {}",
-            p.partner_id,
-            p.pledge_id.len(),
-            p.pledge_id,
-            p.occurred_on,
-            p.donor.len(),
-            p.donor,
-            p.sector.len(),
-            p.sector,
-            optional(p.usd_rate),
-            p.pledged_usd
-                .map_or_else(|| "-".to_owned(), |d| format_at_scale(d, USD_SCALE)),
-            at_scale(p.paid_usd, USD_SCALE),
-            p.payments_unconverted,
-        )
+        text(out, "pledge-terms ")?;
+        partner_and_pledge(out)?;
+        text(out, " ")?;
+        date(out, p.occurred_on)?;
+        text(out, " ")?;
+        sized(out, p.donor)?;
+        text(out, " ")?;
+        sized(out, p.sector)?;
+        text(out, " ")?;
+        match p.usd_rate {
+            Some(rate) => write_decimal(out, rate)?,
+            None => text(out, "-")?,
+        }
+        text(out, " ")?;
+        match p.pledged_usd {
+            Some(usd) => amount(out, usd, USD_SCALE)?,
+            None => text(out, "-")?,
+        }
+        text(out, " ")?;
+        amount(out, p.paid_usd, USD_SCALE)?;
+        text(out, " ")?;
+        number(out, p.payments_unconverted)?;
+        text(out, "\n")
     }
 
     /// One cell; callers write cells in (day, partner, grant, sector, donor, scope, key, kind,
@@ -490,44 +541,49 @@ pub(crate) mod canonical {
     pub(crate) fn cell(out: &mut impl Write, c: &CellFacts<'_>) -> io::Result<()> {
         let currency = currency_code(c.currency);
         let minor = minor_unit(currency);
-        writeln!(
-            out,
-            "cell {} {}:{} {}:{} {}:{} {}:{} {} {} {} {currency} {} {} {}",
-            c.day,
-            c.partner.len(),
-            c.partner,
-            c.grant.len(),
-            c.grant,
-            c.sector.len(),
-            c.sector,
-            c.donor.len(),
-            c.donor,
+        text(out, "cell ")?;
+        date(out, c.day)?;
+        for name in [c.partner, c.grant, c.sector, c.donor] {
+            text(out, " ")?;
+            sized(out, name)?;
+        }
+        for word in [
+            " ",
             c.node.scope().as_str(),
+            " ",
             c.node.key(),
+            " ",
             c.kind.as_str(),
-            at_scale(c.total.amount, minor),
-            at_scale(c.total.usd_equivalent, USD_SCALE),
-            at_scale(c.total.unconverted, minor),
-        )
+            " ",
+            currency,
+            " ",
+        ] {
+            text(out, word)?;
+        }
+        amount(out, c.total.amount, minor)?;
+        text(out, " ")?;
+        amount(out, c.total.usd_equivalent, USD_SCALE)?;
+        text(out, " ")?;
+        amount(out, c.total.unconverted, minor)?;
+        text(out, "\n")
     }
 
     /// One in-kind quantity cell; callers write them after every cell, in (day, partner, scope,
     /// key, item, unit) order.
     pub(crate) fn item_cell(out: &mut impl Write, q: &ItemCellFacts<'_>) -> io::Result<()> {
-        writeln!(
-            out,
-            "item-cell {} {}:{} {} {} {}:{} {}:{} {}",
-            q.day,
-            q.partner.len(),
-            q.partner,
-            q.node.scope().as_str(),
-            q.node.key(),
-            q.item.len(),
-            q.item,
-            q.unit.len(),
-            q.unit,
-            q.quantity.normalize()
-        )
+        text(out, "item-cell ")?;
+        date(out, q.day)?;
+        text(out, " ")?;
+        sized(out, q.partner)?;
+        for word in [" ", q.node.scope().as_str(), " ", q.node.key(), " "] {
+            text(out, word)?;
+        }
+        sized(out, q.item)?;
+        text(out, " ")?;
+        sized(out, q.unit)?;
+        text(out, " ")?;
+        write_decimal(out, q.quantity.normalize())?;
+        text(out, "\n")
     }
 
     /// The outcomes per day, in date order.
@@ -536,9 +592,41 @@ pub(crate) mod canonical {
         days: impl Iterator<Item = (Date, DayOutcomes)>,
     ) -> io::Result<()> {
         for (day, outcomes) in days {
-            writeln!(out, "day {day} {} {}", outcomes.applied, outcomes.rejected)?;
+            text(out, "day ")?;
+            date(out, day)?;
+            text(out, " ")?;
+            number(out, outcomes.applied)?;
+            text(out, " ")?;
+            number(out, outcomes.rejected)?;
+            text(out, "\n")?;
         }
         Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use time::{Date, Month};
+
+        #[test]
+        fn date_writes_what_display_writes() {
+            let days = [
+                Date::from_calendar_date(2020, Month::September, 7),
+                Date::from_calendar_date(1999, Month::December, 31),
+                Date::from_calendar_date(0, Month::January, 1),
+                Date::from_calendar_date(999, Month::March, 10),
+                Date::from_calendar_date(9999, Month::December, 31),
+                Date::from_calendar_date(-1, Month::June, 15),
+            ];
+            for day in days
+                .map(Result::unwrap)
+                .into_iter()
+                .chain([Date::MIN, Date::MAX])
+            {
+                let mut written = Vec::new();
+                super::date(&mut written, day).unwrap();
+                assert_eq!(String::from_utf8(written).unwrap(), day.to_string());
+            }
+        }
     }
 }
 

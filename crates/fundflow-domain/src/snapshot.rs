@@ -22,7 +22,7 @@ use crate::Ledger;
 use crate::reject::RejectCode;
 
 /// The version of the encoding. Bump it with any change to a type the ledger's state holds.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// Why a snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use super::{Ledger, PledgeState};
 use crate::interner::Interner;
 use crate::model::{canonical, digest_of, roll_up};
 use crate::node::Node;
-use crate::values::{CellBlock, CellKey, Digest32, QuantityCellKey, Total};
+use crate::values::{CellBlock, Digest32, Month};
 
 impl Ledger {
     /// The model digest: SHA-256 of the canonical form of [`Ledger::model_state`], which the
@@ -44,15 +44,15 @@ impl Ledger {
     fn write_canonical_pledges(&self, out: &mut impl Write) -> io::Result<()> {
         let mut pledges: Vec<&PledgeState> = self.pledges.iter().filter(|p| p.active).collect();
         pledges.sort_unstable_by(|a, b| {
-            (self.partners.name(a.partner), &a.pledge_id)
-                .cmp(&(self.partners.name(b.partner), &b.pledge_id))
+            (self.partners.name(a.partner), self.labels.name(a.pledge_id))
+                .cmp(&(self.partners.name(b.partner), self.labels.name(b.pledge_id)))
         });
         for p in pledges {
             canonical::pledge(
                 out,
                 &canonical::PledgeFacts {
                     partner_id: self.partners.name(p.partner),
-                    pledge_id: &p.pledge_id,
+                    pledge_id: self.labels.name(p.pledge_id),
                     currency: p.currency,
                     lines: &p.lines,
                     donor: self.labels.name(p.donor),
@@ -68,77 +68,100 @@ impl Ledger {
         Ok(())
     }
 
+    /// Cells go out month by month: the canonical order is by day first, and a block holds one
+    /// month of one partner, so sorting each month's blocks on their own gives the same order
+    /// as one sort of every cell, with a month's worth of sort keys in memory instead of a
+    /// reference to every cell, and keys computed once per cell rather than per comparison.
     fn write_canonical_cells(&self, out: &mut impl Write) -> io::Result<()> {
         let partners = ranks(&self.partners);
         let labels = ranks(&self.labels);
         let rank = |ranks: &[u32], id: u32| ranks.get(id as usize).copied();
-        let mut cells: Vec<(&CellBlock, &CellKey, &Total)> =
-            Vec::with_capacity(self.cells.values().map(FxHashMap::len).sum());
-        for (block, block_cells) in &self.cells {
-            cells.extend(block_cells.iter().map(|(key, total)| (block, key, total)));
-        }
         let tables = canonical::TableRanks::new();
-        cells.sort_unstable_by_key(|(block, c, _)| {
-            (
-                c.day,
-                rank(&partners, block.partner),
-                rank(&labels, c.grant),
-                rank(&labels, c.sector),
-                rank(&labels, c.donor),
-                tables.node(c.node),
-                c.kind,
-                tables.currency(c.currency),
-            )
-        });
-        for (block, c, total) in cells {
-            canonical::cell(
-                out,
-                &canonical::CellFacts {
-                    day: c.day,
-                    partner: self.partners.name(block.partner),
-                    grant: self.labels.name(c.grant),
-                    sector: self.labels.name(c.sector),
-                    donor: self.labels.name(c.donor),
-                    node: c.node,
-                    kind: c.kind,
-                    currency: c.currency,
-                    total,
-                },
-            )?;
+        let mut month_cells = Vec::new();
+        for same_month in by_month(&self.cells).chunk_by(|a, b| a.0.month == b.0.month) {
+            month_cells.clear();
+            for (block, block_cells) in same_month {
+                month_cells.extend(block_cells.iter().map(|(c, total)| {
+                    debug_assert_eq!(
+                        Month::of(c.day),
+                        block.month,
+                        "a cell is in its month's block"
+                    );
+                    let key = (
+                        c.day,
+                        rank(&partners, block.partner),
+                        rank(&labels, c.grant),
+                        rank(&labels, c.sector),
+                        rank(&labels, c.donor),
+                        tables.node(c.node),
+                        c.kind,
+                        tables.currency(c.currency),
+                    );
+                    (key, block.partner, c, total)
+                }));
+            }
+            // Keys are distinct (names rank distinctly), so the unstable sort's order is fixed.
+            month_cells.sort_unstable_by_key(|cell| cell.0);
+            for &(_, partner, c, total) in &month_cells {
+                canonical::cell(
+                    out,
+                    &canonical::CellFacts {
+                        day: c.day,
+                        partner: self.partners.name(partner),
+                        grant: self.labels.name(c.grant),
+                        sector: self.labels.name(c.sector),
+                        donor: self.labels.name(c.donor),
+                        node: c.node,
+                        kind: c.kind,
+                        currency: c.currency,
+                        total,
+                    },
+                )?;
+            }
         }
         let (items, units) = (ranks(&self.item_names), ranks(&self.unit_names));
-        let mut quantities: Vec<(&CellBlock, &QuantityCellKey, &Decimal)> =
-            Vec::with_capacity(self.quantity_cells.values().map(FxHashMap::len).sum());
-        for (block, block_cells) in &self.quantity_cells {
-            quantities.extend(block_cells.iter().map(|(key, q)| (block, key, q)));
-        }
-        quantities.sort_unstable_by_key(|(block, q, _)| {
-            (
-                q.day,
-                rank(&partners, block.partner),
-                tables.node(q.node),
-                rank(&items, q.item),
-                rank(&units, q.unit),
-            )
-        });
-        for (block, q, quantity) in quantities {
-            canonical::item_cell(
-                out,
-                &canonical::ItemCellFacts {
-                    day: q.day,
-                    partner: self.partners.name(block.partner),
-                    node: q.node,
-                    item: self.item_name(q.item),
-                    unit: self.unit_name(q.unit),
-                    quantity: *quantity,
-                },
-            )?;
+        let mut month_quantities = Vec::new();
+        for same_month in by_month(&self.quantity_cells).chunk_by(|a, b| a.0.month == b.0.month) {
+            month_quantities.clear();
+            for (block, block_cells) in same_month {
+                month_quantities.extend(block_cells.iter().map(|(q, quantity)| {
+                    let key = (
+                        q.day,
+                        rank(&partners, block.partner),
+                        tables.node(q.node),
+                        rank(&items, q.item),
+                        rank(&units, q.unit),
+                    );
+                    (key, block.partner, q, *quantity)
+                }));
+            }
+            month_quantities.sort_unstable_by_key(|cell| cell.0);
+            for &(_, partner, q, quantity) in &month_quantities {
+                canonical::item_cell(
+                    out,
+                    &canonical::ItemCellFacts {
+                        day: q.day,
+                        partner: self.partners.name(partner),
+                        node: q.node,
+                        item: self.item_name(q.item),
+                        unit: self.unit_name(q.unit),
+                        quantity,
+                    },
+                )?;
+            }
         }
         Ok(())
     }
 }
 
+/// The blocks, by month (blocks of one month in no particular order).
+fn by_month<V>(blocks: &FxHashMap<CellBlock, V>) -> Vec<(&CellBlock, &V)> {
+    let mut sorted: Vec<_> = blocks.iter().collect();
+    sorted.sort_unstable_by_key(|(block, _)| block.month);
+    sorted
+}
+
 /// The rank of every name of an interner, by id.
 fn ranks(interner: &Interner) -> Vec<u32> {
-    canonical::ranks(interner.names().iter().map(|name| &**name))
+    canonical::ranks(interner.names())
 }

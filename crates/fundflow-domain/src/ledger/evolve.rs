@@ -165,7 +165,7 @@ impl Ledger {
                 let pledge = next_index(self.pledges.len());
                 self.pledges.push(PledgeState {
                     partner,
-                    pledge_id: pledge_id.into(),
+                    pledge_id: dims.grant,
                     currency: record.currency,
                     lines,
                     payments_open: 0,
@@ -178,8 +178,12 @@ impl Ledger {
                     paid_usd: Decimal::ZERO,
                     payments_unconverted: 0,
                 });
-                let name = self.pledge_ids.intern(pledge_id);
-                let earlier = self.pledge_index.insert((partner, name), pledge);
+                debug_assert_eq!(
+                    self.labels.get(pledge_id),
+                    Some(dims.grant),
+                    "a pledge is its own grant"
+                );
+                let earlier = self.pledge_index.insert((partner, dims.grant), pledge);
                 debug_assert!(earlier.is_none(), "decide refuses a pledge id in use");
                 Some(PledgeLink::Recorded(pledge))
             }
@@ -286,9 +290,8 @@ impl Ledger {
                 let pledge = &mut self.pledges[index as usize];
                 debug_assert_eq!(pledge.payments_open, 0, "decide refuses a paid pledge");
                 pledge.active = false;
-                if let Some(name) = self.pledge_ids.get(&pledge.pledge_id) {
-                    self.pledge_index.remove(&(pledge.partner, name));
-                }
+                self.pledge_index
+                    .remove(&(pledge.partner, pledge.pledge_id));
             }
             Some(PledgeLink::Paid(index)) => self.pay_pledge(index, &effect.parts, Sign::Subtract),
             None => {}
@@ -353,7 +356,10 @@ impl Ledger {
     fn pledge_names(&self, link: PledgeLink) -> (&str, &str) {
         let (PledgeLink::Recorded(index) | PledgeLink::Paid(index)) = link;
         let pledge = &self.pledges[index as usize];
-        (self.partners.name(pledge.partner), &pledge.pledge_id)
+        (
+            self.partners.name(pledge.partner),
+            self.labels.name(pledge.pledge_id),
+        )
     }
 
     /// The fold's invariants where `effect` touched the state: every direct total and quantity

@@ -178,13 +178,8 @@ impl Ledger {
             fingerprint: identity.fingerprint,
             state,
         };
-        let earlier = self
-            .events
-            .insert(EventKey::new(partner, identity.event_id), entry);
-        debug_assert!(
-            earlier.is_none(),
-            "a repeat is refused before it is remembered"
-        );
+        self.events
+            .insert_new(EventKey::new(partner, identity.event_id), entry);
         partner
     }
 }

@@ -26,6 +26,7 @@
 mod canonical;
 mod decide;
 mod effects;
+mod event_index;
 mod evolve;
 mod identity;
 
@@ -51,7 +52,7 @@ use crate::values::{
 };
 
 pub use evolve::Touched;
-use identity::{EntryState, EventEntry, EventKey};
+use identity::EntryState;
 
 /// What an applied event did, kept so that its reversal can undo exactly that.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,7 +110,8 @@ enum PledgeLink {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PledgeState {
     partner: u32,
-    pledge_id: Box<str>,
+    /// The pledge id, an interned label: it is the grant its flows count under, too.
+    pledge_id: u32,
     #[serde(with = "crate::snapshot::currency")]
     currency: CurrencyIndex,
     lines: Vec<PledgeLine>,
@@ -175,8 +177,7 @@ pub struct Ledger {
     direct_quantities: FxHashMap<QuantityKey, Decimal>,
     /// Every event with a valid identity, applied or not: what tells a repeat from a new event,
     /// and what a reversal finds its target by.
-    #[serde(with = "crate::snapshot::presized_map")]
-    events: FxHashMap<EventKey, EventEntry>,
+    events: event_index::EventIndex,
     /// The effect of every applied event, packed, by the index in its `EntryState::Applied`
     /// (a reversed event's stays, unread).
     effects: effects::Effects,
@@ -184,10 +185,9 @@ pub struct Ledger {
     /// effects stay valid.
     #[serde(with = "crate::snapshot::presized_vec")]
     pledges: Vec<PledgeState>,
-    /// Active pledges by (partner, interned pledge id) into `pledges`.
+    /// Active pledges by (partner, pledge id as an interned label) into `pledges`.
     #[serde(with = "crate::snapshot::presized_map")]
     pledge_index: FxHashMap<(u32, u32), u32>,
-    pledge_ids: Interner,
     /// Partner ids, interned so that an event key is 24 bytes.
     partners: Interner,
     /// In-kind item and unit names, interned so that a quantity key is small.
@@ -433,14 +433,14 @@ impl Ledger {
 
     /// The index of a partner's active pledge; `None` for a partner never seen.
     fn active_pledge(&self, partner: Option<u32>, pledge_id: &str) -> Option<u32> {
-        let key = (partner?, self.pledge_ids.get(pledge_id)?);
+        let key = (partner?, self.labels.get(pledge_id)?);
         self.pledge_index.get(&key).copied()
     }
 
     fn pledge_view<'a>(&'a self, p: &'a PledgeState) -> PledgeView<'a> {
         PledgeView {
             partner_id: self.partners.name(p.partner),
-            pledge_id: &p.pledge_id,
+            pledge_id: self.labels.name(p.pledge_id),
             currency: currency_code(p.currency),
             lines: &p.lines,
         }
@@ -502,14 +502,14 @@ impl Ledger {
             &self.unit_names,
         ]
         .into_iter()
-        .flat_map(|interner| interner.names().iter().map(|n| n.to_string()))
+        .flat_map(|interner| interner.names().map(str::to_owned))
         .collect()
     }
 
     fn label_offsets(&self) -> [u32; 4] {
-        let partners = next_index(self.partners.names().len());
-        let labels = partners + next_index(self.labels.names().len());
-        let items = labels + next_index(self.item_names.names().len());
+        let partners = next_index(self.partners.len());
+        let labels = partners + next_index(self.labels.len());
+        let items = labels + next_index(self.item_names.len());
         [0, partners, labels, items]
     }
 
@@ -553,7 +553,7 @@ impl Ledger {
     fn row_of(&self, p: &PledgeState) -> PledgeRow {
         PledgeRow {
             partner_id: self.partners.name(p.partner).to_owned(),
-            pledge_id: p.pledge_id.to_string(),
+            pledge_id: self.labels.name(p.pledge_id).to_owned(),
             currency: p.currency,
             lines: p.lines.clone(),
             donor: self.labels.name(p.donor).to_owned(),
@@ -685,17 +685,14 @@ impl Ledger {
         let effects = self.effects.len();
         if let Some(entry) = self
             .events
-            .values()
+            .entries()
             .find(|entry| matches!(entry.state, EntryState::Applied(i) if i as usize >= effects))
         {
             return Err(format!("the event at seq {} has no effect", entry.seq));
         }
-        let (pledges, partners, labels) = (
-            self.pledges.len(),
-            self.partners.names().len(),
-            self.labels.names().len(),
-        );
-        let (items, units) = (self.item_names.names().len(), self.unit_names.names().len());
+        let (pledges, partners, labels) =
+            (self.pledges.len(), self.partners.len(), self.labels.len());
+        let (items, units) = (self.item_names.len(), self.unit_names.len());
         for effect in self.effects.decode_all() {
             let effect = effect.map_err(|i| format!("effect {i} does not decode"))?;
             let dims = &effect.dims;
@@ -720,6 +717,7 @@ impl Ledger {
                 p.partner as usize >= partners
                     || p.donor as usize >= labels
                     || p.sector as usize >= labels
+                    || p.pledge_id as usize >= labels
             })
         {
             return Err("a pledge index or a pledge's name is out of range".into());
@@ -780,7 +778,7 @@ impl Ledger {
             + self
                 .pledges
                 .iter()
-                .map(|p| p.lines.capacity() * size_of::<PledgeLine>() + p.pledge_id.len())
+                .map(|p| p.lines.capacity() * size_of::<PledgeLine>())
                 .sum::<usize>()
             + map_bytes(&self.pledge_index);
         let names = [
@@ -788,7 +786,6 @@ impl Ledger {
             &self.labels,
             &self.item_names,
             &self.unit_names,
-            &self.pledge_ids,
         ]
         .into_iter()
         .map(Interner::allocated_bytes)
@@ -800,7 +797,7 @@ impl Ledger {
             + self.rejected.capacity() * size_of::<RejectedEvent>()
             + self.scratch.capacity();
         FoldMemory {
-            events: map_bytes(&self.events),
+            events: self.events.allocated_bytes(),
             effects: self.effects.allocated_bytes(),
             cells,
             pledges,
