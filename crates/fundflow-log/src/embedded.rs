@@ -61,7 +61,12 @@ impl EmbeddedLog {
 
     fn open_blocking(dir: &Path) -> Result<EmbeddedLog, LogError> {
         // Appends flush explicitly before they are acknowledged; no background flusher needed.
-        let config = sled::Config::new().path(dir).flush_every_ms(None);
+        // sled caches 1 GiB by default, and a log is read front to back: what it caches is
+        // mostly the event ids an append looks up, a few tens of bytes an event.
+        let config = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .cache_capacity(LOG_CACHE_BYTES);
         let db = open_sled(&config).map_err(|err| {
             LogError::with_source(
                 LogErrorKind::Storage,
@@ -354,6 +359,9 @@ pub fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
         }
     }
 }
+
+/// What sled may cache of the embedded log.
+const LOG_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// How long [`open_sled`] waits for a database's directory lock.
 pub const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
