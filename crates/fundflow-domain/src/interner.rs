@@ -147,7 +147,14 @@ mod tests {
         assert!(decoded.names().eq(interner.names()));
         assert_eq!(decoded.get("grant-123"), Some(123));
         assert_eq!(decoded.len(), 10_001);
-        let repeated = postcard::to_allocvec(&["a", "b", "a"]).unwrap();
+        let repeated = postcard::to_allocvec(&vec!["a", "b", "a"]).unwrap();
         assert!(postcard::from_bytes::<Interner>(&repeated).is_err());
+        let distinct = postcard::to_allocvec(&vec!["a", "b", "c"]).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Interner>(&distinct)
+                .unwrap()
+                .get("c"),
+            Some(2)
+        );
     }
 }

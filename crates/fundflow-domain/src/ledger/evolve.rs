@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 use fundflow_refdata::CurrencyIndex;
 
 use super::decide::{Change, Label, PledgeChange, Record, Reverse};
+use super::dense_map::DenseMap;
 use super::identity::{EntryState, Identity};
 use super::{Effect, EffectDims, ItemPart, Ledger, Part, PledgeLink, PledgeState, next_index};
 use crate::limits;
@@ -413,16 +414,47 @@ fn usd_sum(parts: &[Part]) -> Option<Decimal> {
 
 /// Adds `delta` to (or takes it from) the value at `key`, keeping no zero entry. The callers'
 /// values are parts of checked direct totals, so the step cannot fail: asserted, not clamped.
-fn step<K: Eq + Hash, V: Amount>(map: &mut FxHashMap<K, V>, key: K, delta: V, sign: Sign) {
-    let now = map.get(&key).copied().unwrap_or_default();
+fn step<K: Eq + Hash, V: Amount>(map: &mut impl CellMap<K, V>, key: K, delta: V, sign: Sign) {
+    let now = map.value(&key).unwrap_or_default();
     let Some(next) = now.checked(delta, sign) else {
         debug_assert!(false, "a cell step overflowed");
         return;
     };
     if next.is_zero() {
-        map.remove(&key);
+        map.clear(&key);
     } else {
-        map.insert(key, next);
+        map.set(key, next);
+    }
+}
+
+/// The maps a cell [`step`] writes into.
+trait CellMap<K, V> {
+    fn value(&self, key: &K) -> Option<V>;
+    fn set(&mut self, key: K, value: V);
+    fn clear(&mut self, key: &K);
+}
+
+impl<K: Eq + Hash, V: Copy> CellMap<K, V> for FxHashMap<K, V> {
+    fn value(&self, key: &K) -> Option<V> {
+        self.get(key).copied()
+    }
+    fn set(&mut self, key: K, value: V) {
+        self.insert(key, value);
+    }
+    fn clear(&mut self, key: &K) {
+        self.remove(key);
+    }
+}
+
+impl<K: Eq + Hash, V: Copy> CellMap<K, V> for DenseMap<K, V> {
+    fn value(&self, key: &K) -> Option<V> {
+        self.get(key).copied()
+    }
+    fn set(&mut self, key: K, value: V) {
+        self.insert(key, value);
+    }
+    fn clear(&mut self, key: &K) {
+        self.remove(key);
     }
 }
 

@@ -25,6 +25,7 @@
 
 mod canonical;
 mod decide;
+mod dense_map;
 mod effects;
 mod event_index;
 mod evolve;
@@ -197,7 +198,7 @@ pub struct Ledger {
     labels: Interner,
     /// Every applied flow summed at the finest grain, by the block of its partner and month:
     /// what every total by partner, period, grant, sector and donor is read from.
-    cells: FxHashMap<CellBlock, FxHashMap<CellKey, Total>>,
+    cells: FxHashMap<CellBlock, dense_map::DenseMap<CellKey, Total>>,
     /// In-kind quantities at the finest grain, likewise.
     #[serde(with = "crate::snapshot::nested_decimal_map")]
     quantity_cells: FxHashMap<CellBlock, FxHashMap<QuantityCellKey, Decimal>>,
@@ -771,7 +772,11 @@ impl Ledger {
     /// What the state holds in memory, by part (see [`FoldMemory`]).
     pub fn memory(&self) -> FoldMemory {
         let cells = map_bytes(&self.cells)
-            + self.cells.values().map(map_bytes).sum::<usize>()
+            + self
+                .cells
+                .values()
+                .map(dense_map::DenseMap::allocated_bytes)
+                .sum::<usize>()
             + map_bytes(&self.quantity_cells)
             + self.quantity_cells.values().map(map_bytes).sum::<usize>();
         let pledges = self.pledges.capacity() * size_of::<PledgeState>()
