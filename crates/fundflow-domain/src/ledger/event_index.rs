@@ -122,3 +122,56 @@ impl TryFrom<Vec<(EventKey, EventEntry)>> for EventIndex {
         Ok(EventIndex { entries, positions })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::identity::{EntryState, EventEntry, EventKey};
+    use super::EventIndex;
+
+    fn entry(seq: u64) -> EventEntry {
+        EventEntry {
+            seq,
+            fingerprint: seq.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            state: EntryState::Applied(u32::try_from(seq).unwrap()),
+        }
+    }
+
+    #[test]
+    fn finds_every_event_past_its_hint_and_after_encoding() {
+        let mut index = EventIndex::default();
+        index.reserve(100);
+        let key = |i: u64| EventKey::new(u32::try_from(i % 7).unwrap(), u128::from(i) << 64 | 5);
+        for i in 0..10_000 {
+            index.insert_new(key(i), entry(i));
+        }
+        assert_eq!(index.len(), 10_000);
+        assert_eq!(index.get(&key(9_999)).map(|e| e.seq), Some(9_999));
+        assert!(index.get(&EventKey::new(0, 1)).is_none());
+        if let Some(found) = index.get_mut(&key(42)) {
+            found.state = EntryState::Reversed;
+        }
+        let bytes = postcard::to_allocvec(&index).unwrap();
+        let decoded: EventIndex = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded.len(), 10_000);
+        assert_eq!(
+            decoded.get(&key(42)).map(|e| e.state),
+            Some(EntryState::Reversed)
+        );
+        assert_eq!(decoded.get(&key(7_000)).map(|e| e.seq), Some(7_000));
+    }
+
+    #[test]
+    fn an_event_listed_twice_does_not_decode() {
+        let key = EventKey::new(1, 2);
+        let twice = postcard::to_allocvec(&vec![(key, entry(1)), (key, entry(2))]).unwrap();
+        assert!(postcard::from_bytes::<EventIndex>(&twice).is_err());
+        let once = postcard::to_allocvec(&vec![(key, entry(1))]).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<EventIndex>(&once)
+                .unwrap()
+                .get(&key)
+                .map(|e| e.seq),
+            Some(1)
+        );
+    }
+}
