@@ -1,5 +1,6 @@
 //! A hash map that keeps its entries dense: one vector of (key, value) and a table of
-//! positions into it, for the maps the fold keeps one entry per flow in (the cells).
+//! positions into it, for the maps the fold keeps an entry per event or per flow in (the event
+//! index, the cells).
 //!
 //! A `HashMap` keeps each entry in its bucket, and its buckets are a power of two at most
 //! seven-eighths full, so a map holds between 1.14 and 2.3 entries' worth of memory per entry
@@ -45,12 +46,31 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
         self.position(key).map(|at| &self.entries[at].1)
     }
 
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.position(key).map(|at| &mut self.entries[at].1)
+    }
+
+    /// Room for `additional` more entries without growing.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.entries.reserve_exact(additional);
+        let entries = &self.entries;
+        self.positions
+            .reserve(additional, |&at| hash(&entries[at as usize].0));
+    }
+
     /// Sets `key` to `value`.
     pub(crate) fn insert(&mut self, key: K, value: V) {
         if let Some(at) = self.position(&key) {
             self.entries[at].1 = value;
             return;
         }
+        self.insert_new(key, value);
+    }
+
+    /// Adds `key`, which the caller knows is not there (one probe of the table, not two); a
+    /// key that is there is a bug.
+    pub(crate) fn insert_new(&mut self, key: K, value: V) {
+        debug_assert!(self.position(&key).is_none(), "a new key is already there");
         let at = super::next_index(self.entries.len());
         if self.entries.len() == self.entries.capacity() {
             // A quarter, not double: still geometric, so inserts stay amortized O(1).
@@ -97,6 +117,10 @@ impl<K: Hash + Eq, V> DenseMap<K, V> {
 
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (&K, &V)> + Clone {
         self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    pub(crate) fn values(&self) -> impl ExactSizeIterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
     }
 
     pub(crate) fn allocated_bytes(&self) -> usize {
@@ -177,6 +201,27 @@ mod tests {
                 postcard::from_bytes(&postcard::to_allocvec(&dense).unwrap()).unwrap();
             prop_assert!(decoded.iter().eq(dense.iter()));
         }
+    }
+
+    #[test]
+    fn finds_every_key_past_its_reserve_and_after_encoding() {
+        let mut map = DenseMap::default();
+        map.reserve(100);
+        let key = |i: u64| (i % 7, u128::from(i) << 64 | 5);
+        for i in 0..10_000 {
+            map.insert_new(key(i), i);
+        }
+        assert_eq!(map.len(), 10_000);
+        assert_eq!(map.get(&key(9_999)), Some(&9_999));
+        assert_eq!(map.get(&(0, 1)), None);
+        if let Some(value) = map.get_mut(&key(42)) {
+            *value = 1;
+        }
+        let bytes = postcard::to_allocvec(&map).unwrap();
+        let decoded: DenseMap<(u64, u128), u64> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded.len(), 10_000);
+        assert_eq!(decoded.get(&key(42)), Some(&1));
+        assert_eq!(decoded.get(&key(7_000)), Some(&7_000));
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub(super) struct EventEntry {
     pub(super) seq: u64,
     /// Hash of the content (all but `event_id` and `recorded_at`), to tell a harmless resend
     /// (`duplicate`) from a reused key (`event_id_conflict`).
-    pub(super) fingerprint: u64,
+    fingerprint: u64,
     pub(super) state: EntryState,
 }
 

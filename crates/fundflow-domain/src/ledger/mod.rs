@@ -27,7 +27,6 @@ mod canonical;
 mod decide;
 mod dense_map;
 mod effects;
-mod event_index;
 mod evolve;
 mod identity;
 
@@ -53,7 +52,7 @@ use crate::values::{
 };
 
 pub use evolve::Touched;
-use identity::EntryState;
+use identity::{EntryState, EventEntry, EventKey};
 
 /// What an applied event did, kept so that its reversal can undo exactly that.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,7 +177,7 @@ pub struct Ledger {
     direct_quantities: FxHashMap<QuantityKey, Decimal>,
     /// Every event with a valid identity, applied or not: what tells a repeat from a new event,
     /// and what a reversal finds its target by.
-    events: event_index::EventIndex,
+    events: dense_map::DenseMap<EventKey, EventEntry>,
     /// The effect of every applied event, packed, by the index in its `EntryState::Applied`
     /// (a reversed event's stays, unread).
     effects: effects::Effects,
@@ -686,7 +685,7 @@ impl Ledger {
         let effects = self.effects.len();
         if let Some(entry) = self
             .events
-            .entries()
+            .values()
             .find(|entry| matches!(entry.state, EntryState::Applied(i) if i as usize >= effects))
         {
             return Err(format!("the event at seq {} has no effect", entry.seq));
