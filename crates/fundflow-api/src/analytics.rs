@@ -676,6 +676,13 @@ fn is_zero(total: &Total) -> bool {
     total.amount.is_zero() && total.usd_equivalent.is_zero() && total.unconverted.is_zero()
 }
 
+/// Whether none of a total's figures is below zero, as every sum of flows is.
+fn is_non_negative(total: &Total) -> bool {
+    [total.amount, total.usd_equivalent, total.unconverted]
+        .iter()
+        .all(|figure| *figure >= Decimal::ZERO)
+}
+
 /// The total rows as CSV: `scope,key,name`, one column per dimension grouped by (in column
 /// order), then `kind,currency,amount,usd_equivalent,unconverted`. Without grouping, the columns
 /// of `fundflow totals --format csv` plus the name, as before.
@@ -934,11 +941,17 @@ pub fn summary_of_parts<'a>(
 /// per (partner or grant, kind, currency), is not zero, so a reversal that removed a country's
 /// only flow removes the country. Allocations to an M49 area count no country, and do count the
 /// area's region.
+///
+/// Partners and grants are counted, not summed: every flow's amount is positive and a reversal
+/// takes a flow out of exactly the cells it counted in, so every part is a sum of non-negative
+/// figures, and a sum of parts is zero only when each part is. A partner or grant therefore
+/// counts when any of its parts is not zero, and a set of names is all that needs keeping (it
+/// was the larger half of a year's summary, with tens of thousands of grants).
 #[derive(Debug, Default)]
 pub struct SummarySums<'a> {
     by_node: FxHashMap<(TotalKind, Node, CurrencyIndex), Total>,
-    by_partner: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total>,
-    by_grant: FxHashMap<(&'a str, TotalKind, CurrencyIndex), Total>,
+    partners: FxHashSet<&'a str>,
+    grants: FxHashSet<&'a str>,
     items: BTreeMap<(&'a str, &'a str), Decimal>,
 }
 
@@ -952,18 +965,20 @@ impl<'a> SummarySums<'a> {
                 currency,
                 total,
             } => sum_into(&mut self.by_node, (kind, node, currency), total),
-            SummaryPart::Partner {
-                partner,
-                kind,
-                currency,
-                total,
-            } => sum_into(&mut self.by_partner, (partner, kind, currency), total),
-            SummaryPart::Grant {
-                grant,
-                kind,
-                currency,
-                total,
-            } => sum_into(&mut self.by_grant, (grant, kind, currency), total),
+            SummaryPart::Partner { partner, total, .. } => {
+                debug_assert!(is_non_negative(&total), "a part is a sum of positive flows");
+                if !is_zero(&total) {
+                    self.partners.insert(partner);
+                }
+                Ok(())
+            }
+            SummaryPart::Grant { grant, total, .. } => {
+                debug_assert!(is_non_negative(&total), "a part is a sum of positive flows");
+                if !is_zero(&total) {
+                    self.grants.insert(grant);
+                }
+                Ok(())
+            }
             SummaryPart::Item {
                 item,
                 unit,
@@ -989,8 +1004,8 @@ impl<'a> SummarySums<'a> {
         let overflow = |what| move || AnalyticsError::Overflow { what };
         let SummarySums {
             by_node,
-            by_partner,
-            by_grant,
+            partners,
+            grants,
             items,
         } = self;
         let mut by_kind = Vec::with_capacity(TotalKind::ALL.len());
@@ -1042,15 +1057,6 @@ impl<'a> SummarySums<'a> {
                 regions.insert((region.key(), region));
             }
         }
-        let distinct = |map: &FxHashMap<(&str, TotalKind, CurrencyIndex), Total>| {
-            // Counted, not ordered: a set of tens of thousands of grants is not worth sorting.
-            let names: FxHashSet<&str> = map
-                .iter()
-                .filter(|(_, total)| !is_zero(total))
-                .map(|((name, _, _), _)| *name)
-                .collect();
-            count(names.len())
-        };
 
         Ok(SummaryReply {
             as_of_seq,
@@ -1065,8 +1071,8 @@ impl<'a> SummarySums<'a> {
                     name: region.name().to_owned(),
                 })
                 .collect(),
-            partners: distinct(&by_partner),
-            grants: distinct(&by_grant),
+            partners: count(partners.len()),
+            grants: count(grants.len()),
             events_applied: outcomes.applied,
             events_rejected: outcomes.rejected,
             in_kind_items: items
@@ -2498,6 +2504,44 @@ mod tests {
         .iter()
         .map(cell)
         .collect()
+    }
+
+    #[test]
+    fn partners_and_grants_count_once_each_and_only_with_a_figure() {
+        let usd = fundflow_refdata::currency_by_code("USD").unwrap();
+        let eur = fundflow_refdata::currency_by_code("EUR").unwrap();
+        let total = |amount: i64| Total {
+            amount: Decimal::new(amount, 2),
+            usd_equivalent: Decimal::new(amount, 2),
+            unconverted: Decimal::ZERO,
+        };
+        let grant = |grant, kind, currency, amount| SummaryPart::Grant {
+            grant,
+            kind,
+            currency,
+            total: total(amount),
+        };
+        let partner = |partner, amount| SummaryPart::Partner {
+            partner,
+            kind: TotalKind::Paid,
+            currency: usd,
+            total: total(amount),
+        };
+        let parts = [
+            // One grant in two kinds, two currencies and two years' parts: one grant.
+            grant("sg-2020-01", TotalKind::Pledged, usd, 10_000),
+            grant("sg-2020-01", TotalKind::ParallelFunding, eur, 500),
+            grant("sg-2020-01", TotalKind::Pledged, usd, 2_500),
+            // A grant whose every flow was reversed keeps a zero part at most: it does not count.
+            grant("sg-2020-02", TotalKind::Paid, usd, 0),
+            grant("sg-2020-03", TotalKind::InKind, usd, 1),
+            partner("ffrc-cafs", 100),
+            partner("ffrc-cafs", 200),
+            partner("icshp", 0),
+        ];
+        let query = SummaryQuery::parse(Some("2020-01-01"), Some("2021-12-31")).unwrap();
+        let reply = summary_of_parts(parts, DayOutcomes::default(), &query, 9).unwrap();
+        assert_eq!((reply.grants, reply.partners), (2, 1));
     }
 
     #[test]
